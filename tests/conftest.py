@@ -16,6 +16,14 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     return home
 
 
+@pytest.fixture(autouse=True)
+def _work_in_tmp(tmp_path_factory, monkeypatch):
+    """Commands write data/ and checkpoints/ relative to the working folder: keep them out of the repo."""
+    work = tmp_path_factory.mktemp("work")
+    monkeypatch.chdir(work)
+    return work
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """../shared/data (real open datasets); tests that need it skip cleanly in a user's checkout."""

@@ -14,6 +14,12 @@ from .base import LanguageModel, lm_loss
 # kind -> "module:ConfigClass:ModelClass" (imported lazily so `minigpt --help` stays fast)
 _REGISTRY: dict[str, str] = {
     "gpt": "gpt:GPTConfig:GPT",
+    "bigram": "bigram:BigramConfig:Bigram",
+    "mlp": "mlp:MLPConfig:MLP",
+    "cnn": "cnn:CNNConfig:CNN",
+    "rnn": "rnn:RNNConfig:RNN",
+    "lstm": "rnn:LSTMConfig:RNN",
+    "gru": "rnn:GRUConfig:RNN",
 }
 
 

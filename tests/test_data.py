@@ -1,0 +1,145 @@
+"""Text sources, prepared shards and batch iterators."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from minigpt import pydocs
+from minigpt.common import MinigptError
+from minigpt.data import TokenWindows, open_source, prepare
+from minigpt.tokenizer import train_bpe, train_char
+
+TEXT = "".join(f"line {i}: the quick brown fox jumps over the lazy dog, 狐狸 {i * i}\n" for i in range(400))
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text(TEXT, encoding="utf-8")
+    return path
+
+
+def test_text_file_splits_partition_the_file_at_a_line(text_file):
+    source = open_source(str(text_file))
+    train, val = ("".join(source.dataset(s)["text"]) for s in ("train", "val"))
+    assert train + val == TEXT
+    assert train.endswith("\n") and 0.85 < len(train.encode()) / len(TEXT.encode()) < 0.95
+
+
+def test_pydocs_is_deterministic_and_split_by_module():
+    names = {split: [n for n, _ in pydocs.documents(split)] for split in ("train", "val")}
+    assert names["train"] and names["val"] and not set(names["train"]) & set(names["val"])
+    assert [t for _, t in pydocs.documents("val")] == [t for _, t in pydocs.documents("val")]
+    total = sum(len(t.encode()) for split in ("train", "val") for _, t in pydocs.documents(split))
+    assert 1_000_000 < total < 4_000_000
+
+
+def test_pydocs_entries_have_signatures_and_summaries():
+    by_name = {e.name: e for e in pydocs.entries()}
+    dumps = by_name["json.dumps"]
+    assert dumps.kind == "function" and dumps.signature.startswith("(obj")
+    assert dumps.summary.startswith("Serialize") and dumps.summary.endswith(".")
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "empty"),
+    (b"   \n\n", "only whitespace"),
+    (b"hello\x00world", "binary"),
+    (b"caf\xe9 au lait", "not UTF-8"),
+])
+def test_bad_text_files_are_refused_naming_the_file(tmp_path, content, message):
+    path = tmp_path / "bad.txt"
+    path.write_bytes(content)
+    with pytest.raises(MinigptError, match=message) as err:
+        open_source(str(path))
+    assert str(path) in str(err.value)
+
+
+def test_missing_source_is_refused(tmp_path):
+    with pytest.raises(MinigptError, match="no such file"):
+        open_source(str(tmp_path / "nope.txt"))
+
+
+def test_jsonl_rows_and_folders(tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"text": f"document number {i}"}) + "\n" for i in range(40)))
+    source = open_source(str(rows))
+    train, val = (list(source.documents(s)) for s in ("train", "val"))
+    assert sorted(train + val) == sorted(f"document number {i}" for i in range(40)) and len(val) == 2
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"body": "x"}) + "\n" + json.dumps({"body": "y"}) + "\n")
+    with pytest.raises(MinigptError, match="no 'text' column"):
+        list(open_source(str(bad)).documents("train"))
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for i in range(12):
+        (folder / f"f{i:02d}.md").write_text(f"file {i}\n")
+    source = open_source(str(folder))
+    docs = [d for s in ("train", "val") for d in source.documents(s)]
+    assert sorted(docs) == sorted(f"file {i}\n" for i in range(12)) and list(source.documents("val"))
+
+
+def test_prepare_char_shards_decode_back_to_the_text(text_file, tmp_path):
+    source = open_source(str(text_file))
+    tok = train_char(d for s in ("train", "val") for d in source.documents(s))
+    prepared = prepare(source, tok, out=tmp_path / "prep")
+    parts = {}
+    for split in ("train", "val"):
+        ids = prepared.shard(split).tolist()
+        assert ids[0] == tok.bos_id and tok.bos_id not in ids[1:]
+        parts[split] = tok.decode(ids[1:])
+        meta = prepared.meta["splits"][split]
+        assert meta["tokens"] == len(ids) and meta["bytes"] == len(parts[split].encode())
+    assert parts["train"] + parts["val"] == TEXT
+    assert prepared.meta["dtype"] == "uint16" and prepared.tokenizer().sha256 == tok.sha256
+
+
+def test_prepare_is_reused_until_the_source_changes(text_file, tmp_path):
+    source = open_source(str(text_file))
+    tok = train_char(d for s in ("train", "val") for d in source.documents(s))
+    first = prepare(source, tok, out=tmp_path / "prep")
+    stamp = (first.path / "train.bin").stat().st_mtime_ns
+    assert (prepare(source, tok, out=tmp_path / "prep").path / "train.bin").stat().st_mtime_ns == stamp
+    text_file.write_text(TEXT + "one more line\n", encoding="utf-8")
+    again = prepare(open_source(str(text_file)), tok, out=tmp_path / "prep")
+    assert again.meta["source_fingerprint"] != first.meta["source_fingerprint"]
+
+
+def test_prepare_with_several_processes_matches_one(tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"text": f"row {i}: " + "abc def " * (i % 7)}) + "\n" for i in range(3000)))
+    source = open_source(str(rows))
+    tok = train_bpe(source.documents("train"), 300, progress=False)
+    one = prepare(source, tok, out=tmp_path / "one", num_proc=1)
+    two = prepare(source, tok, out=tmp_path / "two", num_proc=2)
+    for split in ("train", "val"):
+        assert np.array_equal(one.shard(split), two.shard(split))
+    docs = list(source.documents("val"))
+    expected = [i for d in docs for i in [tok.bos_id] + tok.encode(d)]
+    assert one.shard("val").tolist() == expected
+
+
+def test_windows_resume_exactly_and_ddp_slices_the_global_batch():
+    tokens = np.arange(1000, dtype=np.uint16)
+    a = TokenWindows(tokens, 8, 4, seed=3)
+    for _ in range(5):
+        next(a)
+    state = a.state_dict()
+    expected = [next(a) for _ in range(3)]
+    b = TokenWindows(tokens, 8, 4, seed=99)
+    b.load_state_dict(state)
+    for (x1, y1), (x2, y2) in zip(expected, [next(b) for _ in range(3)]):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    x, y = next(TokenWindows(tokens, 8, 4, seed=3))
+    assert torch.equal(y[:, :-1], x[:, 1:]) and torch.equal(y - x, torch.ones_like(x))
+    whole = next(TokenWindows(tokens, 8, 4, seed=5))[0]
+    halves = [next(TokenWindows(tokens, 8, 2, seed=5, rank=r, world=2))[0] for r in range(2)]
+    assert torch.equal(whole, torch.cat(halves))
+
+
+def test_too_short_data_is_refused():
+    with pytest.raises(MinigptError, match="block-size"):
+        TokenWindows(np.arange(10, dtype=np.uint16), 16, 2, seed=0)

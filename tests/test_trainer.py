@@ -1,0 +1,173 @@
+"""The one training loop: schedule, parameter groups, loss going down, checkpoints and exact resume."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from minigpt.checkpoint import load_checkpoint, resolve
+from minigpt.common import MinigptError
+from minigpt.models.gpt import GPT, GPTConfig
+from minigpt.pretrain import pretrain
+from minigpt.trainer import TrainConfig, lr_at, param_groups
+
+WORDS = "the cat sat on a mat while a dog ran after the red ball in the long green garden".split()
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    import random
+
+    rng = random.Random(0)
+    lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12))) + ".\n" for _ in range(1500)]
+    path = tmp_path / "corpus.txt"
+    path.write_text("".join(lines))
+    return path
+
+
+def tiny_model() -> GPTConfig:
+    return GPTConfig(vocab_size=64, block_size=32, n_layer=2, n_head=2, n_embd=32)
+
+
+def tiny_train(**kw) -> TrainConfig:
+    base = dict(max_iters=20, batch_size=8, eval_interval=10, eval_iters=2, log_interval=5, warmup_iters=5,
+                sample_tokens=0, device="cpu", lr=3e-3)
+    return TrainConfig(**{**base, **kw})
+
+
+def run(corpus, out, **kw):
+    return pretrain(str(corpus), tokenizer="char", model_config=tiny_model(), train_config=tiny_train(**kw), out=out)
+
+
+def test_lr_schedule_by_hand():
+    cfg = TrainConfig(lr=1e-3, min_lr=1e-4, warmup_iters=10, max_iters=110)
+    assert lr_at(0, cfg) == pytest.approx(1e-3 * 1 / 11)
+    assert lr_at(9, cfg) == pytest.approx(1e-3 * 10 / 11)
+    assert lr_at(10, cfg) == pytest.approx(1e-3)  # start of the cosine
+    assert lr_at(60, cfg) == pytest.approx(1e-4 + 0.5 * 9e-4)  # halfway: cos(pi/2) = 0
+    assert lr_at(110, cfg) == pytest.approx(1e-4)
+    linear = TrainConfig(lr=1e-3, min_lr=0.0, warmup_iters=0, max_iters=100, schedule="linear")
+    assert lr_at(25, linear) == pytest.approx(7.5e-4)
+    assert lr_at(5, linear, progress=0.5) == pytest.approx(5e-4)  # time budget drives the decay
+
+
+def test_weight_decay_only_on_matrices():
+    model = GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=1, n_head=2, n_embd=16, bias=True,
+                          norm="layernorm", positions="learned", tie_embeddings=True))
+    decay, no_decay = param_groups(model, 0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all(p.dim() == 2 and "emb" not in names[id(p)] and "wte" not in names[id(p)] for p in decay["params"])
+    assert any(p.dim() == 1 for p in no_decay["params"])
+    embedding_ids = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    assert embedding_ids <= {id(p) for p in no_decay["params"]}
+    assert len(decay["params"]) + len(no_decay["params"]) == len({id(p) for p in model.parameters()})
+
+
+def test_loss_goes_down_and_run_folder_is_complete(corpus, tmp_path):
+    result = run(corpus, tmp_path / "run", max_iters=60, eval_interval=30)
+    rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if r["kind"] == "eval"]
+    assert [r["step"] for r in evals] == [30, 60]
+    assert result.metrics["val/loss"] < 0.75 * math.log(tiny_model().vocab_size)
+    assert 0 < result.metrics["val/bpb"] < 8
+    step = resolve(tmp_path / "run")
+    assert step.name == "step_000060"
+    assert {p.name for p in step.iterdir()} >= {"config.json", "model.safetensors", "tokenizer.char",
+                                                "trainer_state.safetensors", "trainer_state.json"}
+    assert (tmp_path / "run" / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["stage"] == "pretrain" and info["model"]["n_layer"] == 2 and info["train"]["max_iters"] == 60
+
+
+def test_existing_run_is_not_overwritten(corpus, tmp_path):
+    run(corpus, tmp_path / "run", max_iters=2, eval_interval=2)
+    with pytest.raises(MinigptError, match="--resume"):
+        run(corpus, tmp_path / "run", max_iters=2, eval_interval=2)
+
+
+def test_damaged_checkpoints_are_refused_with_a_reason(corpus, tmp_path):
+    run(corpus, tmp_path / "run", max_iters=2, eval_interval=2)
+    step = resolve(tmp_path / "run")
+    ok = load_checkpoint(step)
+    assert ok.step == 2 and ok.model.config.n_layer == 2
+
+    def damaged(edit) -> str:
+        copy = tmp_path / f"copy{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(step, copy)
+        edit(copy)
+        with pytest.raises(MinigptError) as err:
+            load_checkpoint(copy)
+        return str(err.value)
+
+    def truncate(d):
+        data = (d / "model.safetensors").read_bytes()
+        (d / "model.safetensors").write_bytes(data[: len(data) // 2])
+
+    def edit_config(key, value):
+        def edit(d):
+            cfg = json.loads((d / "config.json").read_text())
+            cfg["model"][key] = value
+            (d / "config.json").write_text(json.dumps(cfg))
+        return edit
+
+    def bump_format(d):
+        cfg = json.loads((d / "config.json").read_text())
+        cfg["format"] = 99
+        (d / "config.json").write_text(json.dumps(cfg))
+
+    assert "truncated or corrupt" in damaged(truncate)
+    assert "do not fit" in damaged(edit_config("vocab_size", 999))
+    assert "do not fit" in damaged(edit_config("n_layer", 3))
+    assert "format 99" in damaged(bump_format)
+    assert "sha256" in damaged(lambda d: (d / "tokenizer.char").write_text(
+        (d / "tokenizer.char").read_text().replace("a", "b", 1)))
+    assert "config.json" in damaged(lambda d: (d / "config.json").write_text("{not json"))
+    with pytest.raises(MinigptError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "missing")
+
+
+def _minigpt(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "minigpt", *args], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"}, **kw)
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_then_resume_is_bit_exact(corpus, tmp_path):
+    """Train, Ctrl-C at an arbitrary step, resume: the weights equal an uninterrupted run's, bit for bit."""
+    flags = ["--data", str(corpus), "--tokenizer", "char", "--n-layer", "2", "--n-head", "2", "--n-embd", "64",
+             "--block-size", "64", "--batch-size", "8", "--max-iters", "400", "--eval-interval", "150",
+             "--eval-iters", "2", "--log-interval", "5", "--sample-tokens", "0", "--device", "cpu", "--dropout", "0.1"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    out = tmp_path / "interrupted"
+    proc = subprocess.Popen([sys.executable, "-m", "minigpt", "pretrain", *flags, "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    metrics, deadline = out / "metrics.jsonl", time.time() + 300
+    while time.time() < deadline and not (metrics.is_file() and metrics.read_text().strip()):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 130, output
+    assert "--resume" in output and "checkpoint saved" in output
+    stopped = load_checkpoint(out, with_trainer_state=True).trainer_state["step"]
+    assert 0 < stopped < 400
+    resumed = _minigpt("pretrain", *flags, "--out", str(out), "--resume", timeout=600)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    straight = _minigpt("pretrain", *flags, "--out", str(tmp_path / "straight"), timeout=600)
+    assert straight.returncode == 0, straight.stdout + straight.stderr
+    a = load_file(str(resolve(out) / "model.safetensors"))
+    b = load_file(str(resolve(tmp_path / "straight") / "model.safetensors"))
+    assert resolve(out).name == "step_000400" and a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = [json.loads(l) for l in metrics.read_text().splitlines()]
+    steps = [r["step"] for r in rows if r["kind"] == "train"]
+    assert steps == sorted(set(steps)), "metrics rows were duplicated by the resume"
