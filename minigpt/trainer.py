@@ -287,7 +287,8 @@ def train(model: nn.Module, objective: Objective, cfg: TrainConfig, run_dir: str
                              "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                              "scaler": scaler.state_dict() if scaler.is_enabled() else None}
             save_checkpoint(run_dir, step, raw_model, tokenizer_path, trainer_state=trainer_state,
-                            extra=checkpoint_extra, keep=cfg.keep_checkpoints, best=best)
+                            extra={"stage": run_info.get("stage"), **(checkpoint_extra or {})},
+                            keep=cfg.keep_checkpoints, best=best)
         _barrier(dist)
 
     metrics_file = open(run_dir / "metrics.jsonl", "a") if dist.is_main else None

@@ -12,6 +12,9 @@ A model is an `nn.Module` with:
   in which case the engine recomputes over the last `block_size` tokens;
 - `flops_per_token()`: forward+backward FLOPs per trained token (6N plus attention), for MFU.
 
+Saving: `state_dict_for_save(model)` drops tied aliases (safetensors refuses tensors that share memory) and
+`load_state(model, sd)` puts them back before a strict `load_state_dict`.
+
 Training concerns (optimizer groups, schedules, MFU bookkeeping) stay in the trainer, never here.
 """
 from __future__ import annotations
@@ -21,6 +24,8 @@ from typing import Any, Protocol
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from ..common import MinigptError
 
 
 class DecodeState(Protocol):
@@ -78,3 +83,44 @@ class LanguageModel(nn.Module):
     def flops_per_token(self) -> int:
         """Training FLOPs per token (forward + backward ~ 6 x matmul parameters). Models add attention."""
         return 6 * self.num_params(non_embedding=True)
+
+
+# ---------------------------------------------------------------------------------------------- saving
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The module under a torch.compile wrapper (its state dict keys lack the `_orig_mod.` prefix)."""
+    return getattr(model, "_orig_mod", model)
+
+
+def tied_names(model: nn.Module) -> list[list[str]]:
+    """Groups of state-dict names that share one tensor (e.g. a tied token table and head), first name first."""
+    groups: dict[int, list[str]] = {}
+    for name, t in _unwrap(model).named_parameters(remove_duplicate=False):
+        groups.setdefault(id(t), []).append(name)
+    for name, t in _unwrap(model).named_buffers(remove_duplicate=False):
+        groups.setdefault(id(t), []).append(name)
+    return [names for names in groups.values() if len(names) > 1]
+
+
+def state_dict_for_save(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict with each shared tensor once, contiguous: what `safetensors.torch.save_file` accepts
+    (it refuses aliases). Tied weights keep their first name; `load_state` restores the others."""
+    aliases = {name for names in tied_names(model) for name in names[1:]}
+    return {k: v.contiguous() for k, v in _unwrap(model).state_dict().items() if k not in aliases}
+
+
+def load_state(model: nn.Module, state_dict: dict[str, torch.Tensor], strict: bool = True):
+    """Inverse of `state_dict_for_save`: fill each tied alias from its saved partner, then `load_state_dict`."""
+    sd = dict(state_dict)
+    for names in tied_names(model):
+        present = [n for n in names if n in sd]
+        if not present:
+            continue
+        for n in present[1:]:
+            if not torch.equal(sd[n], sd[present[0]]):
+                raise MinigptError(f"{n} and {present[0]} differ in the saved weights but are one tensor in this "
+                                   f"model; the checkpoint was saved with untied weights (check tie_embeddings)")
+        for n in names:
+            sd.setdefault(n, sd[present[0]])
+    return _unwrap(model).load_state_dict(sd, strict=strict)
