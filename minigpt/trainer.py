@@ -263,6 +263,8 @@ def train(model: nn.Module, objective: Objective, cfg: TrainConfig, run_dir: str
     eval_cache: dict[str, list] = {}
 
     def evaluate() -> dict[str, float]:
+        if hasattr(objective, "evaluate"):  # objectives that measure by generating (RL)
+            return objective.evaluate(raw_model)
         out: dict[str, float] = {}
         model.eval()
         with torch.no_grad(), autocast:
@@ -306,7 +308,7 @@ def train(model: nn.Module, objective: Objective, cfg: TrainConfig, run_dir: str
             elapsed = time.perf_counter() - t_start
             out_of_time = cfg.max_seconds is not None and elapsed >= cfg.max_seconds
             done = step >= cfg.max_iters or out_of_time
-            if (step % cfg.eval_interval == 0 and step != start_step) or done:
+            if (step % cfg.eval_interval == 0 and not (resume and step == start_step)) or done:
                 last_eval = evaluate()
                 is_best = last_eval.get("val/loss", math.inf) < state["best_val"]
                 if is_best:
@@ -314,7 +316,8 @@ def train(model: nn.Module, objective: Objective, cfg: TrainConfig, run_dir: str
                 sample = on_eval(raw_model) if on_eval and cfg.sample_tokens > 0 and dist.is_main else None
                 log.eval(step, state, last_eval, sample, progress)
                 state["elapsed"] = time.perf_counter() - t_start
-                save(step, best=is_best)
+                if step > start_step:
+                    save(step, best=is_best)
             if done or interrupt.requested:
                 interrupted = interrupt.requested and not done
                 if interrupted:

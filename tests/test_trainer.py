@@ -77,7 +77,8 @@ def test_loss_goes_down_and_run_folder_is_complete(corpus, tmp_path):
     result = run(corpus, tmp_path / "run", max_iters=60, eval_interval=30)
     rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in rows if r["kind"] == "eval"]
-    assert [r["step"] for r in evals] == [30, 60]
+    assert [r["step"] for r in evals] == [0, 30, 60]
+    assert evals[0]["val/loss"] == pytest.approx(math.log(26), rel=0.05)  # 26 characters: uniform at first
     assert result.metrics["val/loss"] < 0.75 * math.log(tiny_model().vocab_size)
     assert 0 < result.metrics["val/bpb"] < 8
     step = resolve(tmp_path / "run")

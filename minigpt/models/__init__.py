@@ -21,6 +21,8 @@ _REGISTRY: dict[str, str] = {
     "lstm": "rnn:LSTMConfig:RNN",
     "gru": "rnn:GRUConfig:RNN",
 }
+# Models that score sequences rather than predict tokens: loadable from checkpoints, not trainable by pretrain.
+_SCORERS: dict[str, str] = {"reward": "reward:RewardConfig:RewardModel"}
 
 
 def kinds() -> list[str]:
@@ -28,9 +30,10 @@ def kinds() -> list[str]:
 
 
 def classes(kind: str) -> tuple[type, type]:
-    if kind not in _REGISTRY:
+    spec = _REGISTRY.get(kind) or _SCORERS.get(kind)
+    if spec is None:
         raise MinigptError(f"unknown model kind {kind!r}; choose one of {', '.join(_REGISTRY)}")
-    module, config_cls, model_cls = _REGISTRY[kind].split(":")
+    module, config_cls, model_cls = spec.split(":")
     mod = importlib.import_module(f"{__name__}.{module}")
     return getattr(mod, config_cls), getattr(mod, model_cls)
 
