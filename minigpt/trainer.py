@@ -356,6 +356,7 @@ def train(model: nn.Module, objective: Objective, cfg: TrainConfig, run_dir: str
                 log.train(step, state, now - t_start, row)
                 progress.update(task, completed=step, loss=row["loss"], lr=lr, tps=tps, mfu=100 * row["mfu"])
                 t_last, tokens_last, interval_loss, interval_start = now, state["tokens"], 0.0, step
+        progress.update(task, completed=step)
     state["elapsed"] = time.perf_counter() - t_start
     if metrics_file:
         metrics_file.close()

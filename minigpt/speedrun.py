@@ -1,0 +1,212 @@
+"""`minigpt speedrun`: the whole pipeline on the built-in data in one command, and its report card.
+
+tokenizer -> prepare -> pretrain -> sft -> reward -> dpo -> rl, each stage the same library function its own
+subcommand calls, each given a share of the wall-clock budget (the trainer's `max_seconds`, so the learning-rate
+schedule follows time). Progress is recorded in <out>/speedrun.json after every stage, so an interrupted
+speedrun rerun with the same --out resumes the stage it was in and skips finished ones.
+
+The report card (<out>/report.md + PNGs) measures every stage on held-out data: pretraining val loss and bits
+per byte; answer F1 on held-out functions for the base, SFT, DPO and RL models (greedy, the same prompts);
+reward-model pairwise accuracy; DPO preference accuracy (policy log-prob of chosen above rejected) before and
+after; RL mean reward before and after, with its KL to the reference; and the four models' answers side by side.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from . import finetune, pydocs
+from .common import MinigptError, atomic_write_text, console, seed_everything
+from .pretrain import pretrain
+from .trainer import TrainConfig
+
+# Shares of the budget left after tokenizer training and data preparation.
+SHARES = {"pretrain": 0.62, "sft": 0.14, "reward": 0.05, "dpo": 0.07, "rl": 0.08, "report": 0.04}
+MODELS = ("pretrain", "sft", "dpo", "rl")
+LABELS = {"pretrain": "base", "sft": "SFT", "dpo": "DPO", "rl": "RL"}
+
+
+def parse_budget(text: str) -> float:
+    """'30m', '90s', '1.5h' or plain seconds -> seconds."""
+    text = str(text).strip().lower()
+    units = {"s": 1, "m": 60, "h": 3600}
+    try:
+        return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
+    except (ValueError, IndexError):
+        raise MinigptError(f"--budget {text}: not a duration; write e.g. 30m, 90s or 1.5h") from None
+
+
+def _state(out: Path) -> dict[str, Any]:
+    path = out / "speedrun.json"
+    return json.loads(path.read_text()) if path.is_file() else {"stages": {}}
+
+
+def _save_state(out: Path, state: dict[str, Any]) -> None:
+    atomic_write_text(out / "speedrun.json", json.dumps(state, indent=2))
+
+
+def stage_config(stage: str, seconds: float, **fixed: Any) -> TrainConfig:
+    """A stage's training config under a time budget: the schedule follows elapsed time, not steps."""
+    defaults = PRETRAIN if stage == "pretrain" else finetune.STAGE_DEFAULTS[stage]
+    return TrainConfig(**{**defaults, "max_iters": 1_000_000, "max_seconds": max(5.0, seconds), **fixed})
+
+
+# The pretraining recipe for the tiny GPT on pydocs under a time budget (tuned on 2 CPU cores).
+PRETRAIN = dict(eval_interval=250, eval_iters=10, batch_size=16, lr=2e-3, min_lr=1e-4, warmup_iters=100)
+
+
+def speedrun(budget: float = 1800.0, out: str | Path = "checkpoints/speedrun", *, seed: int = 1337,
+             device: str = "auto") -> Path:
+    """Run every stage within `budget` seconds; returns the report path."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = _state(out)
+    started = time.perf_counter() - state.get("elapsed", 0.0)
+    console.rule(f"[bold]minigpt speedrun[/]: budget {budget / 60:.1f} min -> {out}")
+    seed_everything(seed)
+
+    def remaining_share(stage: str) -> float:
+        left = budget - (time.perf_counter() - started)
+        todo = [s for s in SHARES if s not in state["stages"]]
+        return max(5.0, left * SHARES[stage] / sum(SHARES[s] for s in todo))
+
+    def run(stage: str, fn) -> None:
+        if stage in state["stages"]:
+            console.print(f"[dim]{stage}: done earlier, skipping[/]")
+            return
+        run_dir = out / stage
+        resume = (run_dir / "latest").is_file()
+        console.rule(f"{stage}{' (resuming)' if resume else ''}")
+        result = fn(run_dir, remaining_share(stage), resume)
+        if result.interrupted:
+            raise KeyboardInterrupt
+        state["stages"][stage] = {"run": str(run_dir), "step": result.step, "metrics": result.metrics}
+        state["elapsed"] = time.perf_counter() - started
+        _save_state(out, state)
+
+    fixed = dict(seed=seed, device=device)
+    run("pretrain", lambda d, s, r: pretrain("pydocs", out=d, resume=r, train_config=stage_config("pretrain", s, **fixed)))
+    run("sft", lambda d, s, r: finetune.sft(out / "pretrain", out=d, resume=r, train_config=stage_config("sft", s, **fixed)))
+    run("reward", lambda d, s, r: finetune.reward(out / "sft", out=d, resume=r,
+                                                  train_config=stage_config("reward", s, **fixed)))
+    run("dpo", lambda d, s, r: finetune.dpo(out / "sft", out=d, resume=r, train_config=stage_config("dpo", s, **fixed)))
+    run("rl", lambda d, s, r: finetune.rl(out / "sft", out=d, resume=r, train_config=stage_config("rl", s, **fixed)))
+    console.rule("report card")
+    report = write_report(out, state)
+    state["elapsed"] = time.perf_counter() - started
+    _save_state(out, state)
+    console.print(f"\n[bold green]speedrun finished[/] in {state['elapsed'] / 60:.1f} min. Report: {report}")
+    console.print(f"Chat with the final model:\n  [bold]minigpt chat --checkpoint {out / 'rl'}[/]")
+    return report
+
+
+# ---------------------------------------------------------------------------------------------- report card
+
+
+def heldout_answers(out: Path, n: int = 48, max_new_tokens: int = 48) -> dict[str, Any]:
+    """Greedy answers of each stage's model to the same held-out questions, with token F1 to the reference."""
+    from .chat_format import render_prompt
+    from .checkpoint import load_checkpoint
+    from .engine import Engine
+    from .rewards import f1
+
+    prompts = [p for p in pydocs.rl_prompts() if p["split"] == "val"][:n]
+    answers: dict[str, list[str]] = {}
+    scores: dict[str, float] = {}
+    for stage in MODELS:
+        if not (out / stage / "latest").is_file():
+            continue
+        ckpt = load_checkpoint(out / stage)
+        engine = Engine(ckpt.model, ckpt.tokenizer)
+        texts = [engine.generate(render_prompt(ckpt.tokenizer, [{"role": "user", "content": p["prompt"]}]),
+                                 max_new_tokens=max_new_tokens, temperature=0.0).text.strip() for p in prompts]
+        answers[stage] = texts
+        scores[stage] = sum(f1(t, p["reference"]) for t, p in zip(texts, prompts)) / max(1, len(prompts))
+    return {"prompts": prompts, "answers": answers, "f1": scores}
+
+
+def _eval_rows(run_dir: Path) -> list[dict]:
+    from .report import read_metrics
+
+    return [r for r in read_metrics(run_dir) if r.get("kind") == "eval"]
+
+
+def _first_last(run_dir: Path, key: str) -> tuple[float | None, float | None]:
+    rows = [r[key] for r in _eval_rows(run_dir) if key in r]
+    return (rows[0], rows[-1]) if rows else (None, None)
+
+
+def _fmt(v: float | None, digits: int = 3) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def write_report(out: Path, state: dict[str, Any] | None = None) -> Path:
+    """report.md + figures from the stage run folders (can be regenerated at any time)."""
+    from .report import plot_run, read_metrics
+
+    state = state or _state(out)
+    held = heldout_answers(out)
+    figures = []
+    for stage in ("pretrain", "sft", "reward", "dpo", "rl"):
+        if (out / stage / "metrics.jsonl").is_file():
+            png = plot_run(out / stage, out / f"{stage}_loss.png")
+            figures.append((stage, png.name if png else None))
+    f1_png = _plot_f1(out, held["f1"])
+    pre = state["stages"].get("pretrain", {}).get("metrics", {})
+    rm_first, rm_last = _first_last(out / "reward", "val/accuracy")
+    dpo_first, dpo_last = _first_last(out / "dpo", "val/pref_acc")
+    rl_first, rl_last = _first_last(out / "rl", "val/reward")
+    rl_kl = [r["kl"] for r in read_metrics(out / "rl") if r.get("kind") == "train" and "kl" in r]
+    lines = [
+        "# minigpt speedrun report card", "",
+        f"Budget used: {state.get('elapsed', 0) / 60:.1f} min. All figures on held-out data: pretraining on unseen "
+        "modules; chat stages on functions never shown in SFT, DPO or RL data.", "",
+        "| stage | measure | before | after |", "| --- | --- | ---: | ---: |",
+        f"| pretrain | val loss (nats/token) / bits per byte | | {_fmt(pre.get('val/loss'))} / {_fmt(pre.get('val/bpb'))} |",
+        f"| sft | held-out answer F1 (base -> SFT) | {_fmt(held['f1'].get('pretrain'))} | {_fmt(held['f1'].get('sft'))} |",
+        f"| reward | held-out pairwise accuracy | {_fmt(rm_first)} | {_fmt(rm_last)} |",
+        f"| dpo | held-out preference accuracy, log p(chosen) > log p(rejected) (SFT -> DPO) | {_fmt(dpo_first)} | {_fmt(dpo_last)} |",
+        f"| rl | held-out mean reward, token F1 (SFT -> RL) | {_fmt(rl_first)} | {_fmt(rl_last)} |",
+        f"| rl | KL to the SFT model per token (first / last logged step) | {_fmt(rl_kl[0] if rl_kl else None, 4)} | {_fmt(rl_kl[-1] if rl_kl else None, 4)} |",
+        "", "## Answer F1 on held-out functions, every model", "",
+        "| model | F1 |", "| --- | ---: |",
+        *[f"| {LABELS[s]} | {held['f1'][s]:.3f} |" for s in MODELS if s in held["f1"]], "",
+        f"![answer F1]({f1_png.name})" if f1_png else "", "",
+        "## Training curves", "", *[f"![{s}]({p})" for s, p in figures if p], "",
+        "## The same questions, answered by each model", "",
+        "| question | reference | " + " | ".join(LABELS[s] for s in MODELS if s in held["answers"]) + " |",
+        "| --- | --- | " + " | ".join("---" for s in MODELS if s in held["answers"]) + " |",
+    ]
+    for i, p in enumerate(held["prompts"][:8]):
+        cells = [p["prompt"], p["reference"]] + [held["answers"][s][i] for s in MODELS if s in held["answers"]]
+        lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
+    lines += ["", f"Chat with the final model: `minigpt chat --checkpoint {out / 'rl'}`", ""]
+    report = out / "report.md"
+    atomic_write_text(report, "\n".join(lines))
+    atomic_write_text(out / "report.json", json.dumps({"f1": held["f1"], "reward_accuracy": [rm_first, rm_last],
+                                                       "dpo_pref_acc": [dpo_first, dpo_last],
+                                                       "rl_reward": [rl_first, rl_last],
+                                                       "rl_kl": [rl_kl[0], rl_kl[-1]] if rl_kl else None,
+                                                       "pretrain": pre}, indent=2))
+    return report
+
+
+def _plot_f1(out: Path, scores: dict[str, float]) -> Path | None:
+    if not scores:
+        return None
+    from .report import _plt
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3), dpi=120)
+    names = [LABELS[s] for s in MODELS if s in scores]
+    ax.bar(names, [scores[s] for s in MODELS if s in scores], color=["#999", "#4a90d9", "#7b61ff", "#e5533d"][:len(names)])
+    ax.set_ylabel("held-out answer F1")
+    ax.set_ylim(0, 1)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path = out / "answer_f1.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
