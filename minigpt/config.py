@@ -138,11 +138,6 @@ def resolve(cls: type[T], args: argparse.Namespace | None = None, *, file_values
     return from_dict(cls, values, strict=False)
 
 
-def explicit(args: argparse.Namespace, cls: type) -> dict[str, Any]:
-    """The fields of `cls` the user typed as flags (defaults are suppressed, so present == typed)."""
-    return {k: v for k, v in vars(args).items() if k in field_names(cls)}
-
-
 def check(condition: bool, field: str, message: str) -> None:
     """Validation helper for __post_init__: `check(self.lr > 0, "lr", "must be positive")`."""
     if not condition:

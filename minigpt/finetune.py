@@ -13,7 +13,7 @@ standard-library functions answered with their docstring's first sentence, with 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 

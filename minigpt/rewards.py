@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import re
 from collections import Counter
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 

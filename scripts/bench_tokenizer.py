@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from minigpt.tokenizer import DEFAULT_PATTERN, GPT4_PATTERN
+    from minigpt.bpe import DEFAULT_PATTERN, GPT4_PATTERN
 
     console = Console(width=None if sys.stdout.isatty() else 120)
     train, held = build_corpus(args.quick)

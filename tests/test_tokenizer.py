@@ -13,11 +13,11 @@ import regex
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from minigpt import tokenizer
+from minigpt import bpe
 from minigpt.chat_format import SPECIAL_TOKENS
 from minigpt.common import MinigptError
-from minigpt.tokenizer import (DEFAULT_PATTERN, GPT4_PATTERN, CharTokenizer, Tokenizer, count_chunks, load_tokenizer,
-                               reference_encode, train_bpe, train_char)
+from minigpt.bpe import DEFAULT_PATTERN, GPT4_PATTERN, count_chunks
+from minigpt.tokenizer import CharTokenizer, Tokenizer, load_tokenizer, reference_encode, train_bpe, train_char
 
 from conftest import shared_file
 
@@ -97,7 +97,7 @@ def test_merges_stay_inside_chunks_and_training_stops_when_pairs_run_out():
 @pytest.fixture(params=["python", "numpy"])
 def merge_path(request, monkeypatch):
     """Run a test once with every merge applied chunk by chunk, once with every merge vectorised."""
-    monkeypatch.setattr(tokenizer, "_VECTOR_MIN", 10**9 if request.param == "python" else 1)
+    monkeypatch.setattr(bpe, "_VECTOR_MIN", 10**9 if request.param == "python" else 1)
     return request.param
 
 
@@ -128,7 +128,7 @@ def test_both_merge_paths_agree_on_real_text(shared_data, monkeypatch):
     text += shared_file("gsm8k_train.jsonl").read_text(encoding="utf-8")[:60_000]
     results = []
     for threshold in (10**9, 1, 128):
-        monkeypatch.setattr(tokenizer, "_VECTOR_MIN", threshold)
+        monkeypatch.setattr(bpe, "_VECTOR_MIN", threshold)
         results.append(train_bpe([text], 1200, pattern=GPT4_PATTERN, progress=False).to_text())
     assert results[0] == results[1] == results[2]
 
