@@ -117,6 +117,19 @@ def current_dist() -> Dist:
     return Dist()
 
 
+@contextlib.contextmanager
+def rank_zero_first(dist: Dist) -> Iterator[None]:
+    """Rank 0 runs the block first (e.g. training a tokenizer, writing shards); the others then run it and
+    find the result cached. A no-op outside torchrun."""
+    import torch.distributed as tdist
+
+    if dist.enabled and not dist.is_main:
+        tdist.barrier()
+    yield
+    if dist.enabled and dist.is_main:
+        tdist.barrier()
+
+
 def print0(*args, **kwargs) -> None:
     """Print through rich on rank 0 only."""
     if current_dist().is_main:

@@ -22,7 +22,7 @@ import torch
 from . import pydocs
 from .chat_data import Rows, RowBatches, lm_collate, load_conversations, load_preferences, load_prompts, pair_collate
 from .checkpoint import Checkpoint, load_checkpoint, read_run_info
-from .common import MinigptError, console, seed_everything
+from .common import MinigptError, print0, seed_everything
 from .config import check, option, to_dict
 from .objectives import DPO, NextToken, PolicyGradient, RewardPairwise
 from .trainer import TrainConfig, TrainResult, train
@@ -111,7 +111,7 @@ def sft(checkpoint: str | Path | None = None, data: str | None = None, *, train_
     rows = load_conversations(records, tok, source=spec)
     collate = lm_collate(model.config.block_size, tok.special_id("<|end|>"))
     objective = NextToken(rows_factory(rows, cfg.batch_size, collate), seed=cfg.seed, eval_iters=cfg.eval_iters)
-    console.print(f"[bold]sft[/] {len(rows.train):,} train / {len(rows.val):,} val conversations from {spec} -> {out}")
+    print0(f"[bold]sft[/] {len(rows.train):,} train / {len(rows.val):,} val conversations from {spec} -> {out}")
     return train(model, objective, cfg, out, tokenizer_path=parent.tokenizer_path, resume=resume, title="sft",
                  run_info=_run_info("sft", parent, spec, model))
 
@@ -131,7 +131,7 @@ def reward(checkpoint: str | Path | None = None, data: str | None = None, *,
     rows = load_preferences(records, tok, source=spec)
     collate = pair_collate(model.config.block_size, tok.special_id("<|end|>"))
     objective = RewardPairwise(rows_factory(rows, cfg.batch_size, collate), seed=cfg.seed, eval_iters=cfg.eval_iters)
-    console.print(f"[bold]reward[/] {len(rows.train):,} train / {len(rows.val):,} val pairs from {spec} -> {out}")
+    print0(f"[bold]reward[/] {len(rows.train):,} train / {len(rows.val):,} val pairs from {spec} -> {out}")
     return train(model, objective, cfg, out, tokenizer_path=parent.tokenizer_path, resume=resume, title="reward",
                  run_info=_run_info("reward", parent, spec, model))
 
@@ -149,7 +149,7 @@ def dpo(checkpoint: str | Path | None = None, data: str | None = None, *, beta: 
     collate = pair_collate(model.config.block_size, tok.special_id("<|end|>"))
     objective = DPO(rows_factory(rows, cfg.batch_size, collate), reference, beta=beta, seed=cfg.seed,
                     eval_iters=cfg.eval_iters)
-    console.print(f"[bold]dpo[/] beta {beta}, {len(rows.train):,} train / {len(rows.val):,} val pairs from {spec} -> {out}")
+    print0(f"[bold]dpo[/] beta {beta}, {len(rows.train):,} train / {len(rows.val):,} val pairs from {spec} -> {out}")
     return train(model, objective, cfg, out, tokenizer_path=parent.tokenizer_path, resume=resume, title="dpo",
                  run_info=_run_info("dpo", parent, spec, model, {"beta": beta}))
 
@@ -246,7 +246,7 @@ def rl(checkpoint: str | Path | None = None, prompts: str | None = None, *, rewa
                                                        max_new_tokens=rl_cfg.max_new_tokens).items()}
 
     objective = PolicyGradient(make, reference, kl_coef=rl_cfg.kl_coef, seed=cfg.seed, evaluate=evaluate)
-    console.print(f"[bold]rl[/] {len(rows.train):,} train / {len(rows.val):,} val prompts from {spec}, reward "
+    print0(f"[bold]rl[/] {len(rows.train):,} train / {len(rows.val):,} val prompts from {spec}, reward "
                   f"{reward}, {rl_cfg.samples} samples per prompt, KL coefficient {rl_cfg.kl_coef} -> {out}")
     return train(policy, objective, cfg, out, tokenizer_path=parent.tokenizer_path, resume=resume, title="rl",
                  run_info=_run_info("rl", parent, spec, policy, {"reward": reward, "rl": to_dict(rl_cfg)}))

@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .common import MinigptError, console, seed_everything
+from .common import MinigptError, init_distributed, print0, rank_zero_first, resolve_device, seed_everything
 from .config import to_dict
 from .data import Prepared, TextSource, TokenWindows, default_data_root, open_source, prepare
 from .objectives import NextToken
@@ -34,7 +34,7 @@ def resolve_tokenizer(spec: str, source: TextSource, vocab_size: int = DEFAULT_V
     path = default_data_root() / "tokenizers" / f"{source.name}-bpe{vocab_size}-{key}.bpe"
     if path.is_file():
         return load_tokenizer(path)
-    console.print(f"training a {vocab_size}-token BPE tokenizer on {source.spec} (cached at {path})")
+    print0(f"training a {vocab_size}-token BPE tokenizer on {source.spec} (cached at {path})")
     tokenizer = train_bpe(source.documents("train"), vocab_size)
     tokenizer.save(path)
     return tokenizer
@@ -83,8 +83,9 @@ def pretrain(data: str = "pydocs", *, tokenizer: str = "auto", vocab_size: int =
         data, tokenizer, vocab_size = info["data"], info["tokenizer"], info.get("vocab_size", vocab_size)
         model_config = config_from_dict(info["model"])
     source = open_source(data)
-    tok = resolve_tokenizer(tokenizer, source, vocab_size)
-    prepared = prepare(source, tok)
+    with rank_zero_first(init_distributed(resolve_device(cfg.device))):
+        tok = resolve_tokenizer(tokenizer, source, vocab_size)
+        prepared = prepare(source, tok)
     if model_config is None:
         model_config = GPTConfig(**{**PRESETS["tiny"], "vocab_size": tok.vocab_size})
     model_config = replace(model_config, vocab_size=tok.vocab_size)
@@ -93,7 +94,7 @@ def pretrain(data: str = "pydocs", *, tokenizer: str = "auto", vocab_size: int =
     model = build_model(model_config)
     objective = lm_objective(prepared, model_config.block_size, cfg.batch_size, seed=cfg.seed,
                              eval_iters=cfg.eval_iters)
-    console.print(f"[bold]{model_config.kind}[/] {model.num_params() / 1e6:.2f}M parameters, "
+    print0(f"[bold]{model_config.kind}[/] {model.num_params() / 1e6:.2f}M parameters, "
                   f"vocab {tok.vocab_size}, block {model_config.block_size}; data {prepared.path} "
                   f"({prepared.tokens('train'):,} train / {prepared.tokens('val'):,} val tokens) -> {out}")
     run_info = {"stage": "pretrain", "parent": None, "data": data, "tokenizer": tokenizer, "vocab_size": vocab_size,

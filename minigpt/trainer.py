@@ -351,7 +351,8 @@ def train(model: nn.Module, objective: Objective, cfg: TrainConfig, run_dir: str
             if step % cfg.log_interval == 0 or step == cfg.max_iters:
                 now = time.perf_counter()
                 tps = (state["tokens"] - tokens_last) / max(now - t_last, 1e-9)
-                row = {"loss": float(interval_loss) / max(1, step - interval_start), "lr": lr,
+                steps = max(1, step - interval_start) * dist.world_size
+                row = {"loss": _all_reduce_mean({"loss": float(interval_loss)}, steps, dist)["loss"], "lr": lr,
                        "tokens_per_s": tps, "mfu": tps * flops_per_token / peak, **step_metrics}
                 log.train(step, state, now - t_start, row)
                 progress.update(task, completed=step, loss=row["loss"], lr=lr, tps=tps, mfu=100 * row["mfu"])

@@ -171,3 +171,34 @@ def test_ctrl_c_saves_then_resume_is_bit_exact(corpus, tmp_path):
     rows = [json.loads(l) for l in metrics.read_text().splitlines()]
     steps = [r["step"] for r in rows if r["kind"] == "train"]
     assert steps == sorted(set(steps)), "metrics rows were duplicated by the resume"
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_one_process_with_the_same_global_batch(corpus, tmp_path):
+    """torchrun with 2 CPU processes (gloo) x batch 4 == 1 process x batch 8: same data, same loss curve."""
+    common = ["--data", str(corpus), "--tokenizer", "char", "--n-layer", "2", "--n-head", "2", "--n-embd", "32",
+              "--block-size", "32", "--max-iters", "12", "--eval-interval", "6", "--eval-iters", "2",
+              "--log-interval", "3", "--sample-tokens", "0", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    one = subprocess.run([sys.executable, "-m", "minigpt", "pretrain", *common, "--batch-size", "8",
+                          "--out", str(tmp_path / "one")], capture_output=True, text=True, env=env, timeout=600)
+    assert one.returncode == 0, one.stdout + one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "-m", "minigpt", "pretrain", *common, "--batch-size", "4", "--out", str(tmp_path / "two")],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert two.returncode == 0, two.stdout + two.stderr
+
+    def rows(run):
+        return [json.loads(l) for l in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+
+    a, b = rows("one"), rows("two")
+    assert [(r["step"], r["kind"]) for r in a] == [(r["step"], r["kind"]) for r in b]  # rank 0 alone wrote rows
+    for ra, rb in zip(a, b):
+        for key in ("loss", "train/loss", "val/loss"):
+            if key in ra:
+                assert rb[key] == pytest.approx(ra[key], rel=1e-4, abs=1e-5), (ra["step"], key)
+        assert ra["tokens"] == rb["tokens"]
+    wa = load_file(str(resolve(tmp_path / "one") / "model.safetensors"))
+    wb = load_file(str(resolve(tmp_path / "two") / "model.safetensors"))
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
+    assert two.stdout.count("parameters, vocab") == 1  # only rank 0 prints
