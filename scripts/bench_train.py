@@ -1,0 +1,130 @@
+"""Training speed and quality against the nanoGPT CPU recipe, in one run (a script, not a test).
+
+Runs, one after another on this machine: the reference trainer (../shared/reference/gpt_cpu_recipe.py, the
+classic recipe: Tiny Shakespeare characters, 4 layers x 4 heads x 128, block 64, batch 12, 2000 iterations),
+then `minigpt pretrain` with exactly those flags for (a) minigpt's GPT-2-compatible options (learned positions,
+LayerNorm, GELU, tied head; no biases, like the reference) and (b) minigpt's default options (rotary positions,
+RMSNorm, QK-norm, ReLU^2, untied head). Prints ms/iter (median over training steps), tokens/s, MFU against the
+fp32 matmul peak measured in the same run, val loss at 250/500/1000/2000 iterations and wall time, with the
+ratios to the reference. Targets: (a) >= 1.25x the reference's tokens/s; (b) val loss <= 1.85 within the
+reference's wall-clock.
+
+    python scripts/bench_train.py [--data ../shared/data/tinyshakespeare.txt] [--max-iters 2000] [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+RECIPE = ["--tokenizer", "char", "--n-layer", "4", "--n-head", "4", "--n-embd", "128", "--block-size", "64",
+          "--batch-size", "12", "--eval-interval", "250", "--eval-iters", "20", "--dropout", "0.0",
+          "--sample-tokens", "0", "--device", "cpu"]
+GPT2_OPTIONS = ["--positions", "learned", "--norm", "layernorm", "--activation", "gelu", "--tie-embeddings",
+                "--no-qk-norm", "--no-zero-init", "--no-bias"]
+
+
+def matmul_peak() -> float:
+    import torch
+
+    n, best = 1024, float("inf")
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(10):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
+
+
+def run_reference(data: Path, iters: int) -> dict:
+    out = subprocess.run([sys.executable, str(SHARED / "reference" / "gpt_cpu_recipe.py"), "--data", str(data),
+                          "--max-iters", str(iters)], capture_output=True, text=True, check=True)
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    return {"ms_per_iter": r["ms_per_iter"], "tokens_per_s": r["tokens_per_s"], "wall_s": r["wall_s"],
+            "val": {int(k): v for k, v in r["val_loss"].items()}, "params": r["params"]}
+
+
+def run_minigpt(data: Path, iters: int, options: list[str], work: Path, name: str) -> dict:
+    out = work / name
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "minigpt", "pretrain", "--data", str(data), *RECIPE,
+                           "--max-iters", str(iters), "--log-interval", "10", "--out", str(out), *options],
+                          capture_output=True, text=True, cwd=work)
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+        sys.exit(f"minigpt {name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    tps = [r["tokens_per_s"] for r in rows if r["kind"] == "train"]
+    median_tps = statistics.median(tps)
+    train_time = max(r["time"] for r in rows)
+    return {"ms_per_iter": 12 * 64 / median_tps * 1000, "tokens_per_s": median_tps, "wall_s": wall,
+            "train_s": train_time, "val": {r["step"]: r["val/loss"] for r in rows if r["kind"] == "eval"},
+            "mfu_reported": statistics.median(r["mfu"] for r in rows if r["kind"] == "train")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=str(SHARED / "data" / "tinyshakespeare.txt"))
+    ap.add_argument("--max-iters", type=int, default=2000)
+    ap.add_argument("--quick", action="store_true", help="500 iterations, for a smoke run")
+    args = ap.parse_args()
+    data = Path(args.data)
+    if not data.is_file():
+        print(f"skipped: {data} is absent (the shared data folder is not on this machine)")
+        return
+    iters = 500 if args.quick else args.max_iters
+    from rich.console import Console
+    from rich.table import Table
+
+    import torch
+
+    console = Console()
+    peak = matmul_peak()
+    console.print(f"fp32 matmul peak {peak / 1e9:.0f} GFLOP/s on {torch.get_num_threads()} threads")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        env_note = os.environ.get("OMP_NUM_THREADS", "default")
+        results = {"reference (nanoGPT recipe)": run_reference(data, iters)}
+        results["minigpt (a) GPT-2 options"] = run_minigpt(data, iters, GPT2_OPTIONS, work, "gpt2")
+        results["minigpt (b) default options"] = run_minigpt(data, iters, [], work, "default")
+    from minigpt.models.gpt import GPT, GPTConfig
+
+    def flops(options: dict) -> int:
+        return GPT(GPTConfig(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128, **options)).flops_per_token()
+
+    flops_per_token = {"reference (nanoGPT recipe)": flops(dict(positions="learned", norm="layernorm", activation="gelu",
+                                                                  tie_embeddings=True, qk_norm=False, bias=False)),
+                       "minigpt (a) GPT-2 options": flops(dict(positions="learned", norm="layernorm", activation="gelu",
+                                                                 tie_embeddings=True, qk_norm=False, bias=False)),
+                       "minigpt (b) default options": flops({})}
+    ref = results["reference (nanoGPT recipe)"]
+    checkpoints = [s for s in (250, 500, 1000, 2000) if s <= iters]
+    table = Table(title=f"CPU recipe, {iters} iterations, Tiny Shakespeare characters (OMP_NUM_THREADS={env_note})")
+    for col in ("run", "ms/iter", "tokens/s", "x ref", "MFU", *[f"val@{s}" for s in checkpoints], "train s"):
+        table.add_column(col, justify="left" if col == "run" else "right")
+    for name, r in results.items():
+        mfu = r["tokens_per_s"] * flops_per_token[name] / peak
+        table.add_row(name, f"{r['ms_per_iter']:.1f}", f"{r['tokens_per_s']:,.0f}",
+                      f"{r['tokens_per_s'] / ref['tokens_per_s']:.2f}", f"{100 * mfu:.0f}%",
+                      *[f"{r['val'].get(s, float('nan')):.3f}" for s in checkpoints], f"{r.get('train_s', r['wall_s']):.0f}")
+    console.print(table)
+    a, b = results["minigpt (a) GPT-2 options"], results["minigpt (b) default options"]
+    speed = a["tokens_per_s"] / ref["tokens_per_s"]
+    final_b = b["val"][max(b["val"])]
+    console.print(f"target (a) tokens/s >= 1.25x reference: {speed:.2f}x -> {'met' if speed >= 1.25 else 'MISSED'}")
+    met = final_b <= 1.85 and b["train_s"] <= ref["wall_s"]
+    console.print(f"target (b) val loss <= 1.85 within the reference's {ref['wall_s']:.0f} s of training: {final_b:.3f} "
+                  f"in {b['train_s']:.0f} s ({b['wall_s']:.0f} s with start-up and data preparation) -> "
+                  f"{'met' if met else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,439 @@
+"""Chat: the loop with scripted input and an exact transcript, the session's prompts and memory, slash commands,
+then the real CLI: one-shot, piped, `minigpt sample`, and a pseudo-terminal session (pexpect)."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn as nn
+
+from minigpt import chat
+from minigpt.chat import COMMANDS, ChatSession, PlainIO, command, run_chat
+from minigpt.checkpoint import save_checkpoint
+from minigpt.engine import Engine
+from minigpt.models.base import LanguageModel
+from minigpt.models.gpt import GPT, GPTConfig
+from minigpt.sampling import SamplingConfig
+from minigpt.tokenizer import train_char
+
+CHARS = "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,:;!?#'<|>/-"  # no newline: see below
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return train_char(CHARS + "\n")
+
+
+# ---------------------------------------------------------------------------------------------- a rule model
+
+
+@dataclass
+class History:
+    """A bounded 'cache' that remembers every id, so the rule can read the whole context."""
+
+    max_len: int
+    ids: list = field(default_factory=list)
+    pos: int = 0
+
+    def repeat(self, n):
+        return History(self.max_len, list(self.ids), self.pos)
+
+
+class Echo(LanguageModel):
+    """A rule, not a network. Chat: replies "#<user turns it sees> <last user text>" then <|end|>.
+    Continuation: "...<characters in the prompt>" then <|bos|>. The chosen logit is 20 above the rest."""
+
+    def __init__(self, tok, block_size: int = 4096):
+        super().__init__()
+        self.tok, self.prompt_len = tok, 0
+        self.config = SimpleNamespace(kind="echo", vocab_size=tok.vocab_size, block_size=block_size)
+        self.weight = nn.Parameter(torch.zeros(1))
+
+    def new_cache(self, batch, max_len, device, dtype):
+        return History(max_len)
+
+    def next_id(self, ctx: list[int]) -> int:
+        s, tok = self.tok.specials, self.tok
+        if s["<|assistant|>"] in ctx:
+            a = len(ctx) - 1 - ctx[::-1].index(s["<|assistant|>"])
+            u = a - ctx[a::-1].index(s["<|user|>"])
+            reply = tok.encode(f"#{ctx.count(s['<|user|>'])} {tok.decode(ctx[u + 1:a - 1])}") + [s["<|end|>"]]
+            k = len(ctx) - a - 1
+        else:
+            reply = tok.encode(f"...{len(tok.decode(ctx[1:self.prompt_len]))}") + [s["<|bos|>"]]
+            k = len(ctx) - self.prompt_len
+        return reply[max(0, min(k, len(reply) - 1))]  # prompt positions: any token will do
+
+    def features(self, idx, *, cache=None, attention=None):
+        B, T = idx.shape
+        out = torch.full((B, T, self.config.vocab_size), -10.0)
+        for b in range(B):
+            ctx = (list(cache.ids) if cache is not None else []) + idx[b].tolist()
+            for t in range(T):
+                out[b, t, self.next_id(ctx[:len(ctx) - T + t + 1])] = 10.0
+        if cache is not None:
+            cache.ids = ctx
+            cache.pos += T
+        return out
+
+    def logits(self, h):
+        return h
+
+
+def echo_session(tok, mode="chat", system=None, block_size=4096, **sampling) -> ChatSession:
+    model = Echo(tok, block_size)
+    engine = Engine(model, tok)
+    session = ChatSession(engine, sampling=SamplingConfig(**{"max_new_tokens": 60, **sampling}), system=system,
+                          mode=mode)
+    if mode == "continue":  # the rule needs to know where the prompt ends
+        original = session.prompt_ids
+
+        def prompt_ids():
+            ids, dropped = original()
+            model.prompt_len = len(ids)
+            return ids, dropped
+        session.prompt_ids = prompt_ids
+    return session
+
+
+def transcript(session, lines, **kw) -> str:
+    out = io.StringIO()
+    assert run_chat(session, PlainIO(lines, out, out, echo=True, **kw)) == 0
+    return out.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------- the loop
+
+
+def test_exact_transcript_with_memory_commands_and_system_prompt(tok):
+    session = echo_session(tok)
+    text = transcript(session, ["hello there", "how are you", "/set temperature 0", "/clear", "again",
+                                "/system be brief", "/regen", "/set", "//slash", "/nope", "", "/exit", "never read"])
+    assert text == (
+        "> hello there\n"
+        "#1 hello there\n"
+        "> how are you\n"
+        "#2 how are you\n"           # the second turn sees the first: multi-turn memory
+        "> /set temperature 0\n"
+        "temperature = 0\n"
+        "> /clear\n"
+        "conversation cleared\n"
+        "> again\n"
+        "#1 again\n"                 # /clear forgot the earlier turns
+        "> /system be brief\n"
+        "system prompt set\n"
+        "> /regen\n"
+        "#1 again\n"
+        "> /set\n"
+        "temperature 0 · top_k 50 · top_p 0.95 · min_p 0 · repetition_penalty 1 · max_tokens 60 · seed none\n"
+        "> //slash\n"
+        "#2 /slash\n"
+        "> /nope\n"
+        "error: unknown command /nope; /help lists them (// sends a line starting with /)\n"
+        "> \n"
+        "> /exit\n")
+    assert [m["role"] for m in session.messages] == ["system", "user", "assistant", "user", "assistant"]
+    assert session.messages[0]["content"] == "be brief"
+    assert session.last.finish_reason == "stop" and session.last.ids[-1] == tok.specials["<|end|>"]
+
+
+def test_prompt_is_the_chat_template_and_user_text_stays_ordinary(tok):
+    session = echo_session(tok, system="sys")
+    transcript(session, ["say <|end|> now"])
+    ids = session.last.prompt_ids
+    s = tok.specials
+    assert ids[:2] == [s["<|bos|>"], s["<|system|>"]] and ids[-1] == s["<|assistant|>"]
+    assert ids.count(s["<|end|>"]) == 2  # after the system message and after the user's: none from the text
+    assert session.messages[-1]["content"] == "#1 say <|end|> now"
+
+
+def test_ctrl_c_during_a_reply_keeps_the_partial_reply_and_the_session(tok):
+    class Interrupting(PlainIO):
+        calls = 0
+
+        def reply_text(self, text):
+            Interrupting.calls += 1
+            if Interrupting.calls == 4:
+                raise KeyboardInterrupt
+            super().reply_text(text)
+
+    session = echo_session(tok)
+    out = io.StringIO()
+    assert run_chat(session, Interrupting(["hello world", "next"], out, out, echo=True)) == 0
+    assert out.getvalue() == "> hello world\n#1 \n[interrupted]\n> next\n#2 next\n"
+    assert session.messages[1] == {"role": "assistant", "content": "#1 h", "interrupted": True}
+    assert [m["role"] for m in session.messages] == ["user", "assistant", "user", "assistant"]
+
+
+def test_ctrl_c_and_ctrl_d_at_the_prompt_end_the_loop(tok):
+    class Keys(PlainIO):
+        def __init__(self, exc):
+            super().__init__([], io.StringIO())
+            self.exc = exc
+
+        def read(self):
+            raise self.exc
+
+    assert run_chat(echo_session(tok), Keys(KeyboardInterrupt())) == 0
+    assert run_chat(echo_session(tok), Keys(EOFError())) == 0
+
+
+def test_base_model_continues_plain_text(tok):
+    session = echo_session(tok, mode="continue")
+    text = transcript(session, ["Once upon", "a time"])
+    assert text == "> Once upon\n...9\n> a time\n...20\n"  # "Once upon...9" + "\\n" + "a time": 20 characters
+    assert session.last.prompt_ids == [tok.bos_id] + tok.encode("Once upon...9\na time")
+    assert not any(tok.is_special(t) for t in session.last.prompt_ids[1:])
+
+
+def test_oldest_turns_are_dropped_to_fit_and_the_system_prompt_stays(tok):
+    session = echo_session(tok, system="rules", block_size=64, max_new_tokens=8)
+    notes = io.StringIO()
+    out = io.StringIO()
+    run_chat(session, PlainIO([f"message number {i}" for i in range(4)], out, notes))
+    assert "left out the 2 oldest messages to fit the model's 64-token context (the system prompt stays)" in \
+        notes.getvalue()
+    ids = session.last.prompt_ids
+    assert len(ids) <= session.prompt_budget() == 56
+    assert ids[:2] == [tok.bos_id, tok.specials["<|system|>"]]
+    assert tok.decode(ids).count("message number") == 2 and "message number 3" in tok.decode(ids)
+    assert len(session.messages) == 9, "the history itself keeps every message"
+
+
+def test_save_load_tokens_stats_help(tok, tmp_path):
+    session = echo_session(tok, system="sys")
+    path = tmp_path / "conv.jsonl"
+    text = transcript(session, ["hi", f"/save {path}", "/tokens", "/stats", "/help"])
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert rows == [{"messages": [{"role": "system", "content": "sys"}, {"role": "user", "content": "hi"},
+                                  {"role": "assistant", "content": "#1 hi"}]}]
+    assert f"saved 3 messages to {path}" in text
+    ids_line = f"reply ids ({len(session.last.ids)}): {session.last.ids}"
+    assert "<|user|>hi<|end|><|assistant|>#1 hi<|end|>" in text and ids_line in text
+    assert "context" in text and "1" in text and "temperature 0.8" in text
+    assert all(f"/{name}" in text for name in ("clear", "regen", "set", "system", "save", "load", "tokens", "exit"))
+    other = echo_session(tok)
+    assert transcript(other, [f"/load {path}", "/regen"]).endswith("#1 hi\n")
+    assert other.messages_for_save() == rows[0]["messages"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "robot", "content": "x"}]}\n')
+    assert "error: " in transcript(echo_session(tok), [f"/load {bad}", "/load nowhere.jsonl", "/regen"])
+
+
+def test_set_validates_and_keeps_the_old_value(tok):
+    session = echo_session(tok)
+    text = transcript(session, ["/set top_p 2", "/set max_tokens 7", "/set seed 5", "/set seed none", "/set colour 1"])
+    assert "error: --top-p: must be in (0, 1]" in text
+    assert session.sampling.top_p == 0.95 and session.sampling.max_new_tokens == 7 and session.sampling.seed is None
+    assert "error: usage: /set NAME VALUE" in text
+
+
+def test_seeded_sessions_reproduce_and_regen_differs(tok):
+    """With a real (random) model: a seed makes a whole session repeatable; /regen draws a new reply."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=16, zero_init=False))
+
+    def run(lines):
+        session = ChatSession(Engine(model, tok), sampling=SamplingConfig(seed=3, max_new_tokens=12, temperature=1.0))
+        run_chat(session, PlainIO(lines, io.StringIO(), io.StringIO()))
+        return [m["content"] for m in session.messages if m["role"] == "assistant"]
+
+    a, b = run(["hi", "/regen"]), run(["hi", "/regen"])
+    assert a == b and len(a) == 1 and run(["hi"]) != a
+
+
+def test_commands_can_be_added_from_another_module(tok, monkeypatch):
+    monkeypatch.setattr(chat, "COMMANDS", dict(COMMANDS))
+    monkeypatch.setitem(sys.modules, "fake_plugin", SimpleNamespace())
+
+    @command("count", "how many tokens the last reply had", usage="/count")
+    def _count(ctx, arg):
+        ctx.io.note(f"{len(ctx.session.last.ids)} tokens, first logprob {ctx.session.last.logprobs[0]:.2f}")
+
+    text = transcript(echo_session(tok), ["hi", "/count", "/help"])
+    assert "6 tokens, first logprob" in text and "/count" in text
+    assert "count" not in COMMANDS, "registered on the patched table only"
+    monkeypatch.setattr(chat, "COMMAND_MODULES", ["fake_plugin", "no_such_module_xyz"])
+    assert [f.split(":")[0] for f in chat.load_command_modules()] == ["no_such_module_xyz"]
+
+
+# ---------------------------------------------------------------------------------------------- the CLI
+
+
+def make_checkpoint(root: Path, stage: str) -> Path:
+    """A tiny GPT whose head never picks a special token: replies run to max_new_tokens (handy for Ctrl-C)."""
+    tok = train_char(CHARS)
+    root.mkdir(parents=True, exist_ok=True)
+    tok.save(root / "tokenizer.char")
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=2, n_head=2, n_embd=32))
+    with torch.no_grad():  # zero-initialised blocks: h = norm(embedding); dimension 0 is always positive
+        model.transformer.wte.weight.normal_()
+        model.transformer.wte.weight[:, 0] = 5.0
+        model.lm_head.weight.normal_(0, 0.6)
+        for i in tok.specials.values():
+            model.lm_head.weight[i] = 0
+            model.lm_head.weight[i, 0] = -20.0
+    run = root / f"run-{stage}"
+    save_checkpoint(run, 1, model, root / "tokenizer.char", extra={"stage": stage})
+    return run
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    return make_checkpoint(tmp_path_factory.mktemp("chat_ckpt"), "sft")
+
+
+def minigpt(*args, input: str | None = None, timeout: int = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "minigpt", *args], input=input, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
+
+
+def expected_transcript(ckpt: Path, lines: list[str], **sampling) -> str:
+    from minigpt.checkpoint import load_checkpoint
+
+    c = load_checkpoint(ckpt)
+    session = ChatSession(Engine(c.model, c.tokenizer), sampling=SamplingConfig(**sampling))
+    out = io.StringIO()
+    run_chat(session, PlainIO(lines, out, io.StringIO()))
+    return out.getvalue()
+
+
+def test_one_shot_prints_the_answer(ckpt):
+    r = minigpt("chat", "--checkpoint", str(ckpt), "-p", "what is a list?", "--temperature", "0",
+                "--max-new-tokens", "25")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == expected_transcript(ckpt, ["what is a list?"], temperature=0, max_new_tokens=25)
+    assert len(r.stdout) == 26 and "\x1b" not in r.stdout
+
+
+def test_piped_stdin_is_one_turn_per_line(ckpt):
+    r = minigpt("chat", "--checkpoint", str(ckpt), "--temperature", "0", "--max-new-tokens", "12",
+                "--system", "be nice", input="hello\nand then?\n")
+    assert r.returncode == 0, r.stderr
+    expected = expected_transcript(ckpt, ["/system be nice", "hello", "and then?"], temperature=0, max_new_tokens=12)
+    assert r.stdout == expected and len(r.stdout) == 2 * 13 and "\x1b" not in r.stdout
+
+
+def test_base_checkpoint_continues_and_says_so(tmp_path):
+    run = make_checkpoint(tmp_path / "base", "pretrain")
+    r = minigpt("chat", "--checkpoint", str(run), "-p", "Once", "--max-new-tokens", "5", "--seed", "1")
+    assert r.returncode == 0 and "base model" in r.stderr and len(r.stdout) == 6
+
+
+def test_sample_streams_repeats_and_grids(ckpt):
+    r = minigpt("sample", "--checkpoint", str(ckpt), "--prompt", "Hello", "--max-new-tokens", "20", "--seed", "4",
+                "-n", "2")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("Hello") == 2 and "seed 4" in r.stdout and "seed 5" in r.stdout
+    b = minigpt("sample", "--checkpoint", str(ckpt), "--prompt", "Hello", "--max-new-tokens", "20", "--seed", "4",
+                "-n", "2", "--batch")
+    texts = [line for line in r.stdout.splitlines() if line.startswith("Hello")]
+    assert texts == [line for line in b.stdout.splitlines() if line.startswith("Hello")]
+    g = minigpt("sample", "--checkpoint", str(ckpt), "--prompt", "Hi", "--max-new-tokens", "80", "--grid",
+                "temperature=0,1.5", "top_k=1,40", "--seed", "1", "--no-cache")
+    assert g.returncode == 0, g.stderr
+    assert "temperature" in g.stdout and "top_k" in g.stdout and g.stdout.count("│ 1.5") == 2
+    assert "window slid" in g.stdout  # 80 tokens past a 64-token block
+    bad = minigpt("sample", "--checkpoint", str(ckpt), "--top-p", "3")
+    assert bad.returncode == 2 and "--top-p" in bad.stdout
+
+
+# ---------------------------------------------------------------------------------------------- a real terminal
+
+
+def spawn_chat(ckpt: Path, *flags: str):
+    pexpect = pytest.importorskip("pexpect")
+    env = {**os.environ, "PROMPT_TOOLKIT_NO_CPR": "1", "TERM": "xterm-256color", "OMP_NUM_THREADS": "1",
+           "PYTHONUNBUFFERED": "1"}
+    child = pexpect.spawn(sys.executable, ["-m", "minigpt", "chat", "--checkpoint", str(ckpt), *flags], env=env,
+                          encoding="utf-8", timeout=90, dimensions=(40, 200))
+    child.expect_exact("/help for commands")
+    return child
+
+
+def at_prompt(child) -> None:
+    """Wait for prompt-toolkit's prompt: control keys typed before it (tty still in cooked mode) mean other things."""
+    child.expect_exact(">")
+
+
+def test_terminal_session(ckpt, tmp_path):
+    from minigpt.checkpoint import load_checkpoint
+
+    child = spawn_chat(ckpt, "--max-new-tokens", "20")
+    try:
+        child.sendline("hello")
+        child.expect(r"20 tokens · [\d.]+ tokens/s · first token \d+ ms")
+        child.sendline("/set temperature 0")
+        child.expect_exact("temperature = 0")
+        child.sendline("/clear")
+        child.expect_exact("conversation cleared")
+        child.sendline("/set max_tokens 100000")
+        child.expect_exact("max_tokens = 100000")
+        c = load_checkpoint(ckpt)  # what the reply must start with (greedy)
+        session = ChatSession(Engine(c.model, c.tokenizer), sampling=SamplingConfig(temperature=0, max_new_tokens=30))
+        session.add_user("tell me a long story")
+        start = session.respond().text
+        child.sendline("tell me a long story")
+        child.expect_exact(start)  # streamed...
+        child.sendintr()  # ... and stopped by Ctrl-C
+        child.expect(r"tokens/s · first token \d+ ms · interrupted")
+        path = tmp_path / "conv.jsonl"
+        child.sendline(f"/save {path}")
+        child.expect_exact("saved 2 messages")
+        child.sendline("/set max_tokens 5")
+        child.expect_exact("max_tokens = 5")
+        child.sendline("and now?")
+        child.expect(r"5 tokens · [\d.]+ tokens/s")
+        at_prompt(child)
+        child.sendcontrol("c")  # Ctrl-C at an empty prompt: leave
+        child.expect(pexpect_eof())
+    finally:
+        child.close()
+    assert child.exitstatus == 0
+    saved = json.loads(path.read_text())
+    assert [m["role"] for m in saved["messages"]] == ["user", "assistant"]
+    assert saved["messages"][1]["content"].startswith(start)  # the partial reply, kept
+    history = Path(os.environ["MINIGPT_HOME"]) / "chat_history"
+    assert "tell me a long story" in history.read_text()
+
+
+def test_terminal_ctrl_d_exits(ckpt):
+    child = spawn_chat(ckpt)
+    try:
+        at_prompt(child)
+        child.sendline("first message")
+        child.expect(r"tokens/s")
+        at_prompt(child)
+        child.send("half a line")
+        child.sendcontrol("c")  # Ctrl-C with text typed clears the line; the chat goes on
+        child.sendline("/set top_k 7")
+        child.expect_exact("top_k = 7")
+        at_prompt(child)
+        child.sendcontrol("d")
+        child.expect(pexpect_eof())
+    finally:
+        child.close()
+    assert child.exitstatus == 0
+
+
+def pexpect_eof():
+    import pexpect
+
+    return pexpect.EOF
