@@ -72,6 +72,11 @@ def policy_gradient_loss(logp: torch.Tensor, ref_logp: torch.Tensor, advantages:
     return pg + kl_coef * kl, kl.detach()
 
 
+def win_rate(chosen: torch.Tensor, rejected: torch.Tensor) -> float:
+    """Share of pairs where chosen scores above rejected; a tie counts half (an untrained head ties them all)."""
+    return float(((chosen > rejected).float() + 0.5 * (chosen == rejected).float()).mean())
+
+
 # ---------------------------------------------------------------------------------------------- objectives
 
 
@@ -121,7 +126,7 @@ class RewardPairwise(BatchObjective):
         x, y = batch
         scores = model(x, y)
         chosen, rejected = scores.chunk(2)
-        return bradley_terry_loss(chosen, rejected), {"accuracy": float((chosen > rejected).float().mean()),
+        return bradley_terry_loss(chosen, rejected), {"accuracy": win_rate(chosen, rejected),
                                                       "margin": float((chosen - rejected).mean())}
 
 
@@ -157,8 +162,8 @@ class DPO(_WithReference):
         return loss, {"chosen_reward": float(r["chosen_reward"].mean()),
                       "rejected_reward": float(r["rejected_reward"].mean()),
                       "margin": float((r["chosen_reward"] - r["rejected_reward"]).mean()),
-                      "accuracy": float((r["chosen_reward"] > r["rejected_reward"]).float().mean()),
-                      "pref_acc": float((pc > pr).float().mean())}
+                      "accuracy": win_rate(r["chosen_reward"], r["rejected_reward"]),
+                      "pref_acc": win_rate(pc, pr)}
 
 
 class PolicyGradient(_WithReference):

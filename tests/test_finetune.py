@@ -211,3 +211,9 @@ def test_sft_loss_goes_down(base_run, tmp_path):
     evals = [r for r in rows if r["kind"] == "eval"]
     assert evals[-1]["train/loss"] < evals[0]["train/loss"]
     assert result.metrics["val/loss"] == pytest.approx(evals[-1]["val/loss"], abs=1e-5)
+
+
+def test_win_rate_counts_ties_half():
+    from minigpt.objectives import win_rate
+
+    assert win_rate(torch.tensor([1.0, 0.0, 2.0, 5.0]), torch.tensor([0.0, 0.0, 3.0, 1.0])) == pytest.approx(0.625)

@@ -1,0 +1,38 @@
+"""The whole pipeline in one command, at a tiny budget, through the real CLI."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from minigpt.speedrun import parse_budget
+
+
+def test_parse_budget():
+    assert parse_budget("30m") == 1800 and parse_budget("90s") == 90 and parse_budget("1.5h") == 5400
+    assert parse_budget("45") == 45
+    with pytest.raises(Exception, match="not a duration"):
+        parse_budget("soon")
+
+
+@pytest.mark.slow
+def test_speedrun_runs_every_stage_and_writes_the_report_card():
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "minigpt", "speedrun", "--budget", "75s", "--out", "sr", "--device", "cpu"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "minigpt chat --checkpoint sr/rl" in done.stdout
+    state = json.loads(open("sr/speedrun.json").read())
+    assert list(state["stages"]) == ["pretrain", "sft", "reward", "dpo", "rl"]
+    report = open("sr/report.md").read()
+    for row in ("| pretrain |", "| sft |", "| reward |", "| dpo |", "| rl |", "| base |", "| SFT |", "| DPO |", "| RL |"):
+        assert row in report
+    for png in ("answer_f1.png", "pretrain_loss.png", "rl_loss.png"):
+        assert open(f"sr/{png}", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    card = json.loads(open("sr/report.json").read())
+    assert set(card["f1"]) == {"pretrain", "sft", "dpo", "rl"} and all(0 <= v <= 1 for v in card["f1"].values())
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)  # finished stages are skipped
+    assert again.returncode == 0 and again.stdout.count("done earlier, skipping") == 5
