@@ -20,6 +20,7 @@ import torch
 from rich.console import Console
 
 from minigpt import inspect as insp
+from minigpt import inspect_plots as plots
 from minigpt.chat import ChatSession, PlainIO, run_chat
 from minigpt.checkpoint import save_checkpoint
 from minigpt.cli import main
@@ -208,12 +209,12 @@ def test_png_grid_is_a_valid_image_of_the_expected_size(tok, model, tmp_path):
     import matplotlib.image
 
     rec = insp.record(model, tok, ids_of(tok))
-    notes = insp.save_png(rec, tmp_path / "a.png", 1, "mean", title="test")
+    notes = plots.save_png(rec, tmp_path / "a.png", 1, "mean", title="test")
     image = matplotlib.image.imread(tmp_path / "a.png")
-    width, height = insp.png_size(2, 2)
+    width, height = plots.png_size(2, 2)
     assert image.shape[:2] == (height, width) and image.shape[2] in (3, 4)
     assert image[..., :3].std() > 0.05  # something is drawn
-    if insp.cjk_font() is None:  # the Chinese labels fall back to ids, and the note says so
+    if plots.cjk_font() is None:  # the Chinese labels fall back to ids, and the note says so
         assert notes and "#id" in notes[0] and "fc-list" in notes[0]
     else:
         assert not notes
@@ -331,14 +332,14 @@ def test_nearest_tokens_and_the_pca_map(tok, tmp_path):
     a, b = tok.encode("q")[0], tok.encode("u")[0]
     with torch.no_grad():
         model.transformer.wte.weight[b] = 2 * model.transformer.wte.weight[a]  # the same direction
-    near = insp.nearest_tokens(model, tok, a, k=3)
+    near = plots.nearest_tokens(model, tok, a, k=3)
     assert near[0][0] == b and near[0][2] > 0.99 and len(near) == 3 and all(i != a for i, _, _ in near)
-    assert insp.find_token(tok, "q") == (a, None) and insp.find_token(tok, f"#{b}") == (b, None)
+    assert plots.find_token(tok, "q") == (a, None) and plots.find_token(tok, f"#{b}") == (b, None)
     with pytest.raises(MinigptError, match="is 3 tokens"):
-        insp.find_token(tok, "fox")
-    insp.save_embedding_png(model, tok, tmp_path / "e.png", count=30, highlight=[a, b])
+        plots.find_token(tok, "fox")
+    plots.save_embedding_png(model, tok, tmp_path / "e.png", count=30, highlight=[a, b])
     assert matplotlib.image.imread(tmp_path / "e.png").shape[:2] == (800, 1000)
-    xy = insp.pca_2d(model.transformer.wte.weight.detach())
+    xy = plots.pca_2d(model.transformer.wte.weight.detach())
     assert xy.shape == (tok.vocab_size, 2) and xy[:, 0].var() >= xy[:, 1].var()
 
 
@@ -351,7 +352,7 @@ def test_models_without_an_embedding_table_are_refused(tok):
             self.w = torch.nn.Linear(2, 2)
 
     with pytest.raises(MinigptError, match="this rule model has no token embedding table"):
-        insp.embedding_table(NoTable())
+        plots.embedding_table(NoTable())
 
 
 # ---------------------------------------------------------------------------------------------- CLI
@@ -376,7 +377,7 @@ def test_cli_end_to_end(run_dir, tmp_path):
                            "a.html"], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr + done.stdout
     assert "layer 1, head 0" in done.stdout and "wrote a.png" in done.stdout and "wrote a.html" in done.stdout
-    assert matplotlib.image.imread("a.png").shape[:2] == insp.png_size(2, 2)[::-1]
+    assert matplotlib.image.imread("a.png").shape[:2] == plots.png_size(2, 2)[::-1]
     assert json.loads(re.search(r'type="application/json">(.*?)</script>', Path("a.html").read_text("utf-8"),
                                 re.S).group(1))["tokens"][1] == "孤"
 
