@@ -1,7 +1,7 @@
 """Objectives: the only part of training that differs between stages (DESIGN section 3).
 
-An objective supplies `train_batches(rank, world)` (a stateful iterator), `eval_batches(split)` (the same
-fixed batches at every evaluation), `loss(model, batch) -> (loss, metrics)`, `tokens(batch)` (for tokens/s)
+An objective supplies `train_batches(rank, world)` (a stateful iterator), `eval_batches(split, rank, world)`
+(the same fixed batches at every evaluation), `loss(model, batch) -> (loss, metrics)`, `tokens(batch)` (for tokens/s)
 and `eval_metrics(split, mean_metrics)`; it may replace evaluation altogether with `evaluate(model)`
 (RL measures reward by generating). Batches come from a factory `(split, seed, rank, world) -> iterator`.
 
@@ -89,9 +89,11 @@ class BatchObjective:
     def train_batches(self, rank: int, world: int) -> Iterator:
         return self.make_batches("train", self.seed, rank, world)
 
-    def eval_batches(self, split: str) -> list:
+    def eval_batches(self, split: str, rank: int = 0, world: int = 1) -> list:
+        """This rank's slices of the same `eval_iters` global batches at every evaluation, whatever the world
+        size: N processes evaluate exactly what one process would."""
         seed = self.seed + (1 if split == "train" else 2) * 1_000_003
-        return fixed_batches(lambda: self.make_batches(split, seed, 0, 1), self.eval_iters)
+        return fixed_batches(lambda: self.make_batches(split, seed, rank, world), self.eval_iters)
 
     def tokens(self, batch: Any) -> int:
         return int(batch[0].numel())

@@ -77,7 +77,7 @@ class Objective(Protocol):
 
     def train_batches(self, rank: int, world: int) -> Iterator: ...
 
-    def eval_batches(self, split: str) -> list: ...
+    def eval_batches(self, split: str, rank: int, world: int) -> list: ...
 
     def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]: ...
 
@@ -269,15 +269,14 @@ def train(model: nn.Module, objective: Objective, cfg: TrainConfig, run_dir: str
         model.eval()
         with torch.no_grad(), autocast:
             for split in ("train", "val"):
-                batches = eval_cache.setdefault(split, objective.eval_batches(split))
+                if split not in eval_cache:
+                    eval_cache[split] = objective.eval_batches(split, dist.rank, dist.world_size)
                 totals: dict[str, float] = {}
-                for i, batch in enumerate(batches):
-                    if i % dist.world_size != dist.rank:
-                        continue
+                for batch in eval_cache[split]:  # this rank's slice of each global eval batch
                     loss, metrics = objective.loss(raw_model, to_device(batch, device))
                     for k, v in {"loss": float(loss), **metrics}.items():
                         totals[k] = totals.get(k, 0.0) + v
-                totals = _all_reduce_mean(totals, len(batches), dist)
+                totals = _all_reduce_mean(totals, len(eval_cache[split]) * dist.world_size, dist)
                 out.update({f"{split}/{k}": v for k, v in objective.eval_metrics(split, totals).items()})
         model.train()
         return out
