@@ -4,7 +4,7 @@ Runs, one after another on this machine: the reference trainer (../shared/refere
 classic recipe: Tiny Shakespeare characters, 4 layers x 4 heads x 128, block 64, batch 12, 2000 iterations),
 then `minigpt pretrain` with exactly those flags for (a) minigpt's GPT-2-compatible options (learned positions,
 LayerNorm, GELU, tied head; no biases, like the reference) and (b) minigpt's default options (rotary positions,
-RMSNorm, QK-norm, ReLU^2, untied head). Prints ms/iter (median over training steps), tokens/s, MFU against the
+RMSNorm, QK-norm, ReLU^2, untied head), each in fp32 (the CPU default) and with `--dtype bfloat16`. Prints ms/iter (median over training steps), tokens/s, MFU against the
 fp32 matmul peak measured in the same run, val loss at 250/500/1000/2000 iterations and wall time, with the
 ratios to the reference. Targets: (a) >= 1.25x the reference's tokens/s; (b) val loss <= 1.85 within the
 reference's wall-clock.
@@ -75,6 +75,7 @@ def main() -> None:
     ap.add_argument("--data", default=str(SHARED / "data" / "tinyshakespeare.txt"))
     ap.add_argument("--max-iters", type=int, default=2000)
     ap.add_argument("--quick", action="store_true", help="500 iterations, for a smoke run")
+    ap.add_argument("--fp32-only", action="store_true", help="skip the bf16 autocast runs")
     args = ap.parse_args()
     data = Path(args.data)
     if not data.is_file():
@@ -95,16 +96,19 @@ def main() -> None:
         results = {"reference (nanoGPT recipe)": run_reference(data, iters)}
         results["minigpt (a) GPT-2 options"] = run_minigpt(data, iters, GPT2_OPTIONS, work, "gpt2")
         results["minigpt (b) default options"] = run_minigpt(data, iters, [], work, "default")
+        if not args.fp32_only:  # the same two with bf16 autocast (fast on CPUs with AVX512-BF16 or AMX)
+            results["minigpt (a) GPT-2 options, bf16"] = run_minigpt(data, iters, [*GPT2_OPTIONS, "--dtype", "bfloat16"],
+                                                                      work, "gpt2-bf16")
+            results["minigpt (b) default options, bf16"] = run_minigpt(data, iters, ["--dtype", "bfloat16"], work,
+                                                                        "default-bf16")
     from minigpt.models.gpt import GPT, GPTConfig
 
     def flops(options: dict) -> int:
         return GPT(GPTConfig(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128, **options)).flops_per_token()
 
-    flops_per_token = {"reference (nanoGPT recipe)": flops(dict(positions="learned", norm="layernorm", activation="gelu",
-                                                                  tie_embeddings=True, qk_norm=False, bias=False)),
-                       "minigpt (a) GPT-2 options": flops(dict(positions="learned", norm="layernorm", activation="gelu",
-                                                                 tie_embeddings=True, qk_norm=False, bias=False)),
-                       "minigpt (b) default options": flops({})}
+    gpt2 = flops(dict(positions="learned", norm="layernorm", activation="gelu", tie_embeddings=True, qk_norm=False,
+                      bias=False))
+    flops_per_token = {name: flops({}) if "(b)" in name else gpt2 for name in results}
     ref = results["reference (nanoGPT recipe)"]
     checkpoints = [s for s in (250, 500, 1000, 2000) if s <= iters]
     table = Table(title=f"CPU recipe, {iters} iterations, Tiny Shakespeare characters (OMP_NUM_THREADS={env_note})")
