@@ -1,0 +1,93 @@
+"""The `minigpt` command end to end in subprocesses: version, help, one-line errors, and the first pipeline."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from minigpt import __version__
+
+from conftest import shared_file
+
+
+def minigpt(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "minigpt", *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"})
+
+
+def test_version_and_help():
+    assert minigpt("--version").stdout.strip() == f"minigpt {__version__}"
+    out = minigpt("--help").stdout
+    for command in ("tokenizer", "prepare", "pretrain", "sft", "reward", "dpo", "rl", "sample", "chat", "inspect",
+                    "compare", "speedrun"):
+        assert command in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["pretrain", "--data", "no/such/file.txt"], "no such file"),
+    (["pretrain", "--n-embd", "100", "--n-head", "3"], "--n-head"),
+    (["pretrain", "--model", "mlp", "--n-head", "4"], "--n-head does not apply to --model mlp"),
+    (["pretrain", "--lr", "-1"], "--lr"),
+    (["sample", "--checkpoint", "missing-run"], "no such checkpoint"),
+    (["sft"], "--checkpoint"),
+    (["pretrain", "--config", "missing.toml"], "--config missing.toml: no such file"),
+])
+def test_user_errors_are_one_line_and_exit_2(args, message):
+    r = minigpt(*args)
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = [line for line in r.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], r.stdout
+    assert "Traceback" not in r.stderr
+
+
+def test_config_file_then_flags(tmp_path):
+    from minigpt.cli import _model_config, _train_config, build_parser
+    from minigpt.config import load_config_file
+
+    path = tmp_path / "run.toml"
+    path.write_text("[model]\nn_layer = 3\nn_embd = 96\n[train]\nlr = 0.002\nmax_iters = 50\n")
+    args = build_parser().parse_args(["pretrain", "--config", str(path), "--max-iters", "70"])
+    values = load_config_file(path)
+    model, train = _model_config(args, values), _train_config(args, values)
+    assert (model.n_layer, model.n_embd, model.block_size) == (3, 96, 128)  # file over the tiny preset
+    assert (train.lr, train.max_iters) == (0.002, 70)  # the flag over the file
+
+
+def test_tokenizer_prepare_pretrain_sample_through_the_cli(tmp_path):
+    text = tmp_path / "story.txt"
+    text.write_text("".join(f"Once upon a time there was a small model number {i}. It learned to write.\n"
+                            for i in range(300)))
+    tok = minigpt("tokenizer", "train", "--data", str(text), "--vocab-size", "300", "--out", str(tmp_path / "t.bpe"))
+    assert tok.returncode == 0, tok.stdout + tok.stderr
+    prep = minigpt("prepare", "--data", str(text), "--tokenizer", str(tmp_path / "t.bpe"))
+    assert prep.returncode == 0 and "train:" in prep.stdout, prep.stdout + prep.stderr
+    run = tmp_path / "run"
+    train = minigpt("pretrain", "--data", str(text), "--tokenizer", str(tmp_path / "t.bpe"), "--n-layer", "2",
+                    "--n-head", "2", "--n-embd", "32", "--block-size", "32", "--max-iters", "30",
+                    "--eval-interval", "15", "--eval-iters", "2", "--out", str(run))
+    assert train.returncode == 0, train.stdout + train.stderr
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if r["kind"] == "eval"]
+    assert evals[-1]["val/loss"] < evals[0]["val/loss"] and "sample" in evals[-1]
+    sample = minigpt("sample", "--checkpoint", str(run), "--prompt", "Once upon", "--max-new-tokens", "20",
+                     "--seed", "1")
+    assert sample.returncode == 0 and sample.stdout.startswith("Once upon"), sample.stdout + sample.stderr
+
+
+def test_real_chat_files_load(shared_data):
+    """The shared SFT and preference files parse and render: Chinese conversations and HH-RLHF pairs."""
+    from minigpt.chat_data import load_conversations, load_preferences
+    from minigpt.tokenizer import train_bpe
+
+    zh = shared_file("sft/sft_oasst1_zh.jsonl")
+    hh = shared_file("preference/pref_hh_rlhf_harmless_base_test.jsonl")
+    tok = train_bpe([zh.read_text(encoding="utf-8")[:200_000]], 600, progress=False)
+    rows = load_conversations(zh, tok)
+    assert len(rows.train) + len(rows.val) == 689 and all(sum(mask) > 0 for _, mask in rows.train)
+    ids, mask = rows.train[0]
+    assert "<|assistant|>" in tok.decode(ids) and tok.decode([t for t, m in zip(ids, mask) if m]).endswith("<|end|>")
+    prefs = load_preferences(hh, tok)
+    assert len(prefs.train) + len(prefs.val) == 2299
