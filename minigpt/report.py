@@ -47,3 +47,53 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path | None:
     fig.savefig(out)
     plt.close(fig)
     return out
+
+
+def markdown_table(header: list[str], rows: list[list[str]], align: str | None = None) -> str:
+    """A GitHub-flavoured markdown table; `align` has one letter per column, l or r (default: all left)."""
+    align = align or "l" * len(header)
+    rule = ["---:" if a == "r" else "---" for a in align]
+    lines = [header, rule, *rows]
+    return "\n".join("| " + " | ".join(str(c).replace("|", "\\|") for c in line) + " |" for line in lines)
+
+
+def plot_comparison(curves: dict[str, list[dict[str, Any]]], out: str | Path, *, key: str = "val_bpb",
+                    title: str = "") -> Path:
+    """One figure, two panels: `key` (default val bits per byte) against wall time and against training tokens
+    (log scale: a bigram sees 50x the tokens of a GPT in the same time), one line per model. `curves` maps a model
+    name to points {"time": s, "tokens": n, key: value}. The y range is zoomed on the final values (the first
+    quarter of the initial drop is cut off)."""
+    plt = _plt()
+    fig, (by_time, by_tokens) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120, sharey=True)
+    firsts, finals, everything = [], [], []
+    for i, (name, points) in enumerate(curves.items()):
+        pts = [p for p in points if p.get(key) is not None]
+        if not pts:
+            continue
+        firsts.append(pts[0][key])
+        finals.append(pts[-1][key])
+        everything += [p[key] for p in pts]
+        style = dict(color=f"C{i % 10}", marker="o", ms=3, lw=1.4, label=name)
+        by_time.plot([p["time"] for p in pts], [p[key] for p in pts], **style)
+        later = [p for p in pts if p["tokens"] > 0]
+        by_tokens.plot([p["tokens"] for p in later], [p[key] for p in later], **style)
+    if everything:
+        low, high = min(everything), max(finals) + 0.25 * max(0.0, max(firsts) - max(finals))
+        pad = 0.03 * max(high - low, 1e-3)
+        by_time.set_ylim(low - pad, min(max(everything), high) + pad)
+    label = "val bits per byte" if key == "val_bpb" else key
+    by_time.set_xlabel("wall time (s)")
+    by_time.set_ylabel(label)
+    by_tokens.set_xlabel("training tokens")
+    if any(p["tokens"] > 0 for pts in curves.values() for p in pts):
+        by_tokens.set_xscale("log")
+    for ax in (by_time, by_tokens):
+        ax.grid(alpha=0.3)
+    by_tokens.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out)
+    plt.close(fig)
+    return out

@@ -23,7 +23,7 @@ from .pretrain import pretrain
 from .trainer import TrainConfig
 
 # Shares of the budget left after tokenizer training and data preparation.
-SHARES = {"pretrain": 0.62, "sft": 0.14, "reward": 0.05, "dpo": 0.07, "rl": 0.08, "report": 0.04}
+SHARES = {"pretrain": 0.62, "sft": 0.09, "reward": 0.05, "dpo": 0.07, "rl": 0.13, "report": 0.04}
 MODELS = ("pretrain", "sft", "dpo", "rl")
 LABELS = {"pretrain": "base", "sft": "SFT", "dpo": "DPO", "rl": "RL"}
 
@@ -88,11 +88,12 @@ def speedrun(budget: float = 1800.0, out: str | Path = "checkpoints/speedrun", *
 
     fixed = dict(seed=seed, device=device)
     run("pretrain", lambda d, s, r: pretrain("pydocs", out=d, resume=r, train_config=stage_config("pretrain", s, **fixed)))
-    run("sft", lambda d, s, r: finetune.sft(out / "pretrain", out=d, resume=r, train_config=stage_config("sft", s, **fixed)))
-    run("reward", lambda d, s, r: finetune.reward(out / "sft", out=d, resume=r,
-                                                  train_config=stage_config("reward", s, **fixed)))
-    run("dpo", lambda d, s, r: finetune.dpo(out / "sft", out=d, resume=r, train_config=stage_config("dpo", s, **fixed)))
-    run("rl", lambda d, s, r: finetune.rl(out / "sft", out=d, resume=r, train_config=stage_config("rl", s, **fixed)))
+    base = checkpoint_of(out, "pretrain")
+    run("sft", lambda d, s, r: finetune.sft(base, out=d, resume=r, train_config=stage_config("sft", s, **fixed)))
+    sft = checkpoint_of(out, "sft")
+    run("reward", lambda d, s, r: finetune.reward(sft, out=d, resume=r, train_config=stage_config("reward", s, **fixed)))
+    run("dpo", lambda d, s, r: finetune.dpo(sft, out=d, resume=r, train_config=stage_config("dpo", s, **fixed)))
+    run("rl", lambda d, s, r: finetune.rl(sft, out=d, resume=r, train_config=stage_config("rl", s, **fixed)))
     console.rule("report card")
     report = write_report(out, state)
     state["elapsed"] = time.perf_counter() - started
@@ -100,6 +101,14 @@ def speedrun(budget: float = 1800.0, out: str | Path = "checkpoints/speedrun", *
     console.print(f"\n[bold green]speedrun finished[/] in {state['elapsed'] / 60:.1f} min. Report: {report}")
     console.print(f"Chat with the final model:\n  [bold]minigpt chat --checkpoint {out / 'rl'}[/]")
     return report
+
+
+def checkpoint_of(out: Path, stage: str) -> Path:
+    """The checkpoint a stage hands on and is judged by. Pretraining and SFT: the step with the lowest val loss
+    (early stopping: on this small corpus SFT starts to overfit part-way through its share); DPO and RL, whose
+    val loss is not the goal: the last step (also when no step beat the parent's val loss)."""
+    best = out / stage / "best"
+    return best if stage in ("pretrain", "sft") and best.is_file() else out / stage
 
 
 # ---------------------------------------------------------------------------------------------- report card
@@ -118,7 +127,7 @@ def heldout_answers(out: Path, n: int = 48, max_new_tokens: int = 48) -> dict[st
     for stage in MODELS:
         if not (out / stage / "latest").is_file():
             continue
-        ckpt = load_checkpoint(out / stage)
+        ckpt = load_checkpoint(checkpoint_of(out, stage))
         engine = Engine(ckpt.model, ckpt.tokenizer)
         texts = [engine.generate(render_prompt(ckpt.tokenizer, [{"role": "user", "content": p["prompt"]}]),
                                  max_new_tokens=max_new_tokens, temperature=0.0).text.strip() for p in prompts]

@@ -1,0 +1,243 @@
+"""`minigpt compare`: every kind trained and reported, resume after an interruption, the memorisation check,
+the diagnosis when the GPT does not win, and the CLI end to end."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import minigpt.pretrain
+import minigpt.trainer
+from minigpt.common import MinigptError
+from minigpt.compare import (DEFAULT_MODELS, CompareConfig, compare, diagnose, line_structured, memorisation,
+                             parse_count, parse_seconds, report)
+from minigpt.models import kinds
+
+SYLLABLES = "ka to mi ra le no su vi an el".split()
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These models are tiny: one thread is as fast, and never stalls in OpenMP barriers on a busy machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def names(tmp_path) -> Path:
+    """2,000 made-up names, one per line: line-structured like makemore's names.txt."""
+    rng = random.Random(0)
+    path = tmp_path / "names.txt"
+    path.write_text("".join("".join(rng.choice(SYLLABLES) for _ in range(rng.randint(1, 4))) + "\n"
+                            for _ in range(2000)))
+    return path
+
+
+def tiny(models, **kw) -> CompareConfig:
+    """8 steps of 8 x 16 tokens per model, 2 evaluations of 2 batches: seconds per model on 2 CPU cores."""
+    base = dict(models=tuple(models), params=3000, seconds=None, tokens=8 * 8 * 16, block_size=16, batch_size=8,
+                evals=2, eval_iters=2, samples=20, device="cpu")
+    return CompareConfig(**{**base, **kw})
+
+
+def files_with_mtimes(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
+# ---------------------------------------------------------------------------------------------- pieces
+
+
+def test_memorisation_shares_by_hand():
+    train = ["emma", "olivia", "ava"]
+    val = ["zed", "olivia"]
+    samples = ["emma", "zed", "olivia", "", "qqq", "emma ", "  "]  # blanks left out; compared stripped
+    got = memorisation(samples, train, val)
+    # 5 lines: emma, olivia, emma in train (olivia counts as train, first match wins); zed in val; qqq new
+    assert got == {"n": 5, "train": 3 / 5, "val": 1 / 5, "new": 1 / 5}
+    assert memorisation([], train, val) == {"n": 0, "train": 0.0, "val": 0.0, "new": 0.0}
+    assert memorisation(["x", "y"], [], []) == {"n": 2, "train": 0.0, "val": 0.0, "new": 1.0}
+
+
+def test_line_structured_data_is_detected():
+    short = [f"name{i}" for i in range(200)]
+    prose = ["It was the best of times, it was the worst of times, it was the age of wisdom"] * 200
+    assert line_structured(short)
+    assert not line_structured(prose)
+    assert not line_structured(short[:50])  # too few lines to say
+    assert line_structured(short + prose[:10])  # 95% short
+    assert not line_structured(short + prose[:40])  # 83% short
+
+
+def test_budget_and_size_parsing():
+    assert parse_count("200K") == 2e5 and parse_count("1M") == 1e6 and parse_count("5e5") == 5e5
+    assert parse_count("1.5m") == 1.5e6 and parse_count("300") == 300
+    assert parse_seconds("5m") == 300 and parse_seconds("90s") == 90 and parse_seconds("1.5h") == 5400
+    assert parse_seconds("45") == 45
+    with pytest.raises(MinigptError, match="--budget"):
+        parse_seconds("soon")
+    with pytest.raises(MinigptError, match="--params"):
+        parse_count("lots")
+
+
+def test_config_is_validated_with_the_flag_to_change():
+    with pytest.raises(MinigptError, match="--models.*transformer"):
+        CompareConfig(models=("gpt", "transformer"))
+    with pytest.raises(MinigptError, match="--budget"):
+        CompareConfig(seconds=60, tokens=1e6)
+    with pytest.raises(MinigptError, match="--lr"):
+        CompareConfig(lr={"gtp": 1e-3})
+    assert set(DEFAULT_MODELS) == set(kinds())
+
+
+def _entry(val_bpb, *, params=200_000, tokens=1_000_000, curve=None, train_loss=2.0, val_loss=2.05):
+    return {"status": "done", "val_bpb": val_bpb, "params": params, "tokens": tokens, "train_loss": train_loss,
+            "val_loss": val_loss, "curve": curve or [], "settings": {"model": {"n_embd": 64, "n_layer": 4, "block_size": 64}}}
+
+
+def test_diagnosis_names_the_causes_when_the_gpt_loses():
+    def curve(*bpb):  # evaluations every 10 s
+        return [{"time": 10.0 * i, "tokens": 1000 * i, "val_bpb": v} for i, v in enumerate(bpb)]
+
+    results = {"config": {"seconds": 300}, "machine": {"cpus": 2}, "lines": True, "models": {
+        "lstm": _entry(2.90, tokens=3_000_000, curve=curve(5.0, 3.2, 3.0, 2.95, 2.90)),
+        "gpt": _entry(3.00, tokens=1_000_000, curve=curve(5.0, 3.6, 3.3, 3.1, 3.0), train_loss=1.8, val_loss=2.1)}}
+    notes = diagnose(results)
+    assert notes[0].startswith("Best: **lstm** at 2.900")
+    why = notes[1]
+    assert "0.100 bpb behind lstm. Likely causes:\n  - " in why
+    # budget: half-way (20 s) the GPT was 3.3 - 3.0 = 0.3 behind, at the end 0.1
+    assert "closing the gap (0.300 bpb behind lstm half-way, 0.100 at the end)" in why
+    assert "3.0x fewer tokens" in why
+    assert "the GPT overfits more than lstm (val - train loss 0.300 vs 0.050)" in why  # data
+    assert "size: at 200K parameters (n_embd 64, 4 layers)" in why
+    assert "context: the block is 64 tokens" in why  # the winner is recurrent
+    assert "lines are short" in why  # data: line-structured
+    assert not any("sorted order" in n for n in notes)
+    results["models"]["gpt"] = _entry(2.5)
+    results["val_ascending"] = 0.97  # names.txt: the val split is the sorted tail of the file
+    notes = diagnose(results)
+    assert notes[0].startswith("Best: **gpt**") and not any("behind" in n for n in notes)
+    assert any("sorted order (97% of neighbours ascending" in n for n in notes)
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+
+
+def test_compare_trains_every_kind_and_writes_the_report(names, tmp_path):
+    out = tmp_path / "cmp"
+    result = compare(str(names), tokenizer="char", config=tiny(DEFAULT_MODELS), out=out)
+    assert not result.interrupted and result.report == out / "report.md"
+    saved = json.loads((out / "results.json").read_text())
+    assert list(saved["models"]) == list(DEFAULT_MODELS) and saved["lines"] is True
+    assert 0.3 < saved["val_ascending"] < 0.7  # random made-up names: not sorted
+    text = result.report.read_text()
+    for kind, entry in saved["models"].items():
+        assert entry["status"] == "done" and (out / kind / "latest").is_file()
+        assert entry["tokens"] == 8 * 8 * 16 and entry["steps"] == 8
+        assert entry["val_bpb"] > 0 and entry["params"] > 0 and entry["flops_per_token"] > 0
+        assert entry["memorisation"]["n"] == len(entry["samples"]) > 0
+        assert f"| {kind} | {entry['params']:,} |" in text  # one table row per model
+        assert f"**{kind}**" in text  # its samples
+    assert "## Memorisation" in text and "![validation bits per byte](curves.png)" in text
+    png = out / "curves.png"
+    assert png.read_bytes()[:8] == PNG_MAGIC
+    import matplotlib.image
+
+    assert matplotlib.image.imread(str(png)).shape[:2] == (504, 1320)  # 11 x 4.2 inches at 120 dpi
+    # the report regenerates from results.json alone
+    (out / "report.md").unlink()
+    png.unlink()
+    assert report(out) == out / "report.md" and png.read_bytes()[:8] == PNG_MAGIC
+    assert (out / "report.md").read_text() == text
+
+
+def test_interrupted_comparison_resumes_without_retraining_finished_models(names, tmp_path, monkeypatch):
+    out, models = tmp_path / "cmp", ("bigram", "mlp", "gpt")
+    calls: list[tuple[str, bool]] = []
+    real_pretrain, real_interrupt = minigpt.pretrain.pretrain, minigpt.trainer._Interrupt
+    stop_in = {"kind": "gpt"}
+
+    class CtrlC:
+        """The trainer's Ctrl-C handler, as if pressed during step 3 (the loop checks it once per step)."""
+
+        def __init__(self):
+            self.checks = 0
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+        @property
+        def requested(self):
+            self.checks += 1
+            return self.checks > 3
+
+    def spy(*args, **kw):
+        name = Path(kw["out"]).name
+        calls.append((name, kw["resume"]))
+        monkeypatch.setattr(minigpt.trainer, "_Interrupt", CtrlC if name == stop_in["kind"] else real_interrupt)
+        return real_pretrain(*args, **kw)
+
+    monkeypatch.setattr(minigpt.pretrain, "pretrain", spy)
+    first = compare(str(names), tokenizer="char", config=tiny(models), out=out)
+    assert first.interrupted and first.report is None
+    saved = json.loads((out / "results.json").read_text())
+    assert [saved["models"][k]["status"] for k in models] == ["done", "done", "interrupted"]
+    assert calls == [("bigram", False), ("mlp", False), ("gpt", False)]
+    assert (out / "gpt" / "latest").read_text().strip() == "step_000003"  # saved where it stopped
+    finished = {k: files_with_mtimes(out / k) for k in ("bigram", "mlp")}
+    gpt_before = (out / "gpt" / "metrics.jsonl").read_text()
+
+    stop_in["kind"] = None
+    calls.clear()
+    second = compare(str(names), tokenizer="char", config=tiny(models), out=out)
+    assert not second.interrupted and calls == [("gpt", True)]
+    for kind in ("bigram", "mlp"):
+        assert files_with_mtimes(out / kind) == finished[kind], f"{kind} was touched"
+    saved = json.loads((out / "results.json").read_text())
+    assert all(saved["models"][k]["status"] == "done" for k in models)
+    assert saved["models"]["gpt"]["steps"] == 8 and saved["models"]["gpt"]["tokens"] == 8 * 8 * 16
+    assert (out / "gpt" / "metrics.jsonl").read_text().startswith(gpt_before)  # continued, not restarted
+    assert "| gpt |" in (out / "report.md").read_text()
+    # a third run trains nothing; other settings in the same folder are refused
+    calls.clear()
+    compare(str(names), tokenizer="char", config=tiny(models), out=out)
+    assert calls == []
+    with pytest.raises(MinigptError, match="other settings"):
+        compare(str(names), tokenizer="char", config=tiny(models, params=9000), out=out)
+
+
+@pytest.mark.slow
+def test_cli_end_to_end_with_a_time_budget(names, tmp_path):
+    out = tmp_path / "cmp"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-m", "minigpt", "compare", "--data", str(names), "--models", "bigram,gru,gpt",
+            "--params", "3K", "--budget", "6s", "--block-size", "16", "--batch-size", "8", "--evals", "3",
+            "--eval-iters", "2", "--samples", "10", "--device", "cpu", "--lr", "gpt=2e-3", "--out", str(out)]
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    saved = json.loads((out / "results.json").read_text())
+    assert list(saved["models"]) == ["bigram", "gru", "gpt"]
+    assert saved["models"]["gpt"]["lr"] == 2e-3
+    for entry in saved["models"].values():
+        assert entry["status"] == "done" and entry["train"]["max_seconds"] == pytest.approx(2.0)
+        assert 1.5 < entry["wall_s"] < 30  # the time budget ended each run (plus its final evaluation)
+    assert (out / "curves.png").read_bytes()[:8] == PNG_MAGIC
+    again = subprocess.run(args[:4] + ["--out", str(out), "--report-only"], capture_output=True, text=True,
+                           env=env, timeout=120)
+    assert again.returncode == 0 and "report.md" in again.stdout
+    bad = subprocess.run(args[:4] + ["--models", "gpt,transformer"], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert bad.returncode == 2 and "error: --models: unknown kind transformer" in bad.stdout
