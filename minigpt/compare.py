@@ -258,7 +258,7 @@ def compare(data: str = "pydocs", *, tokenizer: str = "char", vocab_size: int = 
     """Train every kind in `config.models` on `data` with equal size and budget; write results and the report.
     Rerunning with the same arguments resumes: finished kinds are skipped, an interrupted one continues."""
     from .data import open_source, prepare
-    from .pretrain import pretrain, resolve_tokenizer
+    from .pretrain import resolve_tokenizer
 
     cfg = config or CompareConfig()
     source = open_source(data)
@@ -503,8 +503,8 @@ def report(out: str | Path) -> Path:
     if not results.get("models"):
         raise MinigptError(f"{out}: no {RESULTS}; run `minigpt compare --out {out}` first")
     cfg, done = results["config"], {k: e for k, e in results["models"].items() if e.get("status") == "done"}
-    figure = plot_comparison({k: e.get("curve", []) for k, e in done.items()}, out / FIGURE,
-                             title=f"{Path(results['data']).name}, {results['tokenizer']} tokens")
+    plot_comparison({k: e.get("curve", []) for k, e in done.items()}, out / FIGURE,
+                    title=f"{Path(results['data']).name}, {results['tokenizer']} tokens")
     budget = (f"{cfg['seconds']:.0f} s in all ({cfg['seconds'] / len(cfg['models']):.0f} s per model)"
               if cfg.get("seconds") else f"{int(cfg['tokens']):,} tokens per model")
     rows = []

@@ -21,13 +21,7 @@ from minigpt.tokenizer import Tokenizer, train_char
 TEXT = "the quick brown fox jumps over the lazy dog. THE END!#\n"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is faster than two (and far faster on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
