@@ -374,14 +374,17 @@ def collect(run_dir: Path, cfg: CompareConfig, lines: bool, train_lines: list[st
     def when(r: dict) -> float:  # an eval row's time can lag; the train row of its step has the wall time
         return max([r["time"]] + [t["time"] for t in train if t["step"] <= r["step"]][-1:])
 
+    best = min((r for r in evals if "val/loss" in r), key=lambda r: r["val/loss"], default=last)
     found = {"params": model.num_params(), "flops_per_token": model.flops_per_token(),
              "steps": last["step"], "tokens": last["tokens"], "wall_s": wall,
              "tokens_per_s": statistics.median(speeds) if speeds else None,
              "train_loss": last.get("train/loss"), "train_bpb": last.get("train/bpb"),
-             "val_loss": last.get("val/loss"), "val_bpb": last.get("val/bpb"),
-             "best_val_loss": min(r["val/loss"] for r in evals if "val/loss" in r),
+             "final_val_loss": last.get("val/loss"), "best_step": best["step"],
+             "val_loss": best.get("val/loss"), "val_bpb": best.get("val/bpb"),
              "curve": [{"time": wall if r is last else when(r), "tokens": r["tokens"], "val_bpb": r.get("val/bpb"),
                         "val_loss": r.get("val/loss"), "train_loss": r.get("train/loss")} for r in evals]}
+    if (run_dir / "best").is_file():  # samples from the checkpoint the table reports (makemore keeps the best too)
+        model = load_checkpoint(run_dir / "best").model.eval()
     found.update(sample(model, ckpt.tokenizer, cfg, lines, train_lines, val_lines))
     return found
 
@@ -485,9 +488,10 @@ def _at(curve: list[dict[str, Any]], axis: str, x: float) -> float:
 
 
 def _gap(entry: dict[str, Any]) -> float | None:
-    if entry.get("train_loss") is None or entry.get("val_loss") is None:
+    final = entry.get("final_val_loss", entry.get("val_loss"))
+    if entry.get("train_loss") is None or final is None:
         return None
-    return entry["val_loss"] - entry["train_loss"]
+    return final - entry["train_loss"]
 
 
 def _fmt(v: Any, spec: str) -> str:
@@ -510,13 +514,15 @@ def report(out: str | Path) -> Path:
     rows = []
     for kind, e in results["models"].items():
         if e.get("status") != "done":
-            rows.append([kind, e.get("status", "?")] + ["-"] * 8)
+            rows.append([kind, e.get("status", "?")] + ["-"] * 9)
             continue
         rows.append([kind, f"{e['params']:,}", human_count(e["flops_per_token"]), _fmt(e["tokens_per_s"], ",.0f"),
                      human_count(e["tokens"]), f"{e['lr']:g}", _fmt(e["train_loss"], ".3f"),
-                     _fmt(e["val_loss"], ".3f"), _fmt(e["val_bpb"], ".3f"), f"{e['wall_s']:.0f} s"])
+                     _fmt(e.get("final_val_loss", e["val_loss"]), ".3f"),
+                     f"{_fmt(e['val_loss'], '.3f')} @{e.get('best_step', e['steps'])}", _fmt(e["val_bpb"], ".3f"),
+                     f"{e['wall_s']:.0f} s"])
     header = ["model", "params", "FLOPs/token", "tokens/s", "tokens", "lr", "train loss", "val loss",
-              "val bpb", "wall time"]
+              "best val loss @step", "best val bpb", "wall time"]
     machine = results.get("machine", {})
     parts = [f"# minigpt compare: {results['data']}", "",
              f"Data `{results['data']}` ({results['train_tokens']:,} train / {results['val_tokens']:,} val tokens, "
@@ -525,9 +531,11 @@ def report(out: str | Path) -> Path:
              f"{budget}; block {cfg['block_size']}, batch {cfg['batch_size']}; seed {cfg['seed']}. Machine: "
              f"{machine.get('cpus')} CPUs ({machine.get('torch_threads')} torch threads)"
              f"{', ' + machine['cuda'] if machine.get('cuda') else ''}, torch {machine.get('torch')}.", "",
-             markdown_table(header, rows, align="l" + "r" * 9), "",
-             "Losses are nats per token on the final evaluation (the same fixed windows for every model); "
-             "bpb = bits per byte, comparable across tokenizers. tokens/s is the median training throughput.", ""]
+             markdown_table(header, rows, align="l" + "r" * 10), "",
+             "Losses are nats per token on the same fixed windows for every model: train and val loss at the final "
+             "evaluation; best val loss = the lowest over the evaluations (the checkpoint kept as `best`, as makemore "
+             "keeps its best; models are ranked by it and sampled from it); bpb = bits per byte, comparable across "
+             "tokenizers. tokens/s is the median training throughput.", ""]
     notes = diagnose(results)
     if notes:
         parts += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]

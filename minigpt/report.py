@@ -22,26 +22,45 @@ def _plt():
     return plt
 
 
+# Secondary curves, drawn dashed on a right-hand axis when a run logs them.
+_RIGHT = {"kl": "KL to the reference (per token)", "val/pref_acc": "accuracy", "val/accuracy": "accuracy"}
+
+
 def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path | None:
-    """loss.png in the run folder: training loss per logged step, eval train/val loss (and bits per byte)."""
+    """loss.png in the run folder: the running training loss per logged step and the evaluations' train/val loss
+    (RL runs: reward instead of loss). Accuracies (reward model, DPO) and RL's KL go on a right-hand axis."""
     rows = read_metrics(run_dir)
     if not rows:
         return None
     plt = _plt()
     train = [r for r in rows if r.get("kind") == "train"]
     evals = [r for r in rows if r.get("kind") == "eval"]
+    key = "reward" if any("reward" in r for r in train) else "loss"
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
     if train:
-        ax.plot([r["step"] for r in train], [r["loss"] for r in train], lw=0.8, alpha=0.6, label="train (running)")
-    for key, style in (("train/loss", "o-"), ("val/loss", "s-")):
-        pts = [(r["step"], r[key]) for r in evals if key in r]
+        ax.plot([r["step"] for r in train], [r[key] for r in train], lw=0.8, alpha=0.6, label=f"train {key} (running)")
+    for name, style in ((f"train/{key}", "o-"), (f"val/{key}", "s-"), ("val/greedy_reward", "^-")):
+        pts = [(r["step"], r[name]) for r in evals if name in r]
         if pts:
-            ax.plot(*zip(*pts), style, ms=3, label=key)
+            ax.plot(*zip(*pts), style, ms=3, label=name)
     ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats/token)")
+    per_token = any("val/bpb" in r for r in evals) or not any("val/accuracy" in r for r in evals)
+    ax.set_ylabel("reward" if key == "reward" else "loss (nats/token)" if per_token else "loss")
     ax.set_title(Path(run_dir).name)
     ax.grid(alpha=0.3)
-    ax.legend()
+    handles, labels = ax.get_legend_handles_labels()
+    right = [(name, [(r["step"], r[name]) for r in (train if name == "kl" else evals) if name in r])
+             for name in _RIGHT]
+    right = [(name, pts) for name, pts in right if pts]
+    if right:
+        twin = ax.twinx()
+        for i, (name, pts) in enumerate(right):
+            twin.plot(*zip(*pts), "--", color=f"C{4 + i}", lw=1, label=name)
+        twin.set_ylabel(_RIGHT[right[0][0]])
+        more_handles, more_labels = twin.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    if handles:
+        ax.legend(handles, labels, fontsize=8)
     fig.tight_layout()
     out = Path(out) if out else Path(run_dir) / "loss.png"
     fig.savefig(out)

@@ -67,6 +67,7 @@ def run_minigpt(data: Path, iters: int, options: list[str], work: Path, name: st
     train_time = max(r["time"] for r in rows)
     return {"ms_per_iter": 12 * 64 / median_tps * 1000, "tokens_per_s": median_tps, "wall_s": wall,
             "train_s": train_time, "val": {r["step"]: r["val/loss"] for r in rows if r["kind"] == "eval"},
+            "val_by_time": [(r["time"], r["val/loss"]) for r in rows if r["kind"] == "eval"],
             "mfu_reported": statistics.median(r["mfu"] for r in rows if r["kind"] == "train")}
 
 
@@ -87,7 +88,7 @@ def main() -> None:
 
     import torch
 
-    console = Console()
+    console = Console(width=max(140, Console().width))
     peak = matmul_peak()
     console.print(f"fp32 matmul peak {peak / 1e9:.0f} GFLOP/s on {torch.get_num_threads()} threads")
     with tempfile.TemporaryDirectory() as tmp:
@@ -122,12 +123,12 @@ def main() -> None:
     console.print(table)
     a, b = results["minigpt (a) GPT-2 options"], results["minigpt (b) default options"]
     speed = a["tokens_per_s"] / ref["tokens_per_s"]
-    final_b = b["val"][max(b["val"])]
     console.print(f"target (a) tokens/s >= 1.25x reference: {speed:.2f}x -> {'met' if speed >= 1.25 else 'MISSED'}")
-    met = final_b <= 1.85 and b["train_s"] <= ref["wall_s"]
-    console.print(f"target (b) val loss <= 1.85 within the reference's {ref['wall_s']:.0f} s of training: {final_b:.3f} "
-                  f"in {b['train_s']:.0f} s ({b['wall_s']:.0f} s with start-up and data preparation) -> "
-                  f"{'met' if met else 'MISSED'}")
+    in_time = [(t, v) for t, v in b["val_by_time"] if t <= ref["wall_s"]]
+    t_b, best_b = min(in_time, key=lambda tv: tv[1]) if in_time else (float("nan"), float("inf"))
+    console.print(f"target (b) val loss <= 1.85 within the reference's {ref['wall_s']:.0f} s: {best_b:.3f} at "
+                  f"{t_b:.0f} s of training (the reference ends at {ref['val'][max(ref['val'])]:.3f}) -> "
+                  f"{'met' if best_b <= 1.85 else 'MISSED'}")
 
 
 if __name__ == "__main__":

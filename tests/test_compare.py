@@ -137,6 +137,9 @@ def test_compare_trains_every_kind_and_writes_the_report(names, tmp_path):
         assert entry["status"] == "done" and (out / kind / "latest").is_file()
         assert entry["tokens"] == 8 * 8 * 16 and entry["steps"] == 8
         assert entry["val_bpb"] > 0 and entry["params"] > 0 and entry["flops_per_token"] > 0
+        best = min(entry["curve"], key=lambda c: c["val_loss"])  # ranked by the best evaluation, kept as `best`
+        assert (entry["val_loss"], entry["val_bpb"]) == (best["val_loss"], best["val_bpb"])
+        assert entry["final_val_loss"] == entry["curve"][-1]["val_loss"] >= entry["val_loss"]
         assert entry["memorisation"]["n"] == len(entry["samples"]) > 0
         assert f"| {kind} | {entry['params']:,} |" in text  # one table row per model
         assert f"**{kind}**" in text  # its samples
