@@ -223,7 +223,9 @@ def _plot_f1(out: Path, scores: dict[str, float]) -> Path | None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3), dpi=120)
     names = [LABELS[s] for s in MODELS if s in scores]
-    ax.bar(names, [scores[s] for s in MODELS if s in scores], color=["#999", "#4a90d9", "#7b61ff", "#e5533d"][:len(names)])
+    bars = ax.bar(names, [scores[s] for s in MODELS if s in scores],
+                  color=["#999", "#4a90d9", "#7b61ff", "#e5533d"][:len(names)])
+    ax.bar_label(bars, fmt="%.3f", padding=2)
     ax.set_ylabel("held-out answer F1")
     ax.set_ylim(0, 1)
     ax.grid(axis="y", alpha=0.3)
