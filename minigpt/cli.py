@@ -221,10 +221,15 @@ def _model_config(args: argparse.Namespace, file_values: dict, base: dict | None
 
 
 def _train_config(args: argparse.Namespace, file_values: dict, base: dict | None = None):
+    """The training config: defaults < base < --config file < flags. `--max-seconds` given without
+    `--max-iters` makes the clock the only limit (the schedule follows elapsed time)."""
     from .config import resolve
     from .trainer import TrainConfig
 
-    return resolve(TrainConfig, args, file_values=file_values, base=base)
+    given = {**file_values, **vars(args)}
+    time_only = given.get("max_seconds") is not None and given.get("max_iters") is None
+    return resolve(TrainConfig, args, file_values=file_values, base=base,
+                   overrides={"max_iters": 10**9} if time_only else None)
 
 
 def _config_file(args: argparse.Namespace) -> dict:

@@ -43,6 +43,18 @@ def test_user_errors_are_one_line_and_exit_2(args, message):
     assert "Traceback" not in r.stderr
 
 
+def test_a_time_budget_alone_is_the_only_limit():
+    from minigpt.cli import _train_config, build_parser
+
+    def cfg(*flags):
+        return _train_config(build_parser().parse_args(["pretrain", *flags]), {})
+
+    assert cfg().max_iters == 2000 and cfg().max_seconds is None
+    assert cfg("--max-seconds", "60").max_iters == 10**9  # the clock alone decides
+    assert cfg("--max-seconds", "60", "--max-iters", "7").max_iters == 7  # both given: whichever comes first
+    assert _train_config(build_parser().parse_args(["pretrain"]), {"max_seconds": 60}).max_iters == 10**9
+
+
 def test_config_file_then_flags(tmp_path):
     from minigpt.cli import _model_config, _train_config, build_parser
     from minigpt.config import load_config_file
