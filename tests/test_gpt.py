@@ -21,13 +21,7 @@ from minigpt.models.gpt import (GPT, PRESETS, GPTConfig, KVCache, _ReLU2, apply_
 V, T = 50, 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine a second thread makes each op wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small(**overrides) -> GPTConfig:
