@@ -425,7 +425,8 @@ def _add_compare(sub) -> None:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from .compare import CompareConfig, compare, parse_count, parse_seconds, report
+    from .common import parse_seconds
+    from .compare import CompareConfig, compare, parse_count, report
 
     if args.report_only:
         if not args.out:
@@ -760,12 +761,13 @@ def _add_speedrun(sub) -> None:
 def _speedrun(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .speedrun import parse_budget, speedrun, write_report
+    from .common import parse_seconds
+    from .speedrun import speedrun, write_report
 
     if args.report_only:
         console.print(f"wrote {write_report(Path(args.out))}")
         return 0
-    speedrun(parse_budget(args.budget), args.out, seed=args.seed, device=args.device)
+    speedrun(parse_seconds(args.budget), args.out, seed=args.seed, device=args.device)
     return 0
 
 

@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import os
 import random
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -207,3 +208,14 @@ def human_count(n: float) -> str:
         if abs(n) >= size:
             return f"{n / size:.3g}{unit}"
     return f"{n:.3g}" if isinstance(n, float) else str(n)
+
+
+_TIME = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600}
+
+
+def parse_seconds(text: str, what: str = "--budget") -> float:
+    """A duration flag: '10m' -> 600, '90s' -> 90, '1.5h' -> 5400, '300' -> 300."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(s|m|min|h)?\s*", str(text).lower())
+    if not m:
+        raise MinigptError(f"{what} {text}: not a duration; write e.g. 30m, 90s or 1.5h")
+    return float(m.group(1)) * _TIME[m.group(2) or ""]

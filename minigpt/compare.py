@@ -111,7 +111,6 @@ class CompareResult:
 # ---------------------------------------------------------------------------------------------- parsing
 
 _SUFFIX = {"": 1, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9}
-_TIME = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600}
 
 
 def parse_count(text: str, what: str = "--params") -> float:
@@ -120,14 +119,6 @@ def parse_count(text: str, what: str = "--params") -> float:
     if not m:
         raise MinigptError(f"{what} {text}: not a count; write e.g. 200K, 1M or 500000")
     return float(m.group(1)) * _SUFFIX[m.group(2)]
-
-
-def parse_seconds(text: str) -> float:
-    """'10m' -> 600, '90s' -> 90, '1.5h' -> 5400, '300' -> 300."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(s|m|min|h)?\s*", str(text).lower())
-    if not m:
-        raise MinigptError(f"--budget {text}: not a duration; write e.g. 5m, 90s or 1h")
-    return float(m.group(1)) * _TIME[m.group(2) or ""]
 
 
 # ---------------------------------------------------------------------------------------------- line data

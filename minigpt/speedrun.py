@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import finetune, pydocs
-from .common import MinigptError, atomic_write_text, console, seed_everything
+from .common import atomic_write_text, console, seed_everything
 from .pretrain import pretrain
 from .trainer import TrainConfig
 
@@ -29,16 +29,6 @@ from .trainer import TrainConfig
 SHARES = {"pretrain": 0.62, "sft": 0.09, "reward": 0.05, "dpo": 0.07, "rl": 0.13, "report": 0.04}
 MODELS = ("pretrain", "sft", "dpo", "rl")
 LABELS = {"pretrain": "base", "sft": "SFT", "dpo": "DPO", "rl": "RL"}
-
-
-def parse_budget(text: str) -> float:
-    """'30m', '90s', '1.5h' or plain seconds -> seconds."""
-    text = str(text).strip().lower()
-    units = {"s": 1, "m": 60, "h": 3600}
-    try:
-        return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
-    except (ValueError, IndexError):
-        raise MinigptError(f"--budget {text}: not a duration; write e.g. 30m, 90s or 1.5h") from None
 
 
 def _state(out: Path) -> dict[str, Any]:

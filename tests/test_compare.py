@@ -15,7 +15,8 @@ import minigpt.pretrain
 import minigpt.trainer
 from minigpt.common import MinigptError
 from minigpt.compare import (DEFAULT_MODELS, CompareConfig, compare, diagnose, line_structured, memorisation,
-                             parse_count, parse_seconds, report)
+                             parse_count, report)
+from minigpt.common import parse_seconds
 from minigpt.models import kinds
 
 SYLLABLES = "ka to mi ra le no su vi an el".split()

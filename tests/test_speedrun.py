@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from minigpt.speedrun import parse_budget
+from minigpt.common import parse_seconds as parse_budget
 
 
 def test_parse_budget():
