@@ -120,12 +120,26 @@ def _prune(run_dir: Path, keep: int) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
+def check_run_dir(run_dir: str | Path, resume: bool) -> Path:
+    """The one rule every training command follows, checked before any tokenizer or data work: a new run needs
+    a folder that holds no run, and `--resume` needs the folder of an earlier run."""
+    run_dir = Path(run_dir)
+    if resume and not (run_dir / "run.json").is_file():
+        raise MinigptError(f"--resume: {run_dir} holds no run (no run.json); give the --out of an earlier run")
+    if resume and not (run_dir / "latest").is_file():
+        raise MinigptError(f"--resume: {run_dir} stopped before its first checkpoint; start it again without "
+                           "--resume")
+    if not resume and (run_dir / "latest").exists():
+        raise MinigptError(f"{run_dir}: already holds a run; add --resume to continue it, or choose another --out")
+    return run_dir
+
+
 def _read_pointer(run_dir: Path, name: str) -> str | None:
     path = run_dir / name
     return path.read_text().strip() if path.is_file() else None
 
 
-def resolve(path: str | Path) -> Path:
+def resolve_step(path: str | Path) -> Path:
     """A run folder (-> its latest step), a run folder's `best`/`latest`, or a step folder -> the step folder."""
     path = Path(path)
     if (path / "config.json").is_file():
@@ -181,9 +195,9 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu", wit
     """Load and validate a checkpoint. `build(config_dict) -> nn.Module` builds the module (default: the model
     registry; the reward stage passes its own)."""
     from .models import build_model, config_from_dict
-    from .tokenizer import load_tokenizer
+    from .text.tokenizer import load_tokenizer
 
-    path = resolve(path)
+    path = resolve_step(path)
     config = read_config(path)
     tok_path = tokenizer_file(path)
     if tok_path is None:

@@ -3,7 +3,9 @@
 Every knob lives in exactly one dataclass field; this module turns fields into flags named as the field with
 dashes (`n_layer` -> `--n-layer`), with the help text from `field(metadata={"help": ...})`. Precedence, lowest
 first: the dataclass defaults < a parent checkpoint's values (later stages inherit the model shape) < a
-`--config` file (TOML or JSON, flat keys or one table per section) < flags typed on the command line.
+`--config` file (TOML or JSON, flat keys or one table per section; cli/args.py makes its keys the defaults of
+the command's own flags, so any flag can come from the file and a misspelt key is refused) < flags typed on the
+command line.
 Validation lives in each dataclass's `__post_init__`, which raises `MinigptError` naming the flag to change.
 """
 from __future__ import annotations
@@ -55,23 +57,26 @@ def _parser_for(tp: Any, optional: bool):
 
 
 def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, *, title: str | None = None,
-                       exclude: tuple[str, ...] = ()) -> None:
-    """Add one flag per field of `cls`. Defaults are SUPPRESSed so we can tell what the user typed."""
+                       exclude: tuple[str, ...] = (), shown: dict[str, Any] | None = None) -> None:
+    """Add one flag per field of `cls`. Defaults are SUPPRESSed so we can tell what the user typed. `shown`
+    replaces a field's default in the help when the command starts from other values (a preset, a stage)."""
     group = parser.add_argument_group(title or cls.__name__)
     hints = _hints(cls)
     for f in dataclasses.fields(cls):
         if f.name in exclude or not f.init or f.metadata.get("cli") is False:
             continue
         tp, optional = _base_type(hints[f.name])
+        default = (shown or {}).get(f.name, f.default if f.default is not dataclasses.MISSING else None)
         help_text = f.metadata.get("help", "")
-        default = f.default if f.default is not dataclasses.MISSING else None
+        if "(default" not in help_text:
+            help_text += f" (default: {default})"
         if tp is bool:
             group.add_argument(flag(f.name), action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                               help=f"{help_text} (default: {default})")
+                               help=help_text)
             continue
         choices = list(typing.get_args(tp)) if typing.get_origin(tp) is Literal else None
         group.add_argument(flag(f.name), type=_parser_for(tp, optional), choices=choices, default=argparse.SUPPRESS,
-                           metavar=None if choices else f.name.upper(), help=f"{help_text} (default: {default})")
+                           metavar=None if choices else f.name.upper(), help=help_text)
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -126,7 +131,7 @@ def to_dict(obj: Any) -> dict[str, Any]:
     return dataclasses.asdict(obj)
 
 
-def resolve(cls: type[T], args: argparse.Namespace | None = None, *, file_values: dict[str, Any] | None = None,
+def resolve_config(cls: type[T], args: argparse.Namespace | None = None, *, file_values: dict[str, Any] | None = None,
             base: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None) -> T:
     """defaults < base (e.g. a parent checkpoint) < overrides (e.g. a preset) < config file < flags."""
     names = field_names(cls)

@@ -29,14 +29,14 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from minigpt.engine import Engine  # noqa: E402
+from minigpt.infer.engine import Engine  # noqa: E402
 from minigpt.models.gpt import GPT, GPTConfig, PRESETS  # noqa: E402
-from minigpt.tokenizer import Tokenizer  # noqa: E402
+from minigpt.text.tokenizer import Tokenizer  # noqa: E402
 
 
 def synthetic_tokenizer(vocab_size: int) -> Tokenizer:
     """256 byte tokens + two-byte tokens of printable ASCII pairs up to vocab_size (specials included)."""
-    from minigpt.chat_format import SPECIAL_TOKENS
+    from minigpt.text.chat_format import SPECIAL_TOKENS
 
     tokens = [bytes([i]) for i in range(256)]
     printable = range(32, 127)

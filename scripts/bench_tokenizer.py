@@ -89,7 +89,7 @@ def held_out_bpt(tok, held: dict[str, str], names: tuple[str, ...] | None = None
 
 
 def time_minigpt(train: list[str], vocab: int, pattern: str, repeat: int):
-    from minigpt.tokenizer import train_bpe
+    from minigpt.text.tokenizer import train_bpe
 
     best, tok = float("inf"), None
     for _ in range(repeat):
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from minigpt.bpe import DEFAULT_PATTERN, GPT4_PATTERN
+    from minigpt.text.bpe import DEFAULT_PATTERN, GPT4_PATTERN
 
     console = Console(width=None if sys.stdout.isatty() else 120)
     train, held = build_corpus(args.quick)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from minigpt.checkpoint import load_checkpoint
-from minigpt.data import open_source
+from minigpt.text.sources import open_source
 
 
 @torch.no_grad()

@@ -15,14 +15,17 @@ import pytest
 import torch
 import torch.nn as nn
 
-from minigpt import chat
-from minigpt.chat import COMMANDS, ChatSession, PlainIO, command, run_chat
+from minigpt.chat.app import default_commands
+from minigpt.chat.commands import BUILTIN
+from minigpt.chat.io import PlainIO
+from minigpt.chat.loop import CommandTable, run_chat
+from minigpt.chat.session import ChatSession
 from minigpt.checkpoint import save_checkpoint
-from minigpt.engine import Engine
+from minigpt.infer.engine import Engine
 from minigpt.models.base import LanguageModel
 from minigpt.models.gpt import GPT, GPTConfig
-from minigpt.sampling import SamplingConfig
-from minigpt.tokenizer import train_char
+from minigpt.infer.sampling import SamplingConfig
+from minigpt.text.tokenizer import train_char
 
 CHARS = "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,:;!?#'<|>/-"  # no newline: see below
 
@@ -107,9 +110,9 @@ def echo_session(tok, mode="chat", system=None, block_size=4096, **sampling) -> 
     return session
 
 
-def transcript(session, lines, **kw) -> str:
+def transcript(session, lines, commands=None, **kw) -> str:
     out = io.StringIO()
-    assert run_chat(session, PlainIO(lines, out, out, echo=True, **kw)) == 0
+    assert run_chat(session, PlainIO(lines, out, out, echo=True, **kw), commands or default_commands()) == 0
     return out.getvalue()
 
 
@@ -136,7 +139,8 @@ def test_exact_transcript_with_memory_commands_and_system_prompt(tok):
         "> /regen\n"
         "#1 again\n"
         "> /set\n"
-        "temperature 0 · top_k 50 · top_p 0.95 · min_p 0 · repetition_penalty 1 · max_tokens 60 · seed none\n"
+        "temperature 0 · top_k 50 · top_p 0.95 · min_p 0 · repetition_penalty 1 · repetition_window 64 · "
+            "max_new_tokens 60 · seed none\n"
         "> //slash\n"
         "#2 /slash\n"
         "> /nope\n"
@@ -170,7 +174,7 @@ def test_ctrl_c_during_a_reply_keeps_the_partial_reply_and_the_session(tok):
 
     session = echo_session(tok)
     out = io.StringIO()
-    assert run_chat(session, Interrupting(["hello world", "next"], out, out, echo=True)) == 0
+    assert run_chat(session, Interrupting(["hello world", "next"], out, out, echo=True), default_commands()) == 0
     assert out.getvalue() == "> hello world\n#1 \n[interrupted]\n> next\n#2 next\n"
     assert session.messages[1] == {"role": "assistant", "content": "#1 h", "interrupted": True}
     assert [m["role"] for m in session.messages] == ["user", "assistant", "user", "assistant"]
@@ -185,8 +189,8 @@ def test_ctrl_c_and_ctrl_d_at_the_prompt_end_the_loop(tok):
         def read(self):
             raise self.exc
 
-    assert run_chat(echo_session(tok), Keys(KeyboardInterrupt())) == 0
-    assert run_chat(echo_session(tok), Keys(EOFError())) == 0
+    assert run_chat(echo_session(tok), Keys(KeyboardInterrupt()), default_commands()) == 0
+    assert run_chat(echo_session(tok), Keys(EOFError()), default_commands()) == 0
 
 
 def test_base_model_continues_plain_text(tok):
@@ -201,7 +205,7 @@ def test_oldest_turns_are_dropped_to_fit_and_the_system_prompt_stays(tok):
     session = echo_session(tok, system="rules", block_size=64, max_new_tokens=8)
     notes = io.StringIO()
     out = io.StringIO()
-    run_chat(session, PlainIO([f"message number {i}" for i in range(4)], out, notes))
+    run_chat(session, PlainIO([f"message number {i}" for i in range(4)], out, notes), default_commands())
     assert "left out the 2 oldest messages to fit the model's 64-token context (the system prompt stays)" in \
         notes.getvalue()
     ids = session.last.prompt_ids
@@ -246,26 +250,24 @@ def test_seeded_sessions_reproduce_and_regen_differs(tok):
 
     def run(lines):
         session = ChatSession(Engine(model, tok), sampling=SamplingConfig(seed=3, max_new_tokens=12, temperature=1.0))
-        run_chat(session, PlainIO(lines, io.StringIO(), io.StringIO()))
+        run_chat(session, PlainIO(lines, io.StringIO(), io.StringIO()), default_commands())
         return [m["content"] for m in session.messages if m["role"] == "assistant"]
 
     a, b = run(["hi", "/regen"]), run(["hi", "/regen"])
     assert a == b and len(a) == 1 and run(["hi"]) != a
 
 
-def test_commands_can_be_added_from_another_module(tok, monkeypatch):
-    monkeypatch.setattr(chat, "COMMANDS", dict(COMMANDS))
-    monkeypatch.setitem(sys.modules, "fake_plugin", SimpleNamespace())
+def test_commands_can_be_added_from_another_module(tok):
+    extra = CommandTable()
 
-    @command("count", "how many tokens the last reply had", usage="/count")
+    @extra.command("count", "how many tokens the last reply had", usage="/count")
     def _count(ctx, arg):
         ctx.io.note(f"{len(ctx.session.last.ids)} tokens, first logprob {ctx.session.last.logprobs[0]:.2f}")
 
-    text = transcript(echo_session(tok), ["hi", "/count", "/help"])
-    assert "6 tokens, first logprob" in text and "/count" in text
-    assert "count" not in COMMANDS, "registered on the patched table only"
-    monkeypatch.setattr(chat, "COMMAND_MODULES", ["fake_plugin", "no_such_module_xyz"])
-    assert [f.split(":")[0] for f in chat.load_command_modules()] == ["no_such_module_xyz"]
+    text = transcript(echo_session(tok), ["hi", "/count", "/help"], commands=CommandTable(default_commands(), extra))
+    assert "6 tokens, first logprob" in text and "/count" in text and "/attn" in text
+    assert "count" not in BUILTIN and "count" not in default_commands(), "added to the merged table only"
+    assert "unknown command /count" in transcript(echo_session(tok), ["hi", "/count"])
 
 
 # ---------------------------------------------------------------------------------------------- the CLI
@@ -306,7 +308,7 @@ def expected_transcript(ckpt: Path, lines: list[str], **sampling) -> str:
     c = load_checkpoint(ckpt)
     session = ChatSession(Engine(c.model, c.tokenizer), sampling=SamplingConfig(**sampling))
     out = io.StringIO()
-    run_chat(session, PlainIO(lines, out, io.StringIO()))
+    run_chat(session, PlainIO(lines, out, io.StringIO()), default_commands())
     return out.getvalue()
 
 
@@ -333,15 +335,15 @@ def test_base_checkpoint_continues_and_says_so(tmp_path):
 
 
 def test_sample_streams_repeats_and_grids(ckpt):
-    r = minigpt("sample", "--checkpoint", str(ckpt), "--prompt", "Hello", "--max-new-tokens", "20", "--seed", "4",
+    r = minigpt("sample", "--checkpoint", str(ckpt), "Hello", "--max-new-tokens", "20", "--seed", "4",
                 "-n", "2")
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("Hello") == 2 and "seed 4" in r.stdout and "seed 5" in r.stdout
-    b = minigpt("sample", "--checkpoint", str(ckpt), "--prompt", "Hello", "--max-new-tokens", "20", "--seed", "4",
+    b = minigpt("sample", "--checkpoint", str(ckpt), "Hello", "--max-new-tokens", "20", "--seed", "4",
                 "-n", "2", "--batch")
     texts = [line for line in r.stdout.splitlines() if line.startswith("Hello")]
     assert texts == [line for line in b.stdout.splitlines() if line.startswith("Hello")]
-    g = minigpt("sample", "--checkpoint", str(ckpt), "--prompt", "Hi", "--max-new-tokens", "80", "--grid",
+    g = minigpt("sample", "--checkpoint", str(ckpt), "Hi", "--max-new-tokens", "80", "--grid",
                 "temperature=0,1.5", "top_k=1,40", "--seed", "1", "--no-cache")
     assert g.returncode == 0, g.stderr
     assert "temperature" in g.stdout and "top_k" in g.stdout and g.stdout.count("│ 1.5") == 2

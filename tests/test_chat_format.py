@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from hypothesis import given, settings, strategies as st
 
-from minigpt.chat_format import SPECIAL_TOKENS, render_conversation, render_prompt
-from minigpt.tokenizer import train_char
+from minigpt.text.chat_format import SPECIAL_TOKENS, render_conversation, render_prompt
+from minigpt.text.tokenizer import train_char
 
 TOK = train_char("abcdefghijklmnopqrstuvwxyz <|>?!.")
 

@@ -43,29 +43,66 @@ def test_user_errors_are_one_line_and_exit_2(args, message):
     assert "Traceback" not in r.stderr
 
 
-def test_a_time_budget_alone_is_the_only_limit():
-    from minigpt.cli import _train_config, build_parser
+def _parse(*argv):
+    from minigpt.cli import build_parser
+    from minigpt.cli.args import apply_config_file
+
+    parser = build_parser()
+    args = parser.parse_args(list(argv))
+    return apply_config_file(args, list(argv), parser) if args.config else args
+
+
+def test_a_time_budget_alone_is_the_only_limit(tmp_path):
+    from minigpt.cli.args import train_config
 
     def cfg(*flags):
-        return _train_config(build_parser().parse_args(["pretrain", *flags]), {})
+        return train_config(_parse("pretrain", *flags))
 
     assert cfg().max_iters == 2000 and cfg().max_seconds is None
     assert cfg("--max-seconds", "60").max_iters == 10**9  # the clock alone decides
     assert cfg("--max-seconds", "60", "--max-iters", "7").max_iters == 7  # both given: whichever comes first
-    assert _train_config(build_parser().parse_args(["pretrain"]), {"max_seconds": 60}).max_iters == 10**9
+    (tmp_path / "t.toml").write_text("max_seconds = 60\n")
+    assert cfg("--config", str(tmp_path / "t.toml")).max_iters == 10**9
 
 
 def test_config_file_then_flags(tmp_path):
-    from minigpt.cli import _model_config, _train_config, build_parser
-    from minigpt.config import load_config_file
+    from minigpt.cli.args import model_config, train_config
 
     path = tmp_path / "run.toml"
-    path.write_text("[model]\nn_layer = 3\nn_embd = 96\n[train]\nlr = 0.002\nmax_iters = 50\n")
-    args = build_parser().parse_args(["pretrain", "--config", str(path), "--max-iters", "70"])
-    values = load_config_file(path)
-    model, train = _model_config(args, values), _train_config(args, values)
+    path.write_text('data = "corpus.txt"\nout = "ck/x"\n[model]\nn_layer = 3\nn_embd = 96\n'
+                    '[train]\nlr = 0.002\nmax_iters = 50\n')
+    args = _parse("pretrain", "--config", str(path), "--max-iters", "70")
+    model, train = model_config(args), train_config(args)
     assert (model.n_layer, model.n_embd, model.block_size) == (3, 96, 128)  # file over the tiny preset
     assert (train.lr, train.max_iters) == (0.002, 70)  # the flag over the file
+    assert (args.data, args.out) == ("corpus.txt", "ck/x")  # any flag, not only config fields
+    dpo = tmp_path / "dpo.toml"
+    dpo.write_text("beta = 0.3\nlr = 1e-5\n")
+    args = _parse("dpo", "--config", str(dpo))
+    from minigpt.train.finetune import STAGE_DEFAULTS
+
+    assert args.beta == 0.3 and train_config(args, STAGE_DEFAULTS["dpo"]).lr == 1e-5
+
+
+def test_config_file_typo_is_refused_with_a_suggestion(tmp_path):
+    path = tmp_path / "typo.toml"
+    path.write_text("n_layers = 8\n")
+    r = minigpt("pretrain", "--config", str(path), "--max-iters", "1")
+    assert r.returncode == 2 and "unknown key 'n_layers'" in r.stdout and "did you mean 'n_layer'" in r.stdout
+
+
+def test_existing_run_is_refused_before_any_data_work(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINIGPT_DATA", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "latest").write_text("step_000010")
+    (out / "run.json").write_text("{}")
+    (tmp_path / "corpus.txt").write_text("some text to train a tokenizer on\n" * 50)
+    r = minigpt("pretrain", "--data", str(tmp_path / "corpus.txt"), "--out", str(out))
+    assert r.returncode == 2 and "already holds a run; add --resume" in r.stdout, r.stdout
+    assert not (tmp_path / "cache").exists(), "no tokenizer trained, no shards written"
+    r = minigpt("pretrain", "--out", str(tmp_path / "nothing"), "--resume")
+    assert r.returncode == 2 and "holds no run" in r.stdout, r.stdout
 
 
 def test_tokenizer_prepare_pretrain_sample_through_the_cli(tmp_path):
@@ -84,15 +121,15 @@ def test_tokenizer_prepare_pretrain_sample_through_the_cli(tmp_path):
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in rows if r["kind"] == "eval"]
     assert evals[-1]["val/loss"] < evals[0]["val/loss"] and "sample" in evals[-1]
-    sample = minigpt("sample", "--checkpoint", str(run), "--prompt", "Once upon", "--max-new-tokens", "20",
+    sample = minigpt("sample", "--checkpoint", str(run), "Once upon", "--max-new-tokens", "20",
                      "--seed", "1")
     assert sample.returncode == 0 and sample.stdout.startswith("Once upon"), sample.stdout + sample.stderr
 
 
 def test_real_chat_files_load(shared_data):
     """The shared SFT and preference files parse and render: Chinese conversations and HH-RLHF pairs."""
-    from minigpt.chat_data import load_conversations, load_preferences
-    from minigpt.tokenizer import train_bpe
+    from minigpt.text.chat_data import load_conversations, load_preferences
+    from minigpt.text.tokenizer import train_bpe
 
     zh = shared_file("sft/sft_oasst1_zh.jsonl")
     hh = shared_file("preference/pref_hh_rlhf_harmless_base_test.jsonl")

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 
-import minigpt.pretrain
-import minigpt.trainer
+import minigpt.train.pretrain
+import minigpt.train.trainer
 from minigpt.common import MinigptError
-from minigpt.compare import (DEFAULT_MODELS, CompareConfig, compare, diagnose, line_structured, memorisation,
-                             parse_count, report)
+from minigpt.runs.compare import DEFAULT_MODELS, CompareConfig, compare, diagnose, line_structured, memorisation, parse_count, report
 from minigpt.common import parse_seconds
 from minigpt.models import kinds
 
@@ -160,7 +159,7 @@ def test_compare_trains_every_kind_and_writes_the_report(names, tmp_path):
 def test_interrupted_comparison_resumes_without_retraining_finished_models(names, tmp_path, monkeypatch):
     out, models = tmp_path / "cmp", ("bigram", "mlp", "gpt")
     calls: list[tuple[str, bool]] = []
-    real_pretrain, real_interrupt = minigpt.pretrain.pretrain, minigpt.trainer._Interrupt
+    real_pretrain, real_interrupt = minigpt.train.pretrain.pretrain, minigpt.train.trainer._Interrupt
     stop_in = {"kind": "gpt"}
 
     class CtrlC:
@@ -183,10 +182,10 @@ def test_interrupted_comparison_resumes_without_retraining_finished_models(names
     def spy(*args, **kw):
         name = Path(kw["out"]).name
         calls.append((name, kw["resume"]))
-        monkeypatch.setattr(minigpt.trainer, "_Interrupt", CtrlC if name == stop_in["kind"] else real_interrupt)
+        monkeypatch.setattr(minigpt.train.trainer, "_Interrupt", CtrlC if name == stop_in["kind"] else real_interrupt)
         return real_pretrain(*args, **kw)
 
-    monkeypatch.setattr(minigpt.pretrain, "pretrain", spy)
+    monkeypatch.setattr(minigpt.train.pretrain, "pretrain", spy)
     first = compare(str(names), tokenizer="char", config=tiny(models), out=out)
     assert first.interrupted and first.report is None
     saved = json.loads((out / "results.json").read_text())

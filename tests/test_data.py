@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from minigpt import pydocs
+from minigpt.text.corpora import pydocs
 from minigpt.common import MinigptError
-from minigpt.data import TokenWindows, open_source, prepare
-from minigpt.tokenizer import train_bpe, train_char
+from minigpt.text.shards import TokenWindows, prepare
+from minigpt.text.sources import open_source
+from minigpt.text.tokenizer import train_bpe, train_char
 
 TEXT = "".join(f"line {i}: the quick brown fox jumps over the lazy dog, 狐狸 {i * i}\n" for i in range(400))
 

@@ -11,12 +11,12 @@ import torch
 import torch.nn as nn
 
 from minigpt.common import MinigptError
-from minigpt.engine import Engine, TextStream
+from minigpt.infer.engine import Engine, TextStream
 from minigpt.models import build_model, config_from_dict, kinds
 from minigpt.models.base import LanguageModel
 from minigpt.models.gpt import GPT, GPTConfig
-from minigpt.sampling import SamplingConfig
-from minigpt.tokenizer import Tokenizer, train_char
+from minigpt.infer.sampling import SamplingConfig
+from minigpt.text.tokenizer import Tokenizer, train_char
 
 TEXT = "the quick brown fox jumps over the lazy dog. THE END!#\n"
 

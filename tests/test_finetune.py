@@ -10,16 +10,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from minigpt import finetune
-from minigpt.chat_data import RowBatches, load_conversations, load_preferences, window
-from minigpt.checkpoint import load_checkpoint, resolve
+from minigpt.train import finetune, rl
+from minigpt.text.chat_data import RowBatches, load_conversations, load_preferences, window
+from minigpt.checkpoint import load_checkpoint, resolve_step
 from minigpt.common import MinigptError
 from minigpt.models.gpt import GPTConfig
-from minigpt.objectives import bradley_terry_loss, dpo_loss, policy_gradient_loss, sequence_logprobs
-from minigpt.pretrain import pretrain
-from minigpt.rewards import f1, token_f1
-from minigpt.tokenizer import train_char
-from minigpt.trainer import TrainConfig
+from minigpt.train.objectives import bradley_terry_loss, dpo_loss, policy_gradient_loss, sequence_logprobs
+from minigpt.train.pretrain import pretrain
+from minigpt.train.rewards import f1, token_f1
+from minigpt.text.tokenizer import train_char
+from minigpt.train.trainer import TrainConfig
 
 FACTS = [("red", "apples are red."), ("blue", "the sky is blue."), ("green", "grass is green."),
          ("yellow", "bananas are yellow."), ("white", "snow is white."), ("black", "coal is black."),
@@ -172,8 +172,9 @@ def _stage(name, base_run, out, max_iters=6, resume=False):
                                       device="cpu", warmup_iters=1)
     kw = dict(train_config=cfg, out=out, resume=resume)
     if name == "rl":
-        kw["rl_config"] = finetune.RLConfig(samples=2, max_new_tokens=6, eval_prompts=2)
-    return getattr(finetune, name)(None if resume else base_run["base"], None if resume else str(base_run[name]), **kw)
+        kw["rl_config"] = rl.RLConfig(group_size=2, max_new_tokens=6, eval_prompts=2)
+    fn = rl.rl if name == "rl" else getattr(finetune, name)
+    return fn(None if resume else base_run["base"], None if resume else str(base_run[name]), **kw)
 
 
 @pytest.mark.slow
@@ -199,8 +200,8 @@ def test_every_stage_trains_and_resumes_bit_exactly(stage, base_run, tmp_path, m
     assert first.interrupted and 0 < first.step < 6
     second = _stage(stage, base_run, tmp_path / "resumed", resume=True)
     assert second.step == 6 and not second.interrupted
-    a = load_file(str(resolve(tmp_path / "straight") / "model.safetensors"))
-    b = load_file(str(resolve(tmp_path / "resumed") / "model.safetensors"))
+    a = load_file(str(resolve_step(tmp_path / "straight") / "model.safetensors"))
+    b = load_file(str(resolve_step(tmp_path / "resumed") / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert load_checkpoint(tmp_path / "resumed").config["stage"] == stage
 
@@ -214,6 +215,6 @@ def test_sft_loss_goes_down(base_run, tmp_path):
 
 
 def test_win_rate_counts_ties_half():
-    from minigpt.objectives import win_rate
+    from minigpt.train.objectives import win_rate
 
     assert win_rate(torch.tensor([1.0, 0.0, 2.0, 5.0]), torch.tensor([0.0, 0.0, 3.0, 1.0])) == pytest.approx(0.625)

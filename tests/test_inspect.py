@@ -19,16 +19,21 @@ import pytest
 import torch
 from rich.console import Console
 
-from minigpt import inspect as insp
-from minigpt import inspect_plots as plots
-from minigpt.chat import ChatSession, PlainIO, run_chat
+from minigpt.lens import attention as insp
+from minigpt.lens import plots
+from minigpt.chat.app import default_commands
+from minigpt.chat.io import PlainIO
+from minigpt.chat.loop import run_chat
+from minigpt.chat.session import ChatSession
+from minigpt.lens import views
+from minigpt.lens.page import save_html
 from minigpt.checkpoint import save_checkpoint
 from minigpt.cli import main
 from minigpt.common import MinigptError
-from minigpt.engine import Engine
+from minigpt.infer.engine import Engine
 from minigpt.models.gpt import GPT, GPTConfig, gpt2_compat
-from minigpt.sampling import SamplingConfig
-from minigpt.tokenizer import train_char
+from minigpt.infer.sampling import SamplingConfig
+from minigpt.text.tokenizer import train_char
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -150,14 +155,14 @@ def test_models_without_attention_are_refused_in_one_line(tok):
         next(insp.stream_influence(Engine(bigram, tok), ids_of(tok)))
     session = ChatSession(Engine(bigram, tok), sampling=SamplingConfig(max_new_tokens=3, seed=1), mode="continue")
     out = io.StringIO()
-    run_chat(session, PlainIO(["the", "/attn", "/probs"], out, out))
+    run_chat(session, PlainIO(["the", "/attn", "/probs"], out, out), default_commands())
     assert "error: this bigram model has no attention" in out.getvalue() and "perplexity" in out.getvalue()
 
 
 def test_stdlib_inspect_is_not_shadowed():
     import inspect as stdlib_inspect
 
-    from minigpt import pydocs
+    from minigpt.text.corpora import pydocs
 
     assert pydocs.inspect is stdlib_inspect and stdlib_inspect is not insp
     assert stdlib_inspect.cleandoc("  a\n  b") == "a\nb"
@@ -174,21 +179,21 @@ def rendered(renderable, width: int = 140) -> str:
 
 def test_heatmap_text_shows_percentages_labels_and_the_left_out_mass(tok, model):
     rec = insp.record(model, tok, ids_of(tok))
-    plain, styled = rendered(insp.heatmap_text(rec, 0, 1, window=8))
+    plain, styled = rendered(views.heatmap_text(rec, 0, 1, window=8))
     lines = plain.splitlines()
     assert "layer 0, head 1" in plain and "column < = attention to the" in plain
     last = [int(v) for v in re.findall(r"\d+", lines[8][14:])]  # the last query row: < column + 8 cells
     assert len(last) <= 9 and abs(sum(last) - 100) <= 5  # the row sums to 100% up to rounding
     assert "x" in lines[0] and "f" in lines[0]  # key labels ("fox" is the end of the text)
     assert "on #" in styled or "48;2;" in styled  # coloured cells
-    mean_plain, _ = rendered(insp.heatmap_text(rec, -1, "mean"))
+    mean_plain, _ = rendered(views.heatmap_text(rec, -1, "mean"))
     assert "layer 1, mean of heads" in mean_plain and "孤" in mean_plain
 
 
 def test_influence_view_colours_the_context_and_marks_the_predicted_token(tok, model):
     ids = ids_of(tok, "the quick")
     rec = insp.record(model, tok, ids + tok.encode(" fox"), prompt_len=len(ids))
-    plain, styled = rendered(insp.influence_view(rec, 1, 0))
+    plain, styled = rendered(views.influence_view(rec, 1, 0))
     lines = plain.splitlines()
     assert len(lines) >= 4 and lines[0].lstrip().startswith(str(len(ids)))  # one line per generated token
     assert "the quick" in lines[0] and "%" in lines[0] and "predicted token" in plain
@@ -224,7 +229,7 @@ def decoded_weights(page: str) -> tuple[dict, np.ndarray]:
 def test_html_is_self_contained_and_holds_the_weights(tok, model, tmp_path):
     ids = ids_of(tok, "孤勇者 the </script> fox")
     rec = insp.record(model, tok, ids)
-    page = insp.save_html(rec, tmp_path / "a.html", layer=0, head=1, title="test page").read_text("utf-8")
+    page = save_html(rec, tmp_path / "a.html", layer=0, head=1, title="test page").read_text("utf-8")
     assert "http" not in page.lower() and "<script src" not in page and "<link" not in page
     assert "url(" not in page and "@import" not in page and "//cdn" not in page
     assert page.count("</script>") == 2  # the text's own </script> is escaped inside the JSON
@@ -242,7 +247,7 @@ def test_html_page_in_headless_chromium(tok, model, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
     ids = ids_of(tok, "the quick brown fox")
     rec = insp.record(model, tok, ids + tok.encode(" jumps"), prompt_len=len(ids))
-    path = insp.save_html(rec, tmp_path / "page.html", layer=1, head="mean", title="chromium test")
+    path = save_html(rec, tmp_path / "page.html", layer=1, head="mean", title="chromium test")
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
@@ -307,7 +312,7 @@ def test_chat_attn_and_probs_commands(tok, model):
                           mode="continue")
     out = io.StringIO()
     lines = ["/attn", "the quick", "/attn", "/attn map 0 1", "/attn 7", "/probs 3", "/attn mean html page.html"]
-    assert run_chat(session, PlainIO(lines, out, out)) == 0
+    assert run_chat(session, PlainIO(lines, out, out), default_commands()) == 0
     text = out.getvalue()
     assert "error: no reply yet: /attn" in text
     reply = session.last

@@ -8,9 +8,7 @@ import torch
 
 from minigpt.common import MinigptError
 from minigpt.config import add_dataclass_args
-from minigpt.sampling import (SamplingConfig, apply_min_p, apply_repetition_penalty, apply_temperature, apply_top_k,
-                              apply_top_p, draw, grid_configs, make_generators, parse_grid, process_logits,
-                              sample_next)
+from minigpt.infer.sampling import SamplingConfig, apply_min_p, apply_repetition_penalty, apply_temperature, apply_top_k, apply_top_p, draw, grid_configs, make_generators, parse_grid, process_logits, sample_next
 
 INF = float("inf")
 

@@ -13,11 +13,11 @@ import regex
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from minigpt import bpe
-from minigpt.chat_format import SPECIAL_TOKENS
+from minigpt.text import bpe
+from minigpt.text.chat_format import SPECIAL_TOKENS
 from minigpt.common import MinigptError
-from minigpt.bpe import DEFAULT_PATTERN, GPT4_PATTERN, count_chunks
-from minigpt.tokenizer import CharTokenizer, Tokenizer, load_tokenizer, reference_encode, train_bpe, train_char
+from minigpt.text.bpe import DEFAULT_PATTERN, GPT4_PATTERN, count_chunks
+from minigpt.text.tokenizer import CharTokenizer, Tokenizer, load_tokenizer, reference_encode, train_bpe, train_char
 
 from conftest import shared_file
 

@@ -14,11 +14,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from minigpt.checkpoint import load_checkpoint, resolve
+from minigpt.checkpoint import load_checkpoint, resolve_step
 from minigpt.common import MinigptError
 from minigpt.models.gpt import GPT, GPTConfig
-from minigpt.pretrain import pretrain
-from minigpt.trainer import TrainConfig, lr_at, param_groups
+from minigpt.train.pretrain import pretrain
+from minigpt.train.trainer import TrainConfig, lr_at, param_groups
 
 WORDS = "the cat sat on a mat while a dog ran after the red ball in the long green garden".split()
 
@@ -80,7 +80,7 @@ def test_loss_goes_down_and_run_folder_is_complete(corpus, tmp_path):
     assert evals[0]["val/loss"] == pytest.approx(math.log(26), rel=0.05)  # 26 characters: uniform at first
     assert result.metrics["val/loss"] < 0.75 * math.log(tiny_model().vocab_size)
     assert 0 < result.metrics["val/bpb"] < 8
-    step = resolve(tmp_path / "run")
+    step = resolve_step(tmp_path / "run")
     assert step.name == "step_000060"
     assert {p.name for p in step.iterdir()} >= {"config.json", "model.safetensors", "tokenizer.char",
                                                 "trainer_state.safetensors", "trainer_state.json"}
@@ -97,7 +97,7 @@ def test_existing_run_is_not_overwritten(corpus, tmp_path):
 
 def test_damaged_checkpoints_are_refused_with_a_reason(corpus, tmp_path):
     run(corpus, tmp_path / "run", max_iters=2, eval_interval=2)
-    step = resolve(tmp_path / "run")
+    step = resolve_step(tmp_path / "run")
     ok = load_checkpoint(step)
     assert ok.step == 2 and ok.model.config.n_layer == 2
 
@@ -164,9 +164,9 @@ def test_ctrl_c_saves_then_resume_is_bit_exact(corpus, tmp_path):
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     straight = _minigpt("pretrain", *flags, "--out", str(tmp_path / "straight"), timeout=600)
     assert straight.returncode == 0, straight.stdout + straight.stderr
-    a = load_file(str(resolve(out) / "model.safetensors"))
-    b = load_file(str(resolve(tmp_path / "straight") / "model.safetensors"))
-    assert resolve(out).name == "step_000400" and a.keys() == b.keys()
+    a = load_file(str(resolve_step(out) / "model.safetensors"))
+    b = load_file(str(resolve_step(tmp_path / "straight") / "model.safetensors"))
+    assert resolve_step(out).name == "step_000400" and a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
     rows = [json.loads(l) for l in metrics.read_text().splitlines()]
     steps = [r["step"] for r in rows if r["kind"] == "train"]
@@ -198,7 +198,7 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(corpus, 
             if key in ra:
                 assert rb[key] == pytest.approx(ra[key], rel=1e-4, abs=1e-5), (ra["step"], key)
         assert ra["tokens"] == rb["tokens"]
-    wa = load_file(str(resolve(tmp_path / "one") / "model.safetensors"))
-    wb = load_file(str(resolve(tmp_path / "two") / "model.safetensors"))
+    wa = load_file(str(resolve_step(tmp_path / "one") / "model.safetensors"))
+    wb = load_file(str(resolve_step(tmp_path / "two") / "model.safetensors"))
     assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
     assert two.stdout.count("parameters, vocab") == 1  # only rank 0 prints

@@ -1,0 +1,53 @@
+"""The `minigpt` command. One module per command group, each `register(sub)` adding its parsers; the handlers
+import their library modules lazily so `minigpt --help` stays instant. This is the only place where errors become
+exit codes: a `MinigptError` prints one line (`error: ...`) and exits 2; Ctrl-C exits 130 after the library has
+saved what it must.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rich.markup import escape
+
+from .. import __version__
+from ..common import MinigptError, console
+from . import generate, inspect, runs, tokenizer, train
+from .args import apply_config_file
+
+GROUPS = (tokenizer, train, generate, inspect, runs)  # `minigpt --help` lists their commands in this order
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="minigpt",
+        description="From raw text to a GPT you can chat with: tokenizer, pretraining, SFT, DPO, RL, "
+                    "sampling, chat, attention inspection and baselines.",
+    )
+    parser.add_argument("--version", action="version", version=f"minigpt {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for group in GROUPS:
+        group.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        if getattr(args, "config", None):
+            args = apply_config_file(args, argv, parser)
+        return int(args.func(args) or 0)
+    except MinigptError as e:
+        console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The one inference engine (KV-cached decoding, streaming, batches) and the sampler."""

@@ -1,0 +1,549 @@
+"""`minigpt compare`: bigram, MLP, CNN, RNN, LSTM, GRU and the GPT trained on your data, one command, one report.
+
+Each model kind is sized to about the same parameter count (`models.sizing.sized`), given the same budget
+(wall-clock: the total split equally, each run's schedule following its elapsed time; or tokens: the same number
+of training tokens each), the same prepared shards, tokenizer, block size, batch size and evaluation windows,
+and trained by the one loop (`pretrain`). What differs per family is only the peak learning rate (`LR`, from the
+sweep below). The out folder holds one run folder per kind, `results.json` (rewritten atomically after each
+model, so an interrupted comparison resumes: finished kinds are skipped, an interrupted one continues with
+`resume=True`) and `report.md` + `curves.png` (regenerate them any time with `report(out)`).
+
+The report: params, FLOPs per token, tokens/s, train/val loss, val bits per byte, wall time, samples, the val
+bits-per-byte curves against wall time and against tokens, and, for line-structured data (>= 90% of lines at
+most 24 characters, like names), makemore's memorisation check: the share of sampled lines found in the training
+set, in the validation set, or new. When the GPT does not come out best, `diagnose` writes the likely cause
+(budget, size, data) into the report.
+
+Defaults (2 CPU cores, a few minutes): 200K parameters (makemore's transformer size), a 5-minute total budget,
+block 64, batch 32, 8 evaluations of 10 batches per model, AdamW with cosine decay to a tenth of the peak rate.
+Peak learning rates (`LR`) from a sweep on names.txt (char level, 200K parameters, 250K tokens each = 1.2 epochs,
+block 64, batch 32; final val loss in nats per character, lower is better):
+
+    lr        1e-3    3e-3    1e-2          bigram:  3e-2 2.666   1e-1 2.594   3e-1 2.596
+    gpt       2.565   2.431   2.557
+    lstm        -     2.579   2.457
+    gru         -     2.482   2.362
+    rnn       2.437   2.378   2.359
+    cnn       2.492   2.381   2.336
+    mlp       2.394   2.213   2.100
+
+The small recurrent, convolutional and MLP models want 1e-2 (3x the GPT's 3e-3; the GPT at 1e-2 is worse than at
+1e-3), and the bigram table, which only moves by about lr per step, wants 1e-1.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import re
+import shutil
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..common import MinigptError, atomic_write_text, console, human_count
+from ..config import check, to_dict
+
+DEFAULT_MODELS = ("bigram", "mlp", "cnn", "rnn", "lstm", "gru", "gpt")
+# Peak AdamW learning rates per family (cosine decay to a tenth). Chosen by the sweep in the module docstring.
+LR: dict[str, float] = {"bigram": 1e-1, "mlp": 1e-2, "cnn": 1e-2, "rnn": 1e-2, "lstm": 1e-2, "gru": 1e-2,
+                        "gpt": 3e-3}
+LINE_LIMIT = 24          # a "short line", in characters
+LINE_SHARE = 0.9         # share of lines that must be short for the memorisation check
+RESULTS = "results.json"
+REPORT = "report.md"
+FIGURE = "curves.png"
+FORMAT = 1
+
+
+@dataclass
+class CompareConfig:
+    """What one comparison trains. Either `seconds` (total wall-clock, split equally) or `tokens` (each)."""
+
+    models: tuple[str, ...] = DEFAULT_MODELS
+    params: float = 2e5
+    seconds: float | None = 300.0
+    tokens: float | None = None
+    block_size: int = 64
+    batch_size: int = 32
+    lr: dict[str, float] = field(default_factory=dict)
+    evals: int = 8
+    eval_iters: int = 10
+    samples: int = 100
+    line_check: bool | None = None
+    seed: int = 1337
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        from ..models import kinds
+
+        self.models = tuple(self.models)
+        check(len(self.models) >= 1, "models", "name at least one model kind")
+        unknown = [m for m in self.models if m not in kinds()]
+        check(not unknown, "models", f"unknown kind {', '.join(unknown)}; choose from {', '.join(kinds())}")
+        check(len(set(self.models)) == len(self.models), "models", "a kind is listed twice")
+        check(self.params > 0, "params", "must be positive")
+        check((self.seconds is None) != (self.tokens is None), "budget", "give a time budget or --tokens, not both")
+        check(self.seconds is None or self.seconds > 0, "budget", "must be positive")
+        check(self.tokens is None or self.tokens >= self.block_size * self.batch_size, "tokens",
+              f"must be at least one batch ({self.block_size * self.batch_size} tokens)")
+        check(self.block_size >= 2 and self.batch_size >= 1, "block_size", "block >= 2 and batch >= 1")
+        check(self.evals >= 1 and self.eval_iters >= 1, "evals", "must be at least 1")
+        check(self.samples >= 0, "samples", "must be >= 0")
+        bad = [k for k in self.lr if k not in kinds()]
+        check(not bad, "lr", f"unknown kind {', '.join(bad)} (write KIND=RATE)")
+
+    def lr_for(self, kind: str) -> float:
+        return float(self.lr.get(kind, LR.get(kind, 1e-3)))
+
+
+@dataclass
+class CompareResult:
+    out: Path
+    results: dict[str, Any]
+    report: Path | None
+    interrupted: bool = False
+
+
+# ---------------------------------------------------------------------------------------------- parsing
+
+_SUFFIX = {"": 1, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9}
+
+
+def parse_count(text: str, what: str = "--params") -> float:
+    """'200K' -> 2e5, '1M' -> 1e6, '5e5' -> 5e5."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([kmbg]?)\s*", str(text).lower())
+    if not m:
+        raise MinigptError(f"{what} {text}: not a count; write e.g. 200K, 1M or 500000")
+    return float(m.group(1)) * _SUFFIX[m.group(2)]
+
+
+# ---------------------------------------------------------------------------------------------- line data
+
+
+def line_structured(lines: list[str]) -> bool:
+    """Like names.txt: at least 100 non-empty lines, 90% of them at most 24 characters."""
+    lines = [ln for ln in lines if ln.strip()]
+    return len(lines) >= 100 and sum(len(ln) <= LINE_LIMIT for ln in lines) >= LINE_SHARE * len(lines)
+
+
+def _lines(source, split: str, limit: int | None = None) -> list[str]:
+    """Non-empty lines of a split, stripped (the first `limit` only, when given)."""
+    lines = (ln.strip() for doc in source.documents(split) for ln in doc.splitlines() if ln.strip())
+    return list(itertools.islice(lines, limit))
+
+
+def memorisation(samples: list[str], train_lines, val_lines) -> dict[str, Any]:
+    """makemore's check: the share of sampled lines that are in the training set, else in the validation set,
+    else new. Lines are compared stripped; empty samples are left out."""
+    train_set, val_set = set(train_lines), set(val_lines)
+    picked = [s.strip() for s in samples if s.strip()]
+    n = len(picked)
+    in_train = sum(s in train_set for s in picked)
+    in_val = sum(s not in train_set and s in val_set for s in picked)
+    if n == 0:
+        return {"n": 0, "train": 0.0, "val": 0.0, "new": 0.0}
+    return {"n": n, "train": in_train / n, "val": in_val / n, "new": (n - in_train - in_val) / n}
+
+
+# ---------------------------------------------------------------------------------------------- planning
+
+
+def _calibrate(model_config: Any, batch: int, device: str, shard=None) -> float:
+    """Seconds per training step of this model here: batches drawn as the trainer draws them (from `shard` when
+    given), forward, backward, clipping, AdamW; 2 warm-up steps, then about 1 s of steps, median."""
+    import torch
+
+    from ..common import resolve_device
+    from ..text.shards import TokenWindows
+    from ..models import build_model
+
+    dev = resolve_device(device)
+    model = build_model(model_config).to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    if shard is None or len(shard) <= model_config.block_size + 1:
+        gen = torch.Generator().manual_seed(0)
+        shard = torch.randint(0, model_config.vocab_size, (64 * model_config.block_size,), generator=gen).numpy()
+    windows = TokenWindows(shard, model_config.block_size, batch, seed=0)
+    times: list[float] = []
+    for i in range(40):
+        t0 = time.perf_counter()
+        x, y = (t.to(dev) for t in next(windows))
+        model(x, y).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= 2:
+            times.append(time.perf_counter() - t0)
+            if sum(times) > 1.0 and len(times) >= 3:
+                break
+    return statistics.median(times)
+
+
+def plan(kind: str, vocab_size: int, cfg: CompareConfig) -> tuple[Any, dict[str, Any]]:
+    """(model config, the settings that must match on resume) for one kind."""
+    from ..models.sizing import sized
+
+    model_config = sized(kind, vocab_size, cfg.block_size, cfg.params)
+    per_model = {"seconds": cfg.seconds / len(cfg.models)} if cfg.seconds else {"tokens": int(cfg.tokens)}
+    settings = {"model": to_dict(model_config), "lr": cfg.lr_for(kind), "batch_size": cfg.batch_size,
+                "evals": cfg.evals, "eval_iters": cfg.eval_iters, "seed": cfg.seed, **per_model}
+    return model_config, settings
+
+
+def train_config(model_config: Any, settings: dict[str, Any], device: str, shard=None):
+    """The TrainConfig for one kind: a token budget sets max_iters; a time budget sets max_seconds and a
+    generous max_iters (the schedule follows elapsed time), with eval_interval from a measured step time."""
+    from ..train.trainer import TrainConfig
+
+    batch, block = settings["batch_size"], model_config.block_size
+    eval_cost = 2 * settings["evals"] * settings["eval_iters"] / 3  # a forward is ~1/3 of a training step
+    if "tokens" in settings:
+        iters = max(1, math.ceil(settings["tokens"] / (batch * block)))
+        expected, max_iters = iters, iters
+    else:
+        step = _calibrate(model_config, batch, device, shard)
+        expected = max(1, int(settings["seconds"] / step - eval_cost))
+        max_iters = 10 * expected + 100
+    lr = settings["lr"]
+    log_every = max(1, min(50, expected // 50))  # evals land on logged steps, which carry their wall time
+    eval_every = max(log_every, expected // settings["evals"] // log_every * log_every)
+    return TrainConfig(max_iters=max_iters, batch_size=batch, lr=lr, min_lr=lr / 10,
+                       warmup_iters=min(100, expected // 50), eval_interval=eval_every,
+                       eval_iters=settings["eval_iters"], log_interval=log_every,
+                       sample_tokens=0, max_seconds=settings.get("seconds"), seed=settings["seed"], device=device,
+                       keep_checkpoints=1)
+
+
+# ---------------------------------------------------------------------------------------------- running
+
+
+def _read_results(out: Path) -> dict[str, Any]:
+    path = out / RESULTS
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise MinigptError(f"{path}: unreadable ({e}); delete it to retrain every model") from None
+
+
+def _write_results(out: Path, results: dict[str, Any]) -> None:
+    atomic_write_text(out / RESULTS, json.dumps(results, indent=1))
+
+
+def _load() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except OSError:  # pragma: no cover - not on every platform
+        return None
+
+
+def compare(data: str = "pydocs", *, tokenizer: str = "char", vocab_size: int = 4096,
+            config: CompareConfig | None = None, out: str | Path | None = None) -> CompareResult:
+    """Train every kind in `config.models` on `data` with equal size and budget; write results and the report.
+    Rerunning with the same arguments resumes: finished kinds are skipped, an interrupted one continues."""
+    from ..text.sources import open_source
+    from ..text.shards import prepare
+    from ..text.shards import resolve_tokenizer
+
+    cfg = config or CompareConfig()
+    source = open_source(data)
+    tok = resolve_tokenizer(tokenizer, source, vocab_size)
+    prepared = prepare(source, tok)
+    out = Path(out) if out else Path("checkpoints") / f"compare-{source.name}"
+    out.mkdir(parents=True, exist_ok=True)
+    results = _read_results(out)
+    if results and (results.get("data") != data or results.get("tokenizer_sha256") != tok.sha256):
+        raise MinigptError(f"{out}: holds a comparison on {results.get('data')} with another tokenizer or data; "
+                           "choose another --out")
+    lines = cfg.line_check if cfg.line_check is not None else line_structured(_lines(source, "train", 10_000))
+    train_lines, val_lines = (_lines(source, "train"), _lines(source, "val")) if lines else ([], [])
+    ascending = sum(a <= b for a, b in zip(val_lines, val_lines[1:])) / max(1, len(val_lines) - 1)
+    results.update({"format": FORMAT, "data": data, "tokenizer": tokenizer, "tokenizer_sha256": tok.sha256,
+                    "vocab_size": tok.vocab_size, "prepared": str(prepared.path),
+                    "train_tokens": prepared.tokens("train"), "val_tokens": prepared.tokens("val"),
+                    "bytes_per_token": prepared.bytes_per_token("val"), "lines": lines,
+                    "val_ascending": ascending if lines else None,
+                    "config": {**asdict(cfg), "models": list(cfg.models)}, "machine": _machine()})
+    entries = results.setdefault("models", {})
+    for i, kind in enumerate(cfg.models, 1):
+        model_config, settings = plan(kind, tok.vocab_size, cfg)
+        entry, run_dir = entries.get(kind), out / kind
+        if entry and entry.get("settings") != settings:
+            raise MinigptError(f"{run_dir}: was trained with other settings ({_diff(entry.get('settings'), settings)}); "
+                               "rerun with the original flags, or choose another --out")
+        if entry and entry.get("status") == "done" and (run_dir / "latest").is_file():
+            console.print(f"[dim][{i}/{len(cfg.models)}] {kind}: done (val bpb {entry['val_bpb']:.3f}), skipped[/]")
+            continue
+        console.rule(f"[{i}/{len(cfg.models)}] {kind}")
+
+        def record(entry: dict[str, Any], kind: str = kind) -> None:
+            entries[kind] = entry
+            _write_results(out, results)
+
+        entry = _train_one(kind, model_config, settings, entry, run_dir, data, prepared, cfg, record)
+        if entry["status"] == "interrupted":
+            console.print(f"[yellow]comparison interrupted during {kind}; rerun the same command to resume[/]")
+            return CompareResult(out, results, None, interrupted=True)
+        entry.update(collect(run_dir, cfg, lines, train_lines, val_lines))
+        entry["status"] = "done"
+        _write_results(out, results)
+    path = report(out)
+    console.print(f"[green]report[/]: {path}")
+    return CompareResult(out, results, path)
+
+
+def _train_one(kind: str, model_config: Any, settings: dict[str, Any], entry: dict | None, run_dir: Path,
+               data: str, prepared, cfg: CompareConfig, record) -> dict[str, Any]:
+    """Train (or resume) one kind; its results entry with status "running" or "interrupted". `record(entry)`
+    saves the entry before training starts, so a crash mid-run still leaves its settings for the resume."""
+    from ..config import from_dict
+    from ..train.pretrain import pretrain
+    from ..train.trainer import TrainConfig
+
+    resume = bool(entry) and (run_dir / "latest").is_file()
+    if resume:  # the stored TrainConfig: a time budget's step estimate must not change mid-run
+        tcfg = from_dict(TrainConfig, entry["train"])
+    else:
+        shutil.rmtree(run_dir, ignore_errors=True)  # a run killed before its first checkpoint holds nothing
+        tcfg = train_config(model_config, settings, cfg.device, prepared.shard("train"))
+    budget = f"{tcfg.max_seconds:.0f} s" if tcfg.max_seconds else f"{tcfg.max_iters} steps"
+    console.print(f"{kind}: {'resuming, ' if resume else ''}lr {tcfg.lr:g}, {budget}")
+    entry = {"kind": kind, "status": "running", "run_dir": str(run_dir), "settings": settings,
+             "train": to_dict(tcfg), "lr": tcfg.lr}
+    record(entry)
+    load_before = _load()
+    result = pretrain(data, tokenizer=str(prepared.tokenizer_path), model_config=model_config, train_config=tcfg,
+                      out=run_dir, resume=resume)
+    entry["load"] = [load_before, _load()]
+    entry["status"] = "interrupted" if result.interrupted else "running"
+    record(entry)
+    return entry
+
+
+def _diff(old: dict | None, new: dict) -> str:
+    old = old or {}
+    keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    return ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys[:3]) or "unknown"
+
+
+def _machine() -> dict[str, Any]:
+    import platform
+
+    import torch
+
+    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "platform": platform.platform(terse=True)}
+
+
+# ---------------------------------------------------------------------------------------------- measuring
+
+
+def collect(run_dir: Path, cfg: CompareConfig, lines: bool, train_lines: list[str],
+            val_lines: list[str]) -> dict[str, Any]:
+    """What the report needs from one finished run: its metrics, size, speed, curve and samples."""
+    from ..checkpoint import load_checkpoint
+    from ..train.metrics import read_metrics
+
+    ckpt = load_checkpoint(run_dir, with_trainer_state=True)
+    model = ckpt.model.eval()
+    rows = read_metrics(run_dir)
+    evals = [r for r in rows if r.get("kind") == "eval"]
+    train = [r for r in rows if r.get("kind") == "train"]
+    speeds = [r["tokens_per_s"] for r in train if r.get("tokens_per_s")]
+    if not evals:
+        raise MinigptError(f"{run_dir}/metrics.jsonl: no evaluation rows; delete {run_dir} to retrain it")
+    last = evals[-1]
+    wall = float((ckpt.trainer_state or {}).get("elapsed", last["time"]))
+
+    def when(r: dict) -> float:  # an eval row's time can lag; the train row of its step has the wall time
+        return max([r["time"]] + [t["time"] for t in train if t["step"] <= r["step"]][-1:])
+
+    best = min((r for r in evals if "val/loss" in r), key=lambda r: r["val/loss"], default=last)
+    found = {"params": model.num_params(), "flops_per_token": model.flops_per_token(),
+             "steps": last["step"], "tokens": last["tokens"], "wall_s": wall,
+             "tokens_per_s": statistics.median(speeds) if speeds else None,
+             "train_loss": last.get("train/loss"), "train_bpb": last.get("train/bpb"),
+             "final_val_loss": last.get("val/loss"), "best_step": best["step"],
+             "val_loss": best.get("val/loss"), "val_bpb": best.get("val/bpb"),
+             "curve": [{"time": wall if r is last else when(r), "tokens": r["tokens"], "val_bpb": r.get("val/bpb"),
+                        "val_loss": r.get("val/loss"), "train_loss": r.get("train/loss")} for r in evals]}
+    if (run_dir / "best").is_file():  # samples from the checkpoint the table reports (makemore keeps the best too)
+        model = load_checkpoint(run_dir / "best").model.eval()
+    found.update(sample(model, ckpt.tokenizer, cfg, lines, train_lines, val_lines))
+    return found
+
+
+def sample(model, tokenizer, cfg: CompareConfig, lines: bool, train_lines: list[str],
+           val_lines: list[str]) -> dict[str, Any]:
+    """Samples from the model's own distribution (temperature 1, no top-k/top-p, as makemore samples), through
+    the one inference engine. Line data: `cfg.samples` lines, each begun after a newline and stopped at the next
+    (one batch, one shared prefill); lines cut by the length limit are dropped. Other data: one text of 256
+    tokens after <|bos|>."""
+    from ..infer.engine import Engine
+
+    engine = Engine(model, tokenizer)
+    plain = dict(temperature=1.0, top_k=0, top_p=1.0)
+    if not lines or cfg.samples == 0:
+        gen = engine.generate([tokenizer.bos_id], max_new_tokens=256, seed=cfg.seed, **plain)
+        return {"samples": [], "sample_text": gen.text, "memorisation": None}
+    prompt = tokenizer.encode("\n")
+    gens = engine.generate_many(prompt, cfg.samples, max_new_tokens=max(1, model.config.block_size - len(prompt)),
+                                stop=("\n",), seed=cfg.seed, **plain)
+    picked = [g.text for g in gens if g.finish_reason == "stop" and g.text.strip()]
+    return {"samples": picked, "sample_text": "\n".join(picked[:12]),
+            "memorisation": memorisation(picked, train_lines, val_lines)}
+
+
+# ---------------------------------------------------------------------------------------------- reporting
+
+
+def diagnose(results: dict[str, Any]) -> list[str]:
+    """Notes for the report: which model won, and when the GPT did not, the likely cause."""
+    done = {k: e for k, e in results.get("models", {}).items() if e.get("status") == "done" and e.get("val_bpb")}
+    notes: list[str] = []
+    machine, loads = results.get("machine", {}), [x for e in done.values() for x in e.get("load", []) if x]
+    if loads and machine.get("cpus") and max(loads) > machine["cpus"] and results["config"].get("seconds"):
+        notes.append(f"The machine was busy (load average up to {max(loads):.1f} on {machine['cpus']} CPUs): "
+                     "time budgets and tokens/s are noisy; `--tokens` gives a repeatable comparison.")
+    if (results.get("val_ascending") or 0) > 0.9:
+        notes.append(f"The validation lines are in sorted order ({100 * results['val_ascending']:.0f}% of neighbours "
+                     "ascending; a text file's val split is its last 10%): not a random sample, and neighbouring "
+                     "lines share prefixes that a model with more than a line of context can copy. Shuffle the "
+                     "file for a makemore-style random split.")
+    if "bigram" in done:
+        notes.append(f"The bigram table has V^2 = {done['bigram']['params']:,} parameters whatever --params says: "
+                     "it is the floor (one character of context), not a sized competitor.")
+    if len(done) < 2:
+        return notes
+    ranked = sorted(done, key=lambda k: done[k]["val_bpb"])
+    best, second = ranked[0], ranked[1]
+    gap = done[second]["val_bpb"] - done[best]["val_bpb"]
+    notes.insert(0, f"Best: **{best}** at {done[best]['val_bpb']:.3f} val bits per byte, "
+                    f"{gap:.3f} ahead of {second}.")
+    if "gpt" not in done or best == "gpt":
+        return notes
+    behind = done["gpt"]["val_bpb"] - done[best]["val_bpb"]
+    causes = "".join(f"\n  - {c}" for c in _why_gpt_lost(done["gpt"], done[best], best, results))
+    notes.insert(1, f"The GPT is {behind:.3f} bpb behind {best}. Likely causes:{causes}")
+    return notes
+
+
+def _why_gpt_lost(g: dict[str, Any], w: dict[str, Any], best: str, results: dict[str, Any]) -> list[str]:
+    """The detectable reasons the GPT (entry g) trails the winner (entry w): budget, size, data."""
+    behind = g["val_bpb"] - w["val_bpb"]
+    why: list[str] = []
+    if behind < 0.01:
+        why.append(f"the gap ({behind:.3f} bpb) is within run-to-run noise")
+    axis = "time" if results.get("config", {}).get("seconds") else "tokens"
+    half = 0.5 * min(g["curve"][-1][axis], w["curve"][-1][axis]) if g.get("curve") and w.get("curve") else 0
+    if half > 0:
+        mid = _at(g["curve"], axis, half) - _at(w["curve"], axis, half)
+        if mid - behind > 0.02:
+            why.append(f"budget: the GPT was closing the gap ({mid:.3f} bpb behind {best} half-way, {behind:.3f} at "
+                       "the end); a larger budget favours it")
+    if g.get("tokens") and w.get("tokens") and g["tokens"] < 0.7 * w["tokens"]:
+        why.append(f"budget: in the same time the GPT trained on {w['tokens'] / g['tokens']:.1f}x fewer tokens than "
+                   f"{best} (slower steps on this machine); compare with --tokens to equalise data")
+    model = g.get("settings", {}).get("model", {})
+    if best in ("rnn", "lstm", "gru") and model.get("block_size", 0) <= 128:
+        why.append(f"context: the block is {model.get('block_size')} tokens, and early in the context recurrent "
+                   "nets match transformers; attention pulls ahead further into the context and at larger sizes "
+                   "(Kaplan et al. 2020, fig. 7); try --block-size 256")
+    if g.get("params", 0) < 1e6:
+        why.append(f"size: at {human_count(g['params'])} parameters (n_embd {model.get('n_embd')}, "
+                   f"{model.get('n_layer')} layers) there is little width for attention to use")
+    gap_g, gap_w = _gap(g), _gap(w)
+    if gap_g is not None and gap_w is not None and gap_g > 0.1 and gap_g > gap_w + 0.05:
+        why.append(f"data: the GPT overfits more than {best} (val - train loss {gap_g:.3f} vs {gap_w:.3f}); "
+                   "the training text is small for its size")
+    if results.get("lines"):
+        why.append("data: the lines are short, so the context that matters fits in every model's window and "
+                   "attention's long-range advantage has little to work with")
+    return why or ["no single cause detected; try a larger --budget or --params"]
+
+
+def _at(curve: list[dict[str, Any]], axis: str, x: float) -> float:
+    """val bpb of a learning curve at `x` on `axis` (time or tokens), linearly interpolated."""
+    pts = [(c[axis], c["val_bpb"]) for c in curve if c.get("val_bpb") is not None]
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+        if x0 <= x <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return pts[-1][1] if x > pts[-1][0] else pts[0][1]
+
+
+def _gap(entry: dict[str, Any]) -> float | None:
+    final = entry.get("final_val_loss", entry.get("val_loss"))
+    if entry.get("train_loss") is None or final is None:
+        return None
+    return final - entry["train_loss"]
+
+
+def _fmt(v: Any, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def report(out: str | Path) -> Path:
+    """Write report.md and curves.png in `out` from its results.json (and return the report's path)."""
+    from ..train.metrics import markdown_table, plot_comparison
+
+    out = Path(out)
+    results = _read_results(out)
+    if not results.get("models"):
+        raise MinigptError(f"{out}: no {RESULTS}; run `minigpt compare --out {out}` first")
+    cfg, done = results["config"], {k: e for k, e in results["models"].items() if e.get("status") == "done"}
+    plot_comparison({k: e.get("curve", []) for k, e in done.items()}, out / FIGURE,
+                    title=f"{Path(results['data']).name}, {results['tokenizer']} tokens")
+    budget = (f"{cfg['seconds']:.0f} s in all ({cfg['seconds'] / len(cfg['models']):.0f} s per model)"
+              if cfg.get("seconds") else f"{int(cfg['tokens']):,} tokens per model")
+    rows = []
+    for kind, e in results["models"].items():
+        if e.get("status") != "done":
+            rows.append([kind, e.get("status", "?")] + ["-"] * 9)
+            continue
+        rows.append([kind, f"{e['params']:,}", human_count(e["flops_per_token"]), _fmt(e["tokens_per_s"], ",.0f"),
+                     human_count(e["tokens"]), f"{e['lr']:g}", _fmt(e["train_loss"], ".3f"),
+                     _fmt(e.get("final_val_loss", e["val_loss"]), ".3f"),
+                     f"{_fmt(e['val_loss'], '.3f')} @{e.get('best_step', e['steps'])}", _fmt(e["val_bpb"], ".3f"),
+                     f"{e['wall_s']:.0f} s"])
+    header = ["model", "params", "FLOPs/token", "tokens/s", "tokens", "lr", "train loss", "val loss",
+              "best val loss @step", "best val bpb", "wall time"]
+    machine = results.get("machine", {})
+    parts = [f"# minigpt compare: {results['data']}", "",
+             f"Data `{results['data']}` ({results['train_tokens']:,} train / {results['val_tokens']:,} val tokens, "
+             f"{results['bytes_per_token']:.2f} bytes per token), tokenizer `{results['tokenizer']}` "
+             f"(vocab {results['vocab_size']}). Target size {human_count(cfg['params'])} parameters; budget "
+             f"{budget}; block {cfg['block_size']}, batch {cfg['batch_size']}; seed {cfg['seed']}. Machine: "
+             f"{machine.get('cpus')} CPUs ({machine.get('torch_threads')} torch threads)"
+             f"{', ' + machine['cuda'] if machine.get('cuda') else ''}, torch {machine.get('torch')}.", "",
+             markdown_table(header, rows, align="l" + "r" * 10), "",
+             "Losses are nats per token on the same fixed windows for every model: train and val loss at the final "
+             "evaluation; best val loss = the lowest over the evaluations (the checkpoint kept as `best`, as makemore "
+             "keeps its best; models are ranked by it and sampled from it); bpb = bits per byte, comparable across "
+             "tokenizers. tokens/s is the median training throughput.", ""]
+    notes = diagnose(results)
+    if notes:
+        parts += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    parts += ["## Learning curves", "", f"![validation bits per byte]({FIGURE})", ""]
+    mem = {k: e["memorisation"] for k, e in done.items() if e.get("memorisation")}
+    if mem:
+        parts += ["## Memorisation (makemore's check)", "",
+                  "Share of sampled lines (temperature 1) found in the training set, else in the validation set, "
+                  "else new.", "",
+                  markdown_table(["model", "samples", "in train", "in val", "new"],
+                                 [[k, str(m["n"]), f"{100 * m['train']:.0f}%", f"{100 * m['val']:.0f}%",
+                                   f"{100 * m['new']:.0f}%"] for k, m in mem.items()], align="lrrrr"), ""]
+    parts += ["## Samples", ""]
+    for kind, e in done.items():
+        text = e.get("sample_text")
+        parts += [f"**{kind}**", "", "```", (text or "(no sample)").rstrip(), "```", ""]
+    path = out / REPORT
+    atomic_write_text(path, "\n".join(parts))
+    return path

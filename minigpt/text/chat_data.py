@@ -1,0 +1,229 @@
+"""Conversation, preference and prompt data for SFT, reward modelling, DPO and RL, with exact-resume batches.
+
+Formats follow TRL: `{"messages": [...]}` or `{"prompt": ..., "completion": ...}` for SFT;
+`{"prompt": str | messages, "chosen": str, "rejected": str}` for preferences; `{"prompt": str | messages, ...}`
+for RL prompts (extra fields, e.g. a `reference` answer, go to the reward function). An optional `"split":
+"train" | "val"` field pins a record's split; otherwise about 1 in 20 records (by a hash of the content) is held
+out for validation. Files are read line by
+line with `json` rather than through `datasets` so that a malformed record is reported with its file and line
+number, which is what a user needs to fix it. Each record is rendered once with the chat template; batches
+are drawn from the rendered rows by `RowBatches`, an epoch-shuffling iterator whose generator state and
+position make up its whole state (exact resume, like `TokenWindows`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+
+from .chat_format import prompt_messages, render_completion, render_conversation, render_prompt, validate_messages
+from ..common import MinigptError
+
+VAL_ONE_IN = 20
+
+
+def read_jsonl(path: str | Path) -> Iterator[tuple[str, dict]]:
+    """(where, record) for each non-empty line; `where` is "file:line" for error messages."""
+    path = Path(path)
+    if not path.is_file():
+        raise MinigptError(f"{path}: no such file")
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise MinigptError(f"{path}:{n}: not valid JSON ({e.msg} at column {e.colno}); fix that line") from None
+            if not isinstance(record, dict):
+                raise MinigptError(f"{path}:{n}: expected a JSON object per line")
+            yield f"{path}:{n}", record
+
+
+def conversation_of(record: dict, where: str) -> list[dict[str, str]]:
+    """A messages list from either `messages` or `prompt` + `completion`."""
+    if "messages" in record:
+        return validate_messages(record["messages"], where)
+    if "prompt" in record and "completion" in record:
+        if not isinstance(record["completion"], str):
+            raise MinigptError(f"{where}: 'completion' must be a string")
+        return prompt_messages(record["prompt"], where) + [{"role": "assistant", "content": record["completion"]}]
+    raise MinigptError(f"{where}: needs 'messages', or 'prompt' and 'completion'")
+
+
+def preference_of(record: dict, where: str) -> tuple[list[dict[str, str]], str, str]:
+    missing = [k for k in ("prompt", "chosen", "rejected") if k not in record]
+    if missing:
+        raise MinigptError(f"{where}: missing {', '.join(repr(m) for m in missing)}; a preference record needs "
+                           "'prompt', 'chosen' and 'rejected'")
+    if not isinstance(record["chosen"], str) or not isinstance(record["rejected"], str):
+        raise MinigptError(f"{where}: 'chosen' and 'rejected' must be strings (the two candidate replies)")
+    return prompt_messages(record["prompt"], where), record["chosen"], record["rejected"]
+
+
+def is_val(where_or_key: str) -> bool:
+    """A fixed ~5% validation split by a hash of the record's text."""
+    return hashlib.sha256(where_or_key.encode("utf-8")).digest()[0] % VAL_ONE_IN == 0
+
+
+def split_records(records: list[tuple[str, Any, Any]]) -> dict[str, list[Any]]:
+    """Split (key, item, explicit split) triples: a record's own "split" ("train"/"val") wins, else ~5% val by a
+    hash of its content; at least one item in each split when there are two."""
+    out: dict[str, list[Any]] = {"train": [], "val": []}
+    for key, item, split in records:
+        out[split if split in out else ("val" if is_val(key) else "train")].append(item)
+    if not out["val"] and len(out["train"]) > 1:
+        out["val"].append(out["train"].pop())
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- rendered rows
+
+
+@dataclass
+class Rows:
+    """Rendered rows of both splits plus what the report needs to know about them."""
+
+    train: list
+    val: list
+    source: str
+    extra: dict = field(default_factory=dict)
+
+    def split(self, name: str) -> list:
+        return self.train if name == "train" else self.val
+
+
+def load_conversations(path_or_records, tokenizer, *, source: str = "") -> Rows:
+    """SFT rows (ids, mask). Refuses data with no assistant turn at all."""
+    keyed = []
+    for where, record in _records(path_or_records):
+        messages = conversation_of(record, where)
+        keyed.append((json.dumps(messages, ensure_ascii=False), render_conversation(tokenizer, messages),
+                      record.get("split")))
+    if not keyed:
+        raise MinigptError(f"{source or path_or_records}: no conversations; give at least a few")
+    if not any(any(m) for _, (_, m), _ in keyed):
+        raise MinigptError(f"{source or path_or_records}: no assistant turns, so there is nothing to learn; "
+                           "add assistant replies")
+    parts = split_records(keyed)
+    return Rows(parts["train"], parts["val"], str(source or path_or_records))
+
+
+def load_preferences(path_or_records, tokenizer, *, source: str = "") -> Rows:
+    """Preference rows ((chosen ids, mask), (rejected ids, mask))."""
+    keyed = []
+    for where, record in _records(path_or_records):
+        prompt, chosen, rejected = preference_of(record, where)
+        key = json.dumps([prompt, chosen, rejected], ensure_ascii=False)
+        keyed.append((key, (render_completion(tokenizer, prompt, chosen), render_completion(tokenizer, prompt, rejected)),
+                      record.get("split")))
+    if not keyed:
+        raise MinigptError(f"{source or path_or_records}: no preference pairs")
+    parts = split_records(keyed)
+    return Rows(parts["train"], parts["val"], str(source or path_or_records))
+
+
+def load_prompts(path_or_records, tokenizer, *, source: str = "") -> Rows:
+    """RL prompt rows (prompt ids, record): the record (with e.g. 'reference') goes to the reward function."""
+    keyed = []
+    for where, record in _records(path_or_records):
+        if "prompt" not in record:
+            raise MinigptError(f"{where}: missing 'prompt' (a string or a list of messages)")
+        messages = prompt_messages(record["prompt"], where)
+        keyed.append((json.dumps(messages, ensure_ascii=False), (render_prompt(tokenizer, messages), record),
+                      record.get("split")))
+    if not keyed:
+        raise MinigptError(f"{source or path_or_records}: no prompts")
+    parts = split_records(keyed)
+    return Rows(parts["train"], parts["val"], str(source or path_or_records))
+
+
+def _records(path_or_records) -> Iterator[tuple[str, dict]]:
+    if isinstance(path_or_records, (str, Path)):
+        yield from read_jsonl(path_or_records)
+    else:
+        for i, record in enumerate(path_or_records):
+            yield f"record {i}", record
+
+
+# ---------------------------------------------------------------------------------------------- batches
+
+
+class RowBatches:
+    """Endless batches of rows in shuffled epochs. State = (generator state at the epoch start, position), so a
+    restored iterator replays the same permutation and continues at the same row. DDP ranks slice each global
+    batch, as `TokenWindows` does."""
+
+    def __init__(self, rows: Sequence, batch_size: int, collate: Callable[[list], Any], *, seed: int,
+                 rank: int = 0, world: int = 1):
+        if not rows:
+            raise MinigptError("no rows to train on; the data split is empty")
+        self.rows, self.batch_size, self.collate = rows, batch_size, collate
+        self.rank, self.world = rank, world
+        self.generator = torch.Generator().manual_seed(seed)
+        self._new_epoch()
+
+    def _new_epoch(self) -> None:
+        self.epoch_state = self.generator.get_state()
+        self.order = torch.randperm(len(self.rows), generator=self.generator).tolist()
+        self.position = 0
+
+    def __iter__(self) -> "RowBatches":
+        return self
+
+    def __next__(self):
+        picked = []
+        for _ in range(self.batch_size * self.world):
+            if self.position >= len(self.order):
+                self._new_epoch()
+            picked.append(self.rows[self.order[self.position]])
+            self.position += 1
+        return self.collate(picked[self.rank * self.batch_size:(self.rank + 1) * self.batch_size])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch_rng": self.epoch_state, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["epoch_rng"])
+        self._new_epoch()
+        self.position = int(state["position"])
+
+
+def window(ids: list[int], mask: list[int], block_size: int) -> tuple[list[int], list[int]]:
+    """Fit a rendered sequence (+1 for the shifted target) into block_size + 1 tokens, keeping the start of the
+    first trained token and as much of what precedes it as fits."""
+    limit = block_size + 1
+    if len(ids) <= limit:
+        return ids, mask
+    first = next((i for i, m in enumerate(mask) if m), 0)
+    end = min(len(ids), max(first, 1) + block_size)
+    start = max(0, end - limit)
+    return ids[start:end], mask[start:end]
+
+
+def lm_collate(block_size: int, pad_id: int):
+    """(ids, mask) rows -> (x, y) padded to the longest row; y is -1 where mask is 0 or padding."""
+    def collate(rows: list) -> tuple[torch.Tensor, torch.Tensor]:
+        fitted = [window(ids, mask, block_size) for ids, mask in rows]
+        T = max(len(ids) for ids, _ in fitted) - 1
+        x = torch.full((len(rows), T), pad_id, dtype=torch.long)
+        y = torch.full((len(rows), T), -1, dtype=torch.long)
+        for i, (ids, mask) in enumerate(fitted):
+            n = len(ids) - 1
+            x[i, :n] = torch.tensor(ids[:-1])
+            y[i, :n] = torch.tensor([t if m else -1 for t, m in zip(ids[1:], mask[1:])])
+        return x, y
+    return collate
+
+
+def pair_collate(block_size: int, pad_id: int):
+    """Preference rows -> one (2B, T) batch: chosen rows first, then rejected, as `lm_collate` lays them out."""
+    lm = lm_collate(block_size, pad_id)
+
+    def collate(rows: list) -> tuple[torch.Tensor, torch.Tensor]:
+        return lm([r[0] for r in rows] + [r[1] for r in rows])
+    return collate

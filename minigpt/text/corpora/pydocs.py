@@ -1,0 +1,165 @@
+"""The built-in offline corpus `pydocs`: the documentation of the Python installation minigpt runs on.
+
+Why this corpus: every machine that runs minigpt has it, it needs no download, it is real English prose about
+a domain users know, and it carries structure (names, signatures, one-line summaries) that the built-in SFT,
+preference and RL data are generated from. It is read with `ast` (no standard-library module is imported, so
+nothing runs) plus the `pydoc_data.topics` table (read with `ast.literal_eval`). On CPython 3.11 it is about
+2 MB in ~700 documents.
+
+Determinism: files are visited in sorted order and every document's split is a hash of its name, so the same
+Python version always gives the same bytes. The split is by module: about 1 in 12 modules (and topics) go to
+`val`, so validation text is genuinely unseen, not a tail of the same files.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import inspect
+import sys
+import sysconfig
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterator
+
+# Sub-packages that are tests, demos, tool internals or vendored code: skipped.
+_SKIP_PARTS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "lib2to3", "__pycache__",
+               "ensurepip", "turtledemo", "pydoc_data", "encodings", "idlelib"}
+VAL_ONE_IN = 12
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One documented object: a module, class or function, with its signature and cleaned docstring."""
+
+    module: str
+    qualname: str  # "" for the module itself, "JSONEncoder.encode" for a method
+    kind: str  # "module" | "class" | "function"
+    signature: str  # "(obj, *, skipkeys=False, ...)" for functions and classes with __init__, else ""
+    doc: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.module}.{self.qualname}" if self.qualname else self.module
+
+    @property
+    def summary(self) -> str:
+        """The first sentence of the docstring (up to the first '. ' or blank line), on one line."""
+        return first_sentence(self.doc)
+
+
+def first_sentence(doc: str) -> str:
+    para = " ".join(doc.strip().split("\n\n")[0].split())
+    for end in (". ", "! ", "? "):
+        if end in para:
+            para = para[: para.index(end) + 1]
+    return para
+
+
+def stdlib_dir() -> Path:
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def _module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _is_public(name: str) -> bool:
+    return not name.startswith("_") or name == "__init__"
+
+
+def _signature(node: ast.FunctionDef | ast.AsyncFunctionDef, drop_self: bool) -> str:
+    args = node.args
+    if drop_self and args.args and args.args[0].arg in ("self", "cls"):
+        args = ast.arguments(posonlyargs=args.posonlyargs, args=args.args[1:], vararg=args.vararg,
+                             kwonlyargs=args.kwonlyargs, kw_defaults=args.kw_defaults, kwarg=args.kwarg,
+                             defaults=args.defaults[-len(args.args[1:]):] if args.args[1:] else [])
+    try:
+        return f"({ast.unparse(args)})"
+    except Exception:  # pragma: no cover - exotic default values
+        return "(...)"
+
+
+def _entries_of(tree: ast.Module, module: str) -> Iterator[Entry]:
+    doc = ast.get_docstring(tree, clean=True)
+    if doc:
+        yield Entry(module, "", "module", "", doc)
+
+    def walk(body: list[ast.stmt], prefix: str, in_class: bool) -> Iterator[Entry]:
+        for node in body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _is_public(node.name):
+                doc = ast.get_docstring(node, clean=True)
+                if doc and node.name != "__init__":
+                    yield Entry(module, prefix + node.name, "function", _signature(node, in_class), doc)
+            elif isinstance(node, ast.ClassDef) and _is_public(node.name):
+                doc = ast.get_docstring(node, clean=True)
+                init = next((n for n in node.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"), None)
+                if doc:
+                    sig = _signature(init, True) if init else ""
+                    yield Entry(module, prefix + node.name, "class", sig, doc)
+                yield from walk(node.body, f"{prefix}{node.name}.", True)
+
+    yield from walk(tree.body, "", False)
+
+
+@lru_cache(maxsize=2)
+def entries(root: str | None = None) -> tuple[Entry, ...]:
+    """Every documented public module, class and function of the standard library, in a fixed order."""
+    base = Path(root) if root else stdlib_dir()
+    out: list[Entry] = []
+    for path in sorted(base.rglob("*.py")):
+        rel = path.relative_to(base).parts
+        if any(p in _SKIP_PARTS or p.startswith("config-") for p in rel) or any(p.startswith("_") and p != "__init__.py" for p in rel):
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        out.extend(_entries_of(tree, _module_name(path, base)))
+    return tuple(out)
+
+
+def topics(root: str | None = None) -> dict[str, str]:
+    """The pydoc help topics (language reference sections), read from pydoc_data/topics.py as a literal."""
+    path = (Path(root) if root else stdlib_dir()) / "pydoc_data" / "topics.py"
+    if not path.is_file():
+        return {}
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "topics" for t in node.targets):
+            return dict(sorted(ast.literal_eval(node.value).items()))
+    return {}
+
+
+def fingerprint() -> str:
+    """Changes with the Python version and installation (what the corpus is read from)."""
+    return f"pydocs:{sys.version.split()[0]}:{stdlib_dir()}"
+
+
+def split_of(name: str) -> str:
+    """'train' or 'val', fixed by a hash of the module (or topic) name."""
+    digest = hashlib.sha256(name.encode("utf-8")).digest()
+    return "val" if digest[0] % VAL_ONE_IN == 0 else "train"
+
+
+def render_entry(e: Entry) -> str:
+    if e.kind == "module":
+        return f"Module {e.module}\n\n{e.doc}\n"
+    label = "class " if e.kind == "class" else ""
+    return f"{label}{e.name}{e.signature}\n{inspect.cleandoc(e.doc)}\n"
+
+
+def documents(split: str | None = None) -> Iterator[tuple[str, str]]:
+    """(name, text) documents: one per module (its docstring then its classes and functions), one per topic."""
+    by_module: dict[str, list[Entry]] = {}
+    for e in entries():
+        by_module.setdefault(e.module, []).append(e)
+    for module, items in by_module.items():
+        if split is None or split_of(module) == split:
+            yield module, "\n".join(render_entry(e) for e in items)
+    for name, text in topics().items():
+        if split is None or split_of(f"topic:{name}") == split:
+            yield f"topic:{name}", text.strip() + "\n"

@@ -1,0 +1,192 @@
+"""Text sources: what `--data` names, resolved to train and val documents through `datasets`.
+
+A source is a built-in corpus (`pydocs`, see corpora/), a text file, a folder of .txt/.md files, a
+.jsonl/.json/.parquet/.csv file with a `text` column, or a Hub dataset id (online only). `open_source(spec)`
+refuses what cannot work with one line naming the problem; `TextSource.dataset(split)` gives a `datasets.Dataset`
+with a `text` column and `documents(split)` the plain texts (for tokenizer training).
+
+Splits: a text file is cut at the first line break after 90% of its bytes (nanoGPT's 90/10 split, made
+line-exact); a folder sends every 10th file (by a hash of its name) to val; row datasets use their own
+validation split when they have one, else a seeded 5% split; the built-in corpora split by module.
+"""
+from __future__ import annotations
+
+import codecs
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from ..common import MinigptError, minigpt_home
+from . import corpora
+
+TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")
+ROW_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+VAL_FRACTION = 0.1
+def _datasets():
+    import datasets
+
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    return datasets
+
+
+def _cache_dir() -> str:
+    return str(minigpt_home() / "datasets")
+
+
+def check_text_file(path: Path) -> None:
+    """Refuse empty, binary and non-UTF-8 files with one line naming the file (one streaming pass)."""
+    if path.stat().st_size == 0:
+        raise MinigptError(f"{path}: the file is empty; give a text file with some content")
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset, blank = 0, True
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            if b"\x00" in chunk:
+                raise MinigptError(f"{path}: looks binary (NUL byte near byte {offset + chunk.index(0)}); "
+                                   "give a UTF-8 text file")
+            try:
+                text = decoder.decode(chunk)
+            except UnicodeDecodeError as e:
+                raise MinigptError(f"{path}: not UTF-8 (bad byte at offset {offset + e.start}); "
+                                   "convert it, e.g. `iconv -t UTF-8`") from None
+            blank = blank and not text.strip()
+            offset += len(chunk)
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise MinigptError(f"{path}: not UTF-8 (truncated character at the end); convert it to UTF-8") from None
+    if blank:
+        raise MinigptError(f"{path}: contains only whitespace; give a text file with some content")
+
+
+def _line_split_point(path: Path) -> int:
+    """Number of lines in the train part: lines that start before 90% of the file's bytes."""
+    cut = int(path.stat().st_size * (1 - VAL_FRACTION))
+    lines = 0
+    with open(path, "rb") as f:
+        while f.tell() < cut:
+            chunk = f.read(min(1 << 20, cut - f.tell()))
+            lines += chunk.count(b"\n")
+        # the line containing the cut belongs to train
+        return lines + 1
+
+
+@dataclass
+class TextSource:
+    """A named text source. `dataset(split)` gives a `datasets.Dataset` with a `text` column; `whole_document`
+    is False when rows are lines of one continuous text (a .txt file), True when each row is a document."""
+
+    spec: str
+    name: str
+    fingerprint: str
+    kind: str  # "corpus" | "file" | "folder" | "rows" | "hub"
+    path: Path | None = None
+    files: tuple[Path, ...] = ()
+
+    @property
+    def rows_are_documents(self) -> bool:
+        return self.kind != "file"
+
+    def dataset(self, split: str):
+        if split not in ("train", "val"):
+            raise ValueError(split)
+        ds = _datasets()
+        if self.kind == "corpus":
+            return ds.Dataset.from_dict({"text": [t for _, t in corpora.documents(self.spec, split)]})
+        if self.kind == "file":
+            full = ds.load_dataset("text", data_files=str(self.path), keep_linebreaks=True, split="train",
+                                   cache_dir=_cache_dir())
+            n_train = min(_line_split_point(self.path), len(full) - 1)
+            return full.select(range(n_train) if split == "train" else range(n_train, len(full)))
+        if self.kind == "folder":
+            files = [f for f in self.files if _folder_split(f, self.files) == split]
+            return ds.load_dataset("text", data_files=[str(f) for f in files], sample_by="document", split="train",
+                                   cache_dir=_cache_dir())
+        return self._row_split(split)
+
+    def _row_split(self, split: str):
+        ds = _datasets()
+        try:
+            if self.kind == "rows":
+                loaded = ds.load_dataset(ROW_FORMATS[self.path.suffix], data_files=str(self.path), cache_dir=_cache_dir())
+            else:
+                loaded = ds.load_dataset(self.spec, cache_dir=_cache_dir())
+        except MinigptError:
+            raise
+        except Exception as e:  # datasets raises many types; the user needs one line
+            raise MinigptError(f"--data {self.spec}: cannot load ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                               "check the path, or your network for a Hub id") from None
+        train = loaded["train"] if "train" in loaded else loaded[next(iter(loaded))]
+        if "text" not in train.column_names:
+            raise MinigptError(f"--data {self.spec}: no 'text' column (columns: {', '.join(train.column_names)}); "
+                               "rename the field holding the text to 'text'")
+        val_name = next((s for s in ("validation", "val", "test") if s in loaded), None)
+        if val_name is None:
+            if len(train) < 2:
+                raise MinigptError(f"--data {self.spec}: needs at least 2 rows to hold some out for validation")
+            parts = train.train_test_split(test_size=max(1, int(0.05 * len(train))), seed=0)
+            train, val = parts["train"], parts["test"]
+        else:
+            val = loaded[val_name]
+        chosen = train if split == "train" else val
+        return chosen.select_columns(["text"])
+
+    def documents(self, split: str) -> Iterator[str]:
+        """Plain-text documents of a split (for tokenizer training). Lines of a text file come joined in
+        blocks of about 1 MB so the pre-split never sees an artificial boundary mid-paragraph."""
+        data = self.dataset(split)
+        if self.rows_are_documents:
+            for batch in data.iter(batch_size=256):
+                yield from batch["text"]
+            return
+        for batch in data.iter(batch_size=10_000):
+            yield "".join(batch["text"])
+
+
+def _folder_split(path: Path, files: tuple[Path, ...]) -> str:
+    if len(files) == 1:
+        return "train"
+    h = hashlib.sha256(path.name.encode("utf-8")).digest()[0]
+    if any(hashlib.sha256(f.name.encode("utf-8")).digest()[0] % 10 == 0 for f in files):
+        return "val" if h % 10 == 0 else "train"
+    return "val" if path == files[-1] else "train"  # too few files for the hash to pick one
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.")[:60] or "data"
+
+
+def open_source(spec: str = "pydocs") -> TextSource:
+    """Resolve `--data SPEC` to a TextSource, refusing what cannot work with a one-line reason."""
+    if spec in corpora.CORPORA:
+        return TextSource(spec, spec, corpora.fingerprint(spec), "corpus")
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        files = tuple(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES))
+        if not files:
+            raise MinigptError(f"--data {spec}: the folder has no {'/'.join(TEXT_SUFFIXES)} files")
+        for f in files:
+            check_text_file(f)
+        stamp = ";".join(f"{f.relative_to(path)}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+        return TextSource(spec, _slug(path.resolve().name), hashlib.sha256(stamp.encode()).hexdigest(), "folder",
+                          path, files)
+    if path.is_file():
+        stat = path.stat()
+        fp = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+        if path.suffix.lower() in ROW_FORMATS:
+            if stat.st_size == 0:
+                raise MinigptError(f"{path}: the file is empty")
+            return TextSource(spec, _slug(path.stem), fp, "rows", path)
+        check_text_file(path)
+        return TextSource(spec, _slug(path.stem), fp, "file", path)
+    if os.sep in spec and not re.fullmatch(r"[\w.-]+/[\w.-]+", spec) or spec.startswith((".", "~")):
+        raise MinigptError(f"--data {spec}: no such file or folder")
+    if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", spec):
+        raise MinigptError(f"--data {spec}: not a file, folder, built-in corpus ({', '.join(corpora.CORPORA)}) or a Hub dataset id")
+    return TextSource(spec, _slug(spec.replace("/", "--")), f"hub:{spec}", "hub")
+
+

@@ -1,0 +1,135 @@
+"""SFT, reward model and DPO: the stages after pretraining, each a small function over the one training loop.
+
+    sft     parent LM + conversations     -> NextToken on assistant tokens only       -> chat model
+    reward  parent LM + preference pairs  -> RewardPairwise (Bradley-Terry)           -> reward model
+    dpo     parent LM + preference pairs  -> DPO against a frozen copy of the parent  -> policy
+    (rl     parent LM + prompts + reward  -> PolicyGradient on engine rollouts: rl.py)
+
+Every stage inherits the model shape and tokenizer from its parent checkpoint, records its parent in run.json,
+and resumes exactly like pretraining (`resume=True` reads everything back from the run folder). With no data
+argument each stage uses the built-in data generated from the pydocs corpus (text/chat_tasks.py): questions about
+standard-library functions answered with their docstring's first sentence, with 1 in 10 functions held out.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..text import chat_tasks
+from ..text.chat_data import Rows, RowBatches, lm_collate, load_conversations, load_preferences, pair_collate
+from ..checkpoint import Checkpoint, check_run_dir, load_checkpoint, read_run_info
+from ..common import MinigptError, print0, seed_everything
+from ..config import to_dict
+from .objectives import DPO, NextToken, RewardPairwise
+from .trainer import TrainConfig, TrainResult, train
+
+# Training defaults per stage (flags and config files override them): fine-tuning takes smaller steps.
+STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "sft": dict(max_iters=600, batch_size=16, lr=5e-4, min_lr=5e-5, warmup_iters=30, weight_decay=0.0,
+                eval_interval=100, eval_iters=8, sample_tokens=0),
+    "reward": dict(max_iters=300, batch_size=16, lr=3e-4, min_lr=3e-5, warmup_iters=20, weight_decay=0.0,
+                   eval_interval=100, eval_iters=8, sample_tokens=0),
+    "dpo": dict(max_iters=200, batch_size=8, lr=1e-4, min_lr=1e-5, warmup_iters=10, weight_decay=0.0,
+                eval_interval=50, eval_iters=8, sample_tokens=0),
+    "rl": dict(max_iters=100, batch_size=8, lr=2e-4, min_lr=2e-4, warmup_iters=5, weight_decay=0.0,
+               eval_interval=50, eval_iters=1, sample_tokens=0, grad_clip=1.0, schedule="constant"),
+}
+
+
+def stage_train_config(stage: str, **overrides: Any) -> TrainConfig:
+    return TrainConfig(**{**STAGE_DEFAULTS[stage], **overrides})
+
+
+# ---------------------------------------------------------------------------------------------- plumbing
+
+
+def rows_factory(rows: Rows, batch_size: int, collate):
+    def make(split: str, seed: int, rank: int, world: int) -> RowBatches:
+        return RowBatches(rows.split(split), batch_size, collate, seed=seed, rank=rank, world=world)
+    return make
+
+
+def _parent(checkpoint: str | Path, out: str | Path | None, stage: str, resume: bool) -> tuple[Checkpoint, Path, dict]:
+    """Load the parent (on resume: the parent recorded in run.json) and pick the run folder."""
+    info: dict = {}
+    if resume:
+        if not out:
+            raise MinigptError("--resume needs --out RUN_DIR (the run to continue)")
+        info = read_run_info(check_run_dir(out, resume=True))
+        if info.get("stage") != stage:
+            raise MinigptError(f"--resume: {out} is not a {stage} run (run.json says {info.get('stage')!r})")
+        checkpoint = info["parent"]
+    if checkpoint is None:
+        raise MinigptError(f"{stage} needs --checkpoint PARENT_RUN (e.g. a pretrain run folder)")
+    parent = load_checkpoint(checkpoint)
+    if parent.config["model"].get("kind") == "reward":
+        raise MinigptError(f"--checkpoint {checkpoint}: a reward model cannot be fine-tuned as a policy; "
+                           "give a language model run")
+    out = check_run_dir(out if out else parent.run_dir.with_name(f"{parent.run_dir.name}-{stage}"), resume)
+    return parent, out, info
+
+
+def _data(info: dict, data, default) -> tuple[Any, str]:
+    """The records or file to use: on resume what run.json recorded, else `data`, else the built-in set."""
+    spec = info.get("data", data if data is not None else "pydocs")
+    return (default() if spec == "pydocs" else spec), str(spec)
+
+
+def _run_info(stage: str, parent: Checkpoint, data: str, model, extra: dict | None = None) -> dict:
+    return {"stage": stage, "parent": str(parent.path), "data": data, "model": to_dict(model.config), **(extra or {})}
+
+
+# ---------------------------------------------------------------------------------------------- stages
+
+
+def sft(checkpoint: str | Path | None = None, data: str | None = None, *, train_config: TrainConfig | None = None,
+        out: str | Path | None = None, resume: bool = False) -> TrainResult:
+    """Supervised fine-tuning on conversations: loss on the assistant's tokens only."""
+    parent, out, info = _parent(checkpoint, out, "sft", resume)
+    cfg = train_config or stage_train_config("sft")
+    records, spec = _data(info, data, chat_tasks.sft_records)
+    tok, model = parent.tokenizer, parent.model
+    rows = load_conversations(records, tok, source=spec)
+    collate = lm_collate(model.config.block_size, tok.special_id("<|end|>"))
+    objective = NextToken(rows_factory(rows, cfg.batch_size, collate), seed=cfg.seed, eval_iters=cfg.eval_iters)
+    print0(f"[bold]sft[/] {len(rows.train):,} train / {len(rows.val):,} val conversations from {spec} -> {out}")
+    return train(model, objective, cfg, out, tokenizer_path=parent.tokenizer_path, resume=resume, title="sft",
+                 run_info=_run_info("sft", parent, spec, model))
+
+
+def reward(checkpoint: str | Path | None = None, data: str | None = None, *,
+           train_config: TrainConfig | None = None, out: str | Path | None = None, resume: bool = False) -> TrainResult:
+    """A Bradley-Terry reward model: the parent's features plus a scalar head, on preference pairs."""
+    from ..models.reward import RewardConfig, RewardModel
+
+    parent, out, info = _parent(checkpoint, out, "reward", resume)
+    cfg = train_config or stage_train_config("reward")
+    records, spec = _data(info, data, chat_tasks.preference_records)
+    tok = parent.tokenizer
+    seed_everything(cfg.seed)
+    model = RewardModel(RewardConfig(base=to_dict(parent.model.config)))
+    model.lm.load_state_dict(parent.model.state_dict())
+    rows = load_preferences(records, tok, source=spec)
+    collate = pair_collate(model.config.block_size, tok.special_id("<|end|>"))
+    objective = RewardPairwise(rows_factory(rows, cfg.batch_size, collate), seed=cfg.seed, eval_iters=cfg.eval_iters)
+    print0(f"[bold]reward[/] {len(rows.train):,} train / {len(rows.val):,} val pairs from {spec} -> {out}")
+    return train(model, objective, cfg, out, tokenizer_path=parent.tokenizer_path, resume=resume, title="reward",
+                 run_info=_run_info("reward", parent, spec, model))
+
+
+def dpo(checkpoint: str | Path | None = None, data: str | None = None, *, beta: float = 0.1,
+        train_config: TrainConfig | None = None, out: str | Path | None = None, resume: bool = False) -> TrainResult:
+    """Direct preference optimisation against a frozen copy of the parent."""
+    parent, out, info = _parent(checkpoint, out, "dpo", resume)
+    beta = info.get("beta", beta)
+    cfg = train_config or stage_train_config("dpo")
+    records, spec = _data(info, data, chat_tasks.preference_records)
+    tok, model = parent.tokenizer, parent.model
+    reference = load_checkpoint(parent.path).model
+    rows = load_preferences(records, tok, source=spec)
+    collate = pair_collate(model.config.block_size, tok.special_id("<|end|>"))
+    objective = DPO(rows_factory(rows, cfg.batch_size, collate), reference, beta=beta, seed=cfg.seed,
+                    eval_iters=cfg.eval_iters)
+    print0(f"[bold]dpo[/] beta {beta}, {len(rows.train):,} train / {len(rows.val):,} val pairs from {spec} -> {out}")
+    return train(model, objective, cfg, out, tokenizer_path=parent.tokenizer_path, resume=resume, title="dpo",
+                 run_info=_run_info("dpo", parent, spec, model, {"beta": beta}))

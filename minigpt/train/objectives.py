@@ -1,0 +1,192 @@
+"""Objectives: the only part of training that differs between stages (DESIGN section 3).
+
+An objective supplies `train_batches(rank, world)` (a stateful iterator), `eval_batches(split, rank, world)`
+(the same fixed batches at every evaluation), `loss(model, batch) -> (loss, metrics)`, `tokens(batch)` (for tokens/s)
+and `eval_metrics(split, mean_metrics)`; it may replace evaluation altogether with `evaluate(model)`
+(RL measures reward by generating). Batches come from a factory `(split, seed, rank, world) -> iterator`.
+
+- `NextToken`: pretraining and SFT (SFT only differs in its batches: targets are -1 outside assistant replies).
+- `RewardPairwise`: Bradley-Terry loss for a reward model.
+- `DPO`: direct preference optimisation against a frozen reference.
+- `PolicyGradient`: on-policy REINFORCE with a group-mean baseline and a KL leash to the reference.
+The losses themselves are small pure functions below, each with its maths, so they can be tested by hand.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from ..text.shards import fixed_batches
+
+BatchFactory = Callable[..., Iterator]  # (split, seed, rank, world) -> iterator of batches
+
+
+# ---------------------------------------------------------------------------------------------- pure losses
+
+
+def sequence_logprobs(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(B,) sum over positions with y != -1 of log p(y_t | x_<=t): the log-probability of each reply."""
+    return -model(x, y, reduction="none").sum(dim=1)
+
+
+def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
+    """-log sigmoid(r_chosen - r_rejected), averaged: the negative log-likelihood that the chosen reply wins
+    under the Bradley-Terry model P(a > b) = sigmoid(r_a - r_b) (Ouyang et al. 2022, eq. 1)."""
+    return -F.logsigmoid(chosen - rejected).mean()
+
+
+def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
+             ref_rejected: torch.Tensor, beta: float = 0.1) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Direct Preference Optimization, sigmoid form (Rafailov et al. 2023, eq. 7):
+
+        L = -log sigmoid( beta * [ (log pi(y_w|x) - log ref(y_w|x)) - (log pi(y_l|x) - log ref(y_l|x)) ] )
+
+    Inputs are (B,) summed reply log-probabilities. The bracketed terms times beta are the implicit rewards of
+    the chosen and rejected replies; when the policy equals the reference both are 0 and L = ln 2.
+    """
+    chosen_reward = beta * (policy_chosen - ref_chosen)
+    rejected_reward = beta * (policy_rejected - ref_rejected)
+    loss = -F.logsigmoid(chosen_reward - rejected_reward).mean()
+    return loss, {"chosen_reward": chosen_reward.detach(), "rejected_reward": rejected_reward.detach()}
+
+
+def policy_gradient_loss(logp: torch.Tensor, ref_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+                         kl_coef: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """REINFORCE with a baseline and a KL penalty, per token (as GRPO, Shao et al. 2024, without clipping since
+    each rollout is used for exactly one on-policy step):
+
+        L = -mean_t( A * log pi(a_t) ) + kl_coef * mean_t( exp(r_t) - r_t - 1 ),   r_t = log ref(a_t) - log pi(a_t)
+
+    `logp`, `ref_logp`: (B, T) per-token log-probs; `advantages`: (B,) reward minus its group's mean;
+    `mask`: (B, T) 1 on sampled reply tokens. The KL term is Schulman's k3 estimator: unbiased, always >= 0.
+    Returns (loss, mean KL).
+    """
+    mask = mask.float()
+    n = mask.sum().clamp(min=1)
+    pg = -(advantages[:, None] * logp * mask).sum() / n
+    log_ratio = (ref_logp - logp) * mask
+    kl = ((torch.exp(log_ratio) - log_ratio - 1) * mask).sum() / n
+    return pg + kl_coef * kl, kl.detach()
+
+
+def win_rate(chosen: torch.Tensor, rejected: torch.Tensor) -> float:
+    """Share of pairs where chosen scores above rejected; a tie counts half (an untrained head ties them all)."""
+    return float(((chosen > rejected).float() + 0.5 * (chosen == rejected).float()).mean())
+
+
+# ---------------------------------------------------------------------------------------------- objectives
+
+
+class BatchObjective:
+    """Batches from a factory, evaluation on the first `eval_iters` batches of freshly seeded iterators."""
+
+    def __init__(self, make_batches: BatchFactory, *, seed: int, eval_iters: int):
+        self.make_batches, self.seed, self.eval_iters = make_batches, seed, eval_iters
+
+    def train_batches(self, rank: int, world: int) -> Iterator:
+        return self.make_batches("train", self.seed, rank, world)
+
+    def eval_batches(self, split: str, rank: int = 0, world: int = 1) -> list:
+        """This rank's slices of the same `eval_iters` global batches at every evaluation, whatever the world
+        size: N processes evaluate exactly what one process would."""
+        seed = self.seed + (1 if split == "train" else 2) * 1_000_003
+        return fixed_batches(lambda: self.make_batches(split, seed, rank, world), self.eval_iters)
+
+    def tokens(self, batch: Any) -> int:
+        return int(batch[0].numel())
+
+    def eval_metrics(self, split: str, metrics: dict[str, float]) -> dict[str, float]:
+        return metrics
+
+
+class NextToken(BatchObjective):
+    """Cross-entropy on the next token (targets of -1 are ignored). Reports bits per byte when it knows the
+    bytes per token of each split, so models with different vocabularies compare honestly."""
+
+    def __init__(self, make_batches: BatchFactory, *, seed: int, eval_iters: int,
+                 bytes_per_token: dict[str, float] | None = None):
+        super().__init__(make_batches, seed=seed, eval_iters=eval_iters)
+        self.bytes_per_token = bytes_per_token or {}
+
+    def loss(self, model, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        x, y = batch
+        return model(x, y), {}
+
+    def eval_metrics(self, split: str, metrics: dict[str, float]) -> dict[str, float]:
+        if split in self.bytes_per_token:
+            metrics["bpb"] = metrics["loss"] / math.log(2) / self.bytes_per_token[split]
+        return metrics
+
+
+class RewardPairwise(BatchObjective):
+    """Batches are (2B, T) pairs: chosen rows then rejected rows. The model returns one score per row."""
+
+    def loss(self, model, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        x, y = batch
+        scores = model(x, y)
+        chosen, rejected = scores.chunk(2)
+        return bradley_terry_loss(chosen, rejected), {"accuracy": win_rate(chosen, rejected),
+                                                      "margin": float((chosen - rejected).mean())}
+
+
+class _WithReference(BatchObjective):
+    """Holds a frozen reference model, moved to the batch's device on first use."""
+
+    def __init__(self, make_batches: BatchFactory, reference, *, seed: int, eval_iters: int):
+        super().__init__(make_batches, seed=seed, eval_iters=eval_iters)
+        self.reference = reference.eval().requires_grad_(False)
+
+    def _ref(self, device: torch.device):
+        if next(self.reference.parameters()).device != device:
+            self.reference.to(device)
+        return self.reference
+
+
+class DPO(_WithReference):
+    """Preference pairs as (2B, T) batches (chosen first). Metrics: implicit rewards, margin, accuracy (implicit
+    reward of chosen above rejected) and `pref_acc` (raw policy log-prob of chosen above rejected)."""
+
+    def __init__(self, make_batches: BatchFactory, reference, *, beta: float, seed: int, eval_iters: int):
+        super().__init__(make_batches, reference, seed=seed, eval_iters=eval_iters)
+        self.beta = beta
+
+    def loss(self, model, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        x, y = batch
+        policy = sequence_logprobs(model, x, y)
+        with torch.no_grad():
+            ref = sequence_logprobs(self._ref(x.device), x, y)
+        pc, pr = policy.chunk(2)
+        rc, rr = ref.chunk(2)
+        loss, r = dpo_loss(pc, pr, rc, rr, self.beta)
+        return loss, {"chosen_reward": float(r["chosen_reward"].mean()),
+                      "rejected_reward": float(r["rejected_reward"].mean()),
+                      "margin": float((r["chosen_reward"] - r["rejected_reward"]).mean()),
+                      "accuracy": win_rate(r["chosen_reward"], r["rejected_reward"]),
+                      "pref_acc": win_rate(pc, pr)}
+
+
+class PolicyGradient(_WithReference):
+    """Batches are rollouts made by the engine (see rl.Rollouts): dicts with x, y, advantages and the rollout
+    statistics. `evaluate(model)` measures mean reward on held-out prompts by greedy generation."""
+
+    def __init__(self, make_batches: BatchFactory, reference, *, kl_coef: float, seed: int,
+                 evaluate: Callable[[Any], dict[str, float]]):
+        super().__init__(make_batches, reference, seed=seed, eval_iters=1)
+        self.kl_coef, self._evaluate = kl_coef, evaluate
+
+    def tokens(self, batch: Any) -> int:
+        return int(batch["x"].numel())
+
+    def loss(self, model, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        x, y = batch["x"], batch["y"]
+        logp = -model(x, y, reduction="none")
+        with torch.no_grad():
+            ref_logp = -self._ref(x.device)(x, y, reduction="none")
+        loss, kl = policy_gradient_loss(logp, ref_logp, batch["advantages"], y != -1, self.kl_coef)
+        return loss, {"reward": batch["reward"], "kl": float(kl), "length": batch["length"]}
+
+    def evaluate(self, model) -> dict[str, float]:
+        return self._evaluate(model)

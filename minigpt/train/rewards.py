@@ -1,0 +1,76 @@
+"""Reward functions for RL: a Python function or a trained reward model, behind one signature.
+
+A reward function takes `(prompt, completion, record)` and returns a float: `prompt` is the list of messages,
+`completion` the generated reply text, `record` the whole prompt record (e.g. its `reference`). `--reward`
+accepts `python:module:function` (any importable function of that signature, such as this module's
+`token_f1`, the built-in example) or `rm:RUN` (a reward model checkpoint trained by `minigpt reward`).
+"""
+from __future__ import annotations
+
+import importlib
+import re
+from collections import Counter
+from typing import Callable
+
+import torch
+
+from ..common import MinigptError
+
+RewardFn = Callable[[list, str, dict], float]
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def words(text: str) -> list[str]:
+    return [w.lower() for w in _WORD.findall(text)]
+
+
+def f1(prediction: str, reference: str) -> float:
+    """Token-level F1 between two texts (SQuAD's metric): harmonic mean of word precision and recall."""
+    pred, ref = words(prediction), words(reference)
+    common = sum((Counter(pred) & Counter(ref)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def token_f1(prompt: list, completion: str, record: dict) -> float:
+    """The built-in reward: F1 of the reply against the record's `reference` answer."""
+    if "reference" not in record:
+        raise MinigptError("the token_f1 reward needs a 'reference' field in each prompt record")
+    return f1(completion, record["reference"])
+
+
+def load_reward(spec: str, device: str | torch.device = "cpu") -> RewardFn:
+    """`python:module:function` or `rm:RUN_DIR` -> a reward function."""
+    kind, _, rest = spec.partition(":")
+    if kind == "python":
+        module, _, name = rest.rpartition(":")
+        try:
+            fn = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError, ValueError) as e:
+            raise MinigptError(f"--reward {spec}: cannot import ({e}); give python:package.module:function") from None
+        return fn
+    if kind == "rm":
+        return reward_model_fn(rest, device)
+    raise MinigptError(f"--reward {spec}: unknown; use python:module:function or rm:RUN_DIR")
+
+
+def reward_model_fn(run: str, device: str | torch.device = "cpu") -> RewardFn:
+    """Score (prompt, completion) with a reward model checkpoint (same chat template as its training)."""
+    from ..text.chat_data import lm_collate
+    from ..text.chat_format import render_completion
+    from ..checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(run, device=device)
+    if ckpt.config.get("model", {}).get("kind") != "reward":
+        raise MinigptError(f"--reward rm:{run}: not a reward model checkpoint; train one with `minigpt reward`")
+    model, tok = ckpt.model.eval(), ckpt.tokenizer
+    collate = lm_collate(model.config.block_size, tok.special_id("<|end|>"))
+
+    @torch.no_grad()
+    def score(prompt: list, completion: str, record: dict) -> float:
+        x, y = collate([render_completion(tok, prompt, completion)])
+        return float(model(x.to(device), y.to(device))[0])
+
+    return score

@@ -1,0 +1,148 @@
+"""RL: on-policy policy gradient against a reward, with a KL leash to the parent (the InstructGPT step, small).
+
+`Rollouts` is the RL batch iterator: each batch samples `group_size` replies to each of a few prompts with the
+current policy through the one inference engine, scores them with the reward function, and returns the
+sequences with their advantages (reward minus the group's mean, as GRPO) for `objectives.PolicyGradient`. So the
+training loop never knows it is RL. `answer_eval` measures a policy by replying to held-out prompts.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..checkpoint import load_checkpoint
+from ..common import print0
+from ..config import check, option, to_dict
+from ..text import chat_tasks
+from ..text.chat_data import RowBatches, lm_collate, load_prompts
+from .finetune import _data, _parent, _run_info, stage_train_config
+from .objectives import PolicyGradient
+from .trainer import TrainConfig, TrainResult, train
+
+
+@dataclass
+class RLConfig:
+    group_size: int = option(8, "completions sampled per prompt: the group whose mean reward is the baseline")
+    kl_coef: float = option(0.02, "weight of the KL penalty to the reference (the parent) model")
+    max_new_tokens: int = option(48, "longest rollout reply in tokens")
+    temperature: float = option(0.8, "rollout sampling temperature (1.0 samples the policy itself; 0.8 gives "
+                                     "fewer wild samples, so the group baseline is less noisy)")
+    eval_prompts: int = option(96, "held-out prompts answered at each evaluation (4 sampled replies each, fixed "
+                                   "seeds, plus one greedy)")
+
+    def __post_init__(self) -> None:
+        check(self.group_size >= 2, "group_size", "needs at least 2 per prompt for a group baseline")
+        check(self.kl_coef >= 0, "kl_coef", "must be >= 0")
+        check(self.max_new_tokens >= 1, "max_new_tokens", "must be positive")
+        check(self.temperature > 0, "temperature", "must be positive for sampling rollouts")
+
+
+class Rollouts:
+    """The RL batch iterator: each batch samples `group_size` replies to each of a few prompts with the current
+    policy (through the Engine), scores them, and returns (x, y, advantages) for the policy-gradient loss.
+    State = the prompt order plus a counter that seeds each rollout, so RL resumes exactly too."""
+
+    def __init__(self, policy, tokenizer, rows: list, reward_fn, rl: RLConfig, *, prompts_per_step: int, seed: int,
+                 rank: int = 0, world: int = 1):
+        self.policy, self.tokenizer, self.reward_fn, self.rl, self.seed = policy, tokenizer, reward_fn, rl, seed
+        self.prompts = RowBatches(rows, prompts_per_step, list, seed=seed, rank=rank, world=world)
+        self.collate = lm_collate(policy.config.block_size, tokenizer.special_id("<|end|>"))
+        self.count = 0
+
+    def __iter__(self) -> "Rollouts":
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        from ..infer.engine import Engine
+
+        picked = next(self.prompts)
+        self.count += 1
+        engine = Engine(self.policy, self.tokenizer)
+        rows, advantages, rewards, lengths = [], [], [], []
+        for j, (prompt_ids, record) in enumerate(picked):
+            seed = int.from_bytes(hashlib.sha256(f"{self.seed}:{self.count}:{j}".encode()).digest()[:4], "little")
+            gens = engine.generate_many(prompt_ids, self.rl.group_size, max_new_tokens=self.rl.max_new_tokens,
+                                        temperature=self.rl.temperature, top_k=0, top_p=1.0, min_p=0.0,
+                                        repetition_penalty=1.0, seed=seed)
+            messages = _messages(record)
+            scores = [float(self.reward_fn(messages, g.text, record)) for g in gens]
+            mean = sum(scores) / len(scores)
+            for g, s in zip(gens, scores):
+                reply = list(g.ids)
+                rows.append((prompt_ids + reply, [0] * len(prompt_ids) + [1] * len(reply)))
+                advantages.append(s - mean)
+                lengths.append(len(reply))
+            rewards += scores
+        x, y = self.collate(rows)
+        return {"x": x, "y": y, "advantages": torch.tensor(advantages), "reward": sum(rewards) / len(rewards),
+                "length": sum(lengths) / len(lengths)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"prompts": self.prompts.state_dict(), "count": self.count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.prompts.load_state_dict(state["prompts"])
+        self.count = int(state["count"])
+
+
+def _messages(record: dict) -> list:
+    from ..text.chat_format import prompt_messages
+
+    return prompt_messages(record["prompt"])
+
+
+@torch.no_grad()
+def answer_eval(model, tokenizer, rows: list, reward_fn, *, n: int, samples: int, temperature: float,
+                max_new_tokens: int, seed: int = 0) -> dict[str, float]:
+    """Replies to the first n prompt rows. `reward`: the mean reward of `samples` replies per prompt sampled at
+    the rollout temperature with fixed seeds (what RL optimises, measured the same way at every evaluation);
+    `greedy_reward`: of the one greedy reply; `length`: mean sampled reply length in tokens."""
+    from ..infer.engine import Engine
+
+    engine = Engine(model, tokenizer)
+    rewards, greedy, lengths = [], [], []
+    for i, (prompt_ids, record) in enumerate(rows[:n]):
+        messages = _messages(record)
+        gens = engine.generate_many(prompt_ids, samples, max_new_tokens=max_new_tokens, temperature=temperature,
+                                    top_k=0, top_p=1.0, min_p=0.0, repetition_penalty=1.0, seed=seed + samples * i)
+        rewards += [float(reward_fn(messages, g.text, record)) for g in gens]
+        lengths += [len(g.ids) for g in gens]
+        g = engine.generate(prompt_ids, max_new_tokens=max_new_tokens, temperature=0.0)
+        greedy.append(float(reward_fn(messages, g.text, record)))
+    mean = lambda xs: sum(xs) / max(1, len(xs))  # noqa: E731
+    return {"reward": mean(rewards), "greedy_reward": mean(greedy), "length": mean(lengths)}
+
+
+def rl(checkpoint: str | Path | None = None, prompts: str | None = None, *, reward: str = "python:minigpt.train.rewards:token_f1",
+       rl_config: RLConfig | None = None, train_config: TrainConfig | None = None, out: str | Path | None = None,
+       resume: bool = False) -> TrainResult:
+    """On-policy policy gradient against a reward, with a KL leash to the parent (the reference)."""
+    from .rewards import load_reward
+
+    parent, out, info = _parent(checkpoint, out, "rl", resume)
+    reward, rl_cfg = info.get("reward", reward), RLConfig(**info["rl"]) if "rl" in info else (rl_config or RLConfig())
+    cfg = train_config or stage_train_config("rl")
+    records, spec = _data(info, prompts, chat_tasks.rl_prompts)
+    tok, policy = parent.tokenizer, parent.model
+    reference = load_checkpoint(parent.path).model
+    reward_fn = load_reward(reward)
+    rows = load_prompts(records, tok, source=spec)
+
+    def make(split: str, seed: int, rank: int, world: int) -> Rollouts:
+        return Rollouts(policy, tok, rows.split(split), reward_fn, rl_cfg, prompts_per_step=cfg.batch_size,
+                        seed=seed, rank=rank, world=world)
+
+    def evaluate(model) -> dict[str, float]:
+        found = answer_eval(model, tok, rows.val, reward_fn, n=rl_cfg.eval_prompts, samples=4,
+                            temperature=rl_cfg.temperature, max_new_tokens=rl_cfg.max_new_tokens, seed=cfg.seed)
+        return {f"val/{k}": v for k, v in found.items()}
+
+    objective = PolicyGradient(make, reference, kl_coef=rl_cfg.kl_coef, seed=cfg.seed, evaluate=evaluate)
+    print0(f"[bold]rl[/] {len(rows.train):,} train / {len(rows.val):,} val prompts from {spec}, reward "
+           f"{reward}, group of {rl_cfg.group_size} replies per prompt, KL coefficient {rl_cfg.kl_coef} -> {out}")
+    return train(policy, objective, cfg, out, tokenizer_path=parent.tokenizer_path, resume=resume, title="rl",
+                 run_info=_run_info("rl", parent, spec, policy, {"reward": reward, "rl": to_dict(rl_cfg)}))
