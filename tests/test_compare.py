@@ -14,7 +14,8 @@ import pytest
 import minigpt.train.pretrain
 import minigpt.train.trainer
 from minigpt.common import MinigptError
-from minigpt.runs.compare import DEFAULT_MODELS, CompareConfig, compare, diagnose, line_structured, memorisation, parse_count, report
+from minigpt.runs.compare import DEFAULT_MODELS, CompareConfig, compare, line_structured, memorisation, parse_count
+from minigpt.runs.compare_report import diagnose, write_report
 from minigpt.common import parse_seconds
 from minigpt.models import kinds
 
@@ -152,14 +153,14 @@ def test_compare_trains_every_kind_and_writes_the_report(names, tmp_path):
     # the report regenerates from results.json alone
     (out / "report.md").unlink()
     png.unlink()
-    assert report(out) == out / "report.md" and png.read_bytes()[:8] == PNG_MAGIC
+    assert write_report(out) == out / "report.md" and png.read_bytes()[:8] == PNG_MAGIC
     assert (out / "report.md").read_text() == text
 
 
 def test_interrupted_comparison_resumes_without_retraining_finished_models(names, tmp_path, monkeypatch):
     out, models = tmp_path / "cmp", ("bigram", "mlp", "gpt")
     calls: list[tuple[str, bool]] = []
-    real_pretrain, real_interrupt = minigpt.train.pretrain.pretrain, minigpt.train.trainer._Interrupt
+    real_pretrain, real_interrupt = minigpt.train.pretrain.pretrain, minigpt.train.trainer.Interrupt
     stop_in = {"kind": "gpt"}
 
     class CtrlC:
@@ -182,7 +183,7 @@ def test_interrupted_comparison_resumes_without_retraining_finished_models(names
     def spy(*args, **kw):
         name = Path(kw["out"]).name
         calls.append((name, kw["resume"]))
-        monkeypatch.setattr(minigpt.train.trainer, "_Interrupt", CtrlC if name == stop_in["kind"] else real_interrupt)
+        monkeypatch.setattr(minigpt.train.trainer, "Interrupt", CtrlC if name == stop_in["kind"] else real_interrupt)
         return real_pretrain(*args, **kw)
 
     monkeypatch.setattr(minigpt.train.pretrain, "pretrain", spy)

@@ -63,13 +63,19 @@ def prompt_of(tok, text: str = "the fox") -> list[int]:
 
 @dataclass
 class Position:
+    """A DecodeState that only counts tokens (unbounded, like a recurrent state)."""
+
     pos: int = 0
+    bounded = False
 
     @property
     def max_len(self) -> int:
         return sys.maxsize
 
     def repeat(self, n: int) -> "Position":
+        return Position(self.pos)
+
+    def select(self, rows) -> "Position":
         return Position(self.pos)
 
 

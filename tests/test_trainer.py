@@ -18,7 +18,8 @@ from minigpt.checkpoint import load_checkpoint, resolve_step
 from minigpt.common import MinigptError
 from minigpt.models.gpt import GPT, GPTConfig
 from minigpt.train.pretrain import pretrain
-from minigpt.train.trainer import TrainConfig, lr_at, param_groups
+from minigpt.train.optim import lr_at, param_groups
+from minigpt.train.trainer import TrainConfig
 
 WORDS = "the cat sat on a mat while a dog ran after the red ball in the long green garden".split()
 

@@ -13,7 +13,7 @@ import dataclasses
 import difflib
 from typing import Any
 
-from ..common import MinigptError, console
+from ..common import MinigptError
 
 DATA_HELP = ("text source: pydocs (built in), a .txt file, a folder, a .jsonl/.parquet file with a 'text' field, "
              "or a Hub dataset id")

@@ -49,12 +49,13 @@ def register(sub) -> None:
 
 def _compare(args: argparse.Namespace) -> int:
     from ..common import parse_seconds
-    from ..runs.compare import CompareConfig, compare, parse_count, report
+    from ..runs.compare import CompareConfig, compare, parse_count
+    from ..runs.compare_report import write_report
 
     if args.report_only:
         if not args.out:
             raise MinigptError("--report-only needs --out DIR (a comparison folder)")
-        console.print(f"wrote {report(args.out)}")
+        console.print(f"wrote {write_report(args.out)}")
         return 0
     lrs = {}
     for item in filter(None, (s.strip() for s in args.lr.split(","))):

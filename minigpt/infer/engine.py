@@ -1,8 +1,8 @@
 """The inference engine: token ids in, a stream of sampled tokens out, for every model kind.
 
-One path serves `minigpt sample`, `chat`, `inspect`, `eval` and RL rollouts (DESIGN section 3). `Engine.stream`
+One path serves `minigpt sample`, `chat`, `inspect`, the speedrun's evaluations and RL rollouts (DESIGN section 3). `Engine.stream`
 prefills the prompt once (one forward over it, logits of the last position only), then decodes one token per
-step, passing the model's explicit decoding state back in: a preallocated KV cache for the GPT (sized
+step, passing the model's explicit decoding state (`models.base.DecodeState`) back in: a preallocated KV cache for the GPT (sized
 min(prompt + max_new_tokens, block_size)), the hidden state for RNN/LSTM/GRU. n samples share one prefill:
 the state is repeated n times and the rows decode as one batch; a row that finishes is dropped from the batch.
 Models without a state (MLP, CNN, bigram: `new_cache` returns None) recompute over their last block_size
@@ -30,9 +30,7 @@ block_size tokens; recurrent models carry their state and never slide.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import random
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -154,16 +152,6 @@ class TextStream:
         return 0
 
 
-def select_rows(cache: Any, rows: torch.Tensor) -> Any:
-    """The decoding state of some batch rows: `cache.select(rows)` when the cache defines it, else every tensor
-    field of the dataclass indexed on dim 1 (KVCache k/v and RNNState h/c keep the batch there)."""
-    if hasattr(cache, "select"):
-        return cache.select(rows)
-    changes = {f.name: getattr(cache, f.name).index_select(1, rows) for f in dataclasses.fields(cache)
-               if isinstance(getattr(cache, f.name), torch.Tensor)}
-    return dataclasses.replace(cache, **changes)
-
-
 class Engine:
     """Generation for one model and tokenizer. `device` moves the model there (default: where it is)."""
 
@@ -175,8 +163,8 @@ class Engine:
         self.model, self.tokenizer, self.device, self.dtype = model, tokenizer, ref.device, ref.dtype
         self.vocab_size = min(tokenizer.vocab_size, getattr(model.config, "vocab_size", tokenizer.vocab_size))
         probe = model.new_cache(1, 1, self.device, self.dtype)
-        # "kv": a cache bounded by block_size; "state": a recurrent state (unbounded); None: recompute windows
-        self.cache_kind = None if probe is None else ("state" if probe.max_len >= sys.maxsize else "kv")
+        # "kv": a bounded cache (one entry per token); "state": a recurrent state; None: recompute windows
+        self.cache_kind = None if probe is None else ("kv" if probe.bounded else "state")
         self.block_size = int(model.block_size)
         self.params = sum(p.numel() for p in model.parameters())
 
@@ -304,7 +292,7 @@ class Engine:
                         keep = [r for r in range(len(samples)) if r not in done]
                         rows = torch.tensor(keep, device=dev)
                         seq = seq.index_select(0, rows)
-                        cache = select_rows(cache, rows) if cache is not None else None
+                        cache = cache.select(rows) if cache is not None else None
                         samples = [samples[r] for r in keep]
                         generators = None if generators is None else [generators[r] for r in keep]
                     new_start = self._window(start, L)

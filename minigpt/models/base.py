@@ -29,12 +29,27 @@ from ..common import MinigptError
 
 
 class DecodeState(Protocol):
-    """What the engine needs from a model's cache: how many tokens it holds, and batch expansion."""
+    """A model's decoding state (what `new_cache` returns), owned by the caller and passed back into `features`,
+    which reads it and advances it in place. What the engine relies on:
+
+    - `pos`: tokens consumed so far;
+    - `bounded`: True for a state that keeps one entry per token up to `max_len` (the GPT's KV cache: the text
+      must fit, so the engine slides its window), False for a fixed-size summary of everything read (a
+      recurrent state: any length fits and nothing ever slides);
+    - `max_len`: the most tokens a bounded state holds;
+    - `repeat(n)`: a state whose batch is each row repeated n times (n samples share one prefill);
+    - `select(rows)`: a state of only those batch rows, in that order (finished samples leave the batch).
+    """
 
     pos: int
+    bounded: bool
 
-    def repeat(self, n: int) -> "DecodeState":
-        """A copy whose batch is each row repeated n times (several samples share one prefill)."""
+    @property
+    def max_len(self) -> int: ...
+
+    def repeat(self, n: int) -> "DecodeState": ...
+
+    def select(self, rows: torch.Tensor) -> "DecodeState": ...
 
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:

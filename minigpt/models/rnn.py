@@ -84,6 +84,7 @@ class RNNState:
     h: torch.Tensor
     c: torch.Tensor | None = None
     pos: int = 0  # tokens consumed so far (unlike a KV cache, setting it back does not rewind the state)
+    bounded = False  # a fixed-size summary of everything read (models.base.DecodeState)
 
     @property
     def batch(self) -> int:
@@ -91,13 +92,18 @@ class RNNState:
 
     @property
     def max_len(self) -> int:
-        """Unbounded (as KVCache.max_len, for the engine): the state does not grow with the text."""
+        """Unbounded: the state does not grow with the text."""
         return sys.maxsize
 
     def repeat(self, n: int) -> "RNNState":
         """A copy with each batch row repeated n times (row b becomes rows b*n .. b*n+n-1)."""
         c = None if self.c is None else self.c.repeat_interleave(n, dim=1)
         return RNNState(self.h.repeat_interleave(n, dim=1), c, self.pos)
+
+    def select(self, rows: torch.Tensor) -> "RNNState":
+        """The state of only these batch rows, in this order."""
+        c = None if self.c is None else self.c.index_select(1, rows)
+        return RNNState(self.h.index_select(1, rows), c, self.pos)
 
 
 class RNN(LanguageModel):

@@ -6,7 +6,7 @@ of training tokens each), the same prepared shards, tokenizer, block size, batch
 and trained by the one loop (`pretrain`). What differs per family is only the peak learning rate (`LR`, from the
 sweep below). The out folder holds one run folder per kind, `results.json` (rewritten atomically after each
 model, so an interrupted comparison resumes: finished kinds are skipped, an interrupted one continues with
-`resume=True`) and `report.md` + `curves.png` (regenerate them any time with `report(out)`).
+`resume=True`) and `report.md` + `curves.png` (regenerate them any time with `compare_report.write_report(out)`).
 
 The report: params, FLOPs per token, tokens/s, train/val loss, val bits per byte, wall time, samples, the val
 bits-per-byte curves against wall time and against tokens, and, for line-structured data (>= 90% of lines at
@@ -39,12 +39,11 @@ import os
 import re
 import shutil
 import statistics
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..common import MinigptError, atomic_write_text, console, human_count
+from ..common import MinigptError, atomic_write_text, console
 from ..config import check, to_dict
 
 DEFAULT_MODELS = ("bigram", "mlp", "cnn", "rnn", "lstm", "gru", "gpt")
@@ -152,39 +151,6 @@ def memorisation(samples: list[str], train_lines, val_lines) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- planning
 
 
-def _calibrate(model_config: Any, batch: int, device: str, shard=None) -> float:
-    """Seconds per training step of this model here: batches drawn as the trainer draws them (from `shard` when
-    given), forward, backward, clipping, AdamW; 2 warm-up steps, then about 1 s of steps, median."""
-    import torch
-
-    from ..common import resolve_device
-    from ..text.shards import TokenWindows
-    from ..models import build_model
-
-    dev = resolve_device(device)
-    model = build_model(model_config).to(dev)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    if shard is None or len(shard) <= model_config.block_size + 1:
-        gen = torch.Generator().manual_seed(0)
-        shard = torch.randint(0, model_config.vocab_size, (64 * model_config.block_size,), generator=gen).numpy()
-    windows = TokenWindows(shard, model_config.block_size, batch, seed=0)
-    times: list[float] = []
-    for i in range(40):
-        t0 = time.perf_counter()
-        x, y = (t.to(dev) for t in next(windows))
-        model(x, y).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= 2:
-            times.append(time.perf_counter() - t0)
-            if sum(times) > 1.0 and len(times) >= 3:
-                break
-    return statistics.median(times)
-
-
 def plan(kind: str, vocab_size: int, cfg: CompareConfig) -> tuple[Any, dict[str, Any]]:
     """(model config, the settings that must match on resume) for one kind."""
     from ..models.sizing import sized
@@ -199,6 +165,7 @@ def plan(kind: str, vocab_size: int, cfg: CompareConfig) -> tuple[Any, dict[str,
 def train_config(model_config: Any, settings: dict[str, Any], device: str, shard=None):
     """The TrainConfig for one kind: a token budget sets max_iters; a time budget sets max_seconds and a
     generous max_iters (the schedule follows elapsed time), with eval_interval from a measured step time."""
+    from ..train.throughput import step_seconds
     from ..train.trainer import TrainConfig
 
     batch, block = settings["batch_size"], model_config.block_size
@@ -207,7 +174,7 @@ def train_config(model_config: Any, settings: dict[str, Any], device: str, shard
         iters = max(1, math.ceil(settings["tokens"] / (batch * block)))
         expected, max_iters = iters, iters
     else:
-        step = _calibrate(model_config, batch, device, shard)
+        step = step_seconds(model_config, batch, device, shard)
         expected = max(1, int(settings["seconds"] / step - eval_cost))
         max_iters = 10 * expected + 100
     lr = settings["lr"]
@@ -223,7 +190,7 @@ def train_config(model_config: Any, settings: dict[str, Any], device: str, shard
 # ---------------------------------------------------------------------------------------------- running
 
 
-def _read_results(out: Path) -> dict[str, Any]:
+def read_results(out: Path) -> dict[str, Any]:
     path = out / RESULTS
     if not path.is_file():
         return {}
@@ -258,7 +225,7 @@ def compare(data: str = "pydocs", *, tokenizer: str = "char", vocab_size: int = 
     prepared = prepare(source, tok)
     out = Path(out) if out else Path("checkpoints") / f"compare-{source.name}"
     out.mkdir(parents=True, exist_ok=True)
-    results = _read_results(out)
+    results = read_results(out)
     if results and (results.get("data") != data or results.get("tokenizer_sha256") != tok.sha256):
         raise MinigptError(f"{out}: holds a comparison on {results.get('data')} with another tokenizer or data; "
                            "choose another --out")
@@ -291,10 +258,12 @@ def compare(data: str = "pydocs", *, tokenizer: str = "char", vocab_size: int = 
         if entry["status"] == "interrupted":
             console.print(f"[yellow]comparison interrupted during {kind}; rerun the same command to resume[/]")
             return CompareResult(out, results, None, interrupted=True)
-        entry.update(collect(run_dir, cfg, lines, train_lines, val_lines))
+        entry.update(measure_run(run_dir, cfg, lines, train_lines, val_lines))
         entry["status"] = "done"
         _write_results(out, results)
-    path = report(out)
+    from .compare_report import write_report
+
+    path = write_report(out)
     console.print(f"[green]report[/]: {path}")
     return CompareResult(out, results, path)
 
@@ -346,7 +315,7 @@ def _machine() -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- measuring
 
 
-def collect(run_dir: Path, cfg: CompareConfig, lines: bool, train_lines: list[str],
+def measure_run(run_dir: Path, cfg: CompareConfig, lines: bool, train_lines: list[str],
             val_lines: list[str]) -> dict[str, Any]:
     """What the report needs from one finished run: its metrics, size, speed, curve and samples."""
     from ..checkpoint import load_checkpoint
@@ -400,150 +369,3 @@ def sample(model, tokenizer, cfg: CompareConfig, lines: bool, train_lines: list[
     picked = [g.text for g in gens if g.finish_reason == "stop" and g.text.strip()]
     return {"samples": picked, "sample_text": "\n".join(picked[:12]),
             "memorisation": memorisation(picked, train_lines, val_lines)}
-
-
-# ---------------------------------------------------------------------------------------------- reporting
-
-
-def diagnose(results: dict[str, Any]) -> list[str]:
-    """Notes for the report: which model won, and when the GPT did not, the likely cause."""
-    done = {k: e for k, e in results.get("models", {}).items() if e.get("status") == "done" and e.get("val_bpb")}
-    notes: list[str] = []
-    machine, loads = results.get("machine", {}), [x for e in done.values() for x in e.get("load", []) if x]
-    if loads and machine.get("cpus") and max(loads) > machine["cpus"] and results["config"].get("seconds"):
-        notes.append(f"The machine was busy (load average up to {max(loads):.1f} on {machine['cpus']} CPUs): "
-                     "time budgets and tokens/s are noisy; `--tokens` gives a repeatable comparison.")
-    if (results.get("val_ascending") or 0) > 0.9:
-        notes.append(f"The validation lines are in sorted order ({100 * results['val_ascending']:.0f}% of neighbours "
-                     "ascending; a text file's val split is its last 10%): not a random sample, and neighbouring "
-                     "lines share prefixes that a model with more than a line of context can copy. Shuffle the "
-                     "file for a makemore-style random split.")
-    if "bigram" in done:
-        notes.append(f"The bigram table has V^2 = {done['bigram']['params']:,} parameters whatever --params says: "
-                     "it is the floor (one character of context), not a sized competitor.")
-    if len(done) < 2:
-        return notes
-    ranked = sorted(done, key=lambda k: done[k]["val_bpb"])
-    best, second = ranked[0], ranked[1]
-    gap = done[second]["val_bpb"] - done[best]["val_bpb"]
-    notes.insert(0, f"Best: **{best}** at {done[best]['val_bpb']:.3f} val bits per byte, "
-                    f"{gap:.3f} ahead of {second}.")
-    if "gpt" not in done or best == "gpt":
-        return notes
-    behind = done["gpt"]["val_bpb"] - done[best]["val_bpb"]
-    causes = "".join(f"\n  - {c}" for c in _why_gpt_lost(done["gpt"], done[best], best, results))
-    notes.insert(1, f"The GPT is {behind:.3f} bpb behind {best}. Likely causes:{causes}")
-    return notes
-
-
-def _why_gpt_lost(g: dict[str, Any], w: dict[str, Any], best: str, results: dict[str, Any]) -> list[str]:
-    """The detectable reasons the GPT (entry g) trails the winner (entry w): budget, size, data."""
-    behind = g["val_bpb"] - w["val_bpb"]
-    why: list[str] = []
-    if behind < 0.01:
-        why.append(f"the gap ({behind:.3f} bpb) is within run-to-run noise")
-    axis = "time" if results.get("config", {}).get("seconds") else "tokens"
-    half = 0.5 * min(g["curve"][-1][axis], w["curve"][-1][axis]) if g.get("curve") and w.get("curve") else 0
-    if half > 0:
-        mid = _at(g["curve"], axis, half) - _at(w["curve"], axis, half)
-        if mid - behind > 0.02:
-            why.append(f"budget: the GPT was closing the gap ({mid:.3f} bpb behind {best} half-way, {behind:.3f} at "
-                       "the end); a larger budget favours it")
-    if g.get("tokens") and w.get("tokens") and g["tokens"] < 0.7 * w["tokens"]:
-        why.append(f"budget: in the same time the GPT trained on {w['tokens'] / g['tokens']:.1f}x fewer tokens than "
-                   f"{best} (slower steps on this machine); compare with --tokens to equalise data")
-    model = g.get("settings", {}).get("model", {})
-    if best in ("rnn", "lstm", "gru") and model.get("block_size", 0) <= 128:
-        why.append(f"context: the block is {model.get('block_size')} tokens, and early in the context recurrent "
-                   "nets match transformers; attention pulls ahead further into the context and at larger sizes "
-                   "(Kaplan et al. 2020, fig. 7); try --block-size 256")
-    if g.get("params", 0) < 1e6:
-        why.append(f"size: at {human_count(g['params'])} parameters (n_embd {model.get('n_embd')}, "
-                   f"{model.get('n_layer')} layers) there is little width for attention to use")
-    gap_g, gap_w = _gap(g), _gap(w)
-    if gap_g is not None and gap_w is not None and gap_g > 0.1 and gap_g > gap_w + 0.05:
-        why.append(f"data: the GPT overfits more than {best} (val - train loss {gap_g:.3f} vs {gap_w:.3f}); "
-                   "the training text is small for its size")
-    if results.get("lines"):
-        why.append("data: the lines are short, so the context that matters fits in every model's window and "
-                   "attention's long-range advantage has little to work with")
-    return why or ["no single cause detected; try a larger --budget or --params"]
-
-
-def _at(curve: list[dict[str, Any]], axis: str, x: float) -> float:
-    """val bpb of a learning curve at `x` on `axis` (time or tokens), linearly interpolated."""
-    pts = [(c[axis], c["val_bpb"]) for c in curve if c.get("val_bpb") is not None]
-    for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
-        if x0 <= x <= x1:
-            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
-    return pts[-1][1] if x > pts[-1][0] else pts[0][1]
-
-
-def _gap(entry: dict[str, Any]) -> float | None:
-    final = entry.get("final_val_loss", entry.get("val_loss"))
-    if entry.get("train_loss") is None or final is None:
-        return None
-    return final - entry["train_loss"]
-
-
-def _fmt(v: Any, spec: str) -> str:
-    return "-" if v is None else format(v, spec)
-
-
-def report(out: str | Path) -> Path:
-    """Write report.md and curves.png in `out` from its results.json (and return the report's path)."""
-    from ..train.metrics import markdown_table, plot_comparison
-
-    out = Path(out)
-    results = _read_results(out)
-    if not results.get("models"):
-        raise MinigptError(f"{out}: no {RESULTS}; run `minigpt compare --out {out}` first")
-    cfg, done = results["config"], {k: e for k, e in results["models"].items() if e.get("status") == "done"}
-    plot_comparison({k: e.get("curve", []) for k, e in done.items()}, out / FIGURE,
-                    title=f"{Path(results['data']).name}, {results['tokenizer']} tokens")
-    budget = (f"{cfg['seconds']:.0f} s in all ({cfg['seconds'] / len(cfg['models']):.0f} s per model)"
-              if cfg.get("seconds") else f"{int(cfg['tokens']):,} tokens per model")
-    rows = []
-    for kind, e in results["models"].items():
-        if e.get("status") != "done":
-            rows.append([kind, e.get("status", "?")] + ["-"] * 9)
-            continue
-        rows.append([kind, f"{e['params']:,}", human_count(e["flops_per_token"]), _fmt(e["tokens_per_s"], ",.0f"),
-                     human_count(e["tokens"]), f"{e['lr']:g}", _fmt(e["train_loss"], ".3f"),
-                     _fmt(e.get("final_val_loss", e["val_loss"]), ".3f"),
-                     f"{_fmt(e['val_loss'], '.3f')} @{e.get('best_step', e['steps'])}", _fmt(e["val_bpb"], ".3f"),
-                     f"{e['wall_s']:.0f} s"])
-    header = ["model", "params", "FLOPs/token", "tokens/s", "tokens", "lr", "train loss", "val loss",
-              "best val loss @step", "best val bpb", "wall time"]
-    machine = results.get("machine", {})
-    parts = [f"# minigpt compare: {results['data']}", "",
-             f"Data `{results['data']}` ({results['train_tokens']:,} train / {results['val_tokens']:,} val tokens, "
-             f"{results['bytes_per_token']:.2f} bytes per token), tokenizer `{results['tokenizer']}` "
-             f"(vocab {results['vocab_size']}). Target size {human_count(cfg['params'])} parameters; budget "
-             f"{budget}; block {cfg['block_size']}, batch {cfg['batch_size']}; seed {cfg['seed']}. Machine: "
-             f"{machine.get('cpus')} CPUs ({machine.get('torch_threads')} torch threads)"
-             f"{', ' + machine['cuda'] if machine.get('cuda') else ''}, torch {machine.get('torch')}.", "",
-             markdown_table(header, rows, align="l" + "r" * 10), "",
-             "Losses are nats per token on the same fixed windows for every model: train and val loss at the final "
-             "evaluation; best val loss = the lowest over the evaluations (the checkpoint kept as `best`, as makemore "
-             "keeps its best; models are ranked by it and sampled from it); bpb = bits per byte, comparable across "
-             "tokenizers. tokens/s is the median training throughput.", ""]
-    notes = diagnose(results)
-    if notes:
-        parts += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
-    parts += ["## Learning curves", "", f"![validation bits per byte]({FIGURE})", ""]
-    mem = {k: e["memorisation"] for k, e in done.items() if e.get("memorisation")}
-    if mem:
-        parts += ["## Memorisation (makemore's check)", "",
-                  "Share of sampled lines (temperature 1) found in the training set, else in the validation set, "
-                  "else new.", "",
-                  markdown_table(["model", "samples", "in train", "in val", "new"],
-                                 [[k, str(m["n"]), f"{100 * m['train']:.0f}%", f"{100 * m['val']:.0f}%",
-                                   f"{100 * m['new']:.0f}%"] for k, m in mem.items()], align="lrrrr"), ""]
-    parts += ["## Samples", ""]
-    for kind, e in done.items():
-        text = e.get("sample_text")
-        parts += [f"**{kind}**", "", "```", (text or "(no sample)").rstrip(), "```", ""]
-    path = out / REPORT
-    atomic_write_text(path, "\n".join(parts))
-    return path

@@ -1,24 +1,29 @@
 """Objectives: the only part of training that differs between stages (DESIGN section 3).
 
-An objective supplies `train_batches(rank, world)` (a stateful iterator), `eval_batches(split, rank, world)`
-(the same fixed batches at every evaluation), `loss(model, batch) -> (loss, metrics)`, `tokens(batch)` (for tokens/s)
-and `eval_metrics(split, mean_metrics)`; it may replace evaluation altogether with `evaluate(model)`
-(RL measures reward by generating). Batches come from a factory `(split, seed, rank, world) -> iterator`.
+An objective (the `Objective` protocol) supplies `train_batches(rank, world)` (a stateful iterator with
+`state_dict()`/`load_state_dict()`), `loss(model, batch) -> (loss, metrics)`, `tokens(batch)` (for tokens/s) and
+`evaluate(model, ctx) -> {"split/name": value}`. `BatchObjective.evaluate` measures the loss and metrics on the
+same fixed batches of both splits at every evaluation; RL measures reward by generating instead. Metrics from
+`loss` may be tensors: the loop turns them into numbers only at log steps, so a step never waits on the device.
 
 - `NextToken`: pretraining and SFT (SFT only differs in its batches: targets are -1 outside assistant replies).
 - `RewardPairwise`: Bradley-Terry loss for a reward model.
 - `DPO`: direct preference optimisation against a frozen reference.
-- `PolicyGradient`: on-policy REINFORCE with a group-mean baseline and a KL leash to the reference.
+- `PolicyGradient`: on-policy REINFORCE with a group-mean baseline and a KL leash to the reference; its batches
+  are rollouts made by `rl.Rollouts`.
 The losses themselves are small pure functions below, each with its maths, so they can be tested by hand.
 """
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Callable, ContextManager, Iterator, Protocol
 
 import torch
 import torch.nn.functional as F
 
+from ..common import Dist
 from ..text.shards import fixed_batches
 
 BatchFactory = Callable[..., Iterator]  # (split, seed, rank, world) -> iterator of batches
@@ -72,34 +77,101 @@ def policy_gradient_loss(logp: torch.Tensor, ref_logp: torch.Tensor, advantages:
     return pg + kl_coef * kl, kl.detach()
 
 
-def win_rate(chosen: torch.Tensor, rejected: torch.Tensor) -> float:
-    """Share of pairs where chosen scores above rejected; a tie counts half (an untrained head ties them all)."""
-    return float(((chosen > rejected).float() + 0.5 * (chosen == rejected).float()).mean())
+def win_rate(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
+    """Share of pairs where chosen scores above rejected (a 0-d tensor); a tie counts half (an untrained head
+    ties them all)."""
+    return ((chosen > rejected).float() + 0.5 * (chosen == rejected).float()).mean()
 
 
 # ---------------------------------------------------------------------------------------------- objectives
 
 
+@dataclass
+class EvalContext:
+    """What `Objective.evaluate` may use from the loop: the device, the process group and the autocast."""
+
+    device: torch.device
+    dist: Dist = field(default_factory=Dist)
+    autocast: Callable[[], ContextManager] = contextlib.nullcontext
+
+    def to_device(self, batch: Any) -> Any:
+        if isinstance(batch, torch.Tensor):
+            return batch.to(self.device, non_blocking=True)
+        if isinstance(batch, dict):
+            return {k: self.to_device(v) for k, v in batch.items()}
+        if isinstance(batch, (list, tuple)):
+            return type(batch)(self.to_device(v) for v in batch)
+        return batch
+
+    def mean(self, totals: dict[str, float], count: int) -> dict[str, float]:
+        """Sums over this rank's batches -> means over every rank's (`count` batches per rank)."""
+        if self.dist.enabled:
+            import torch.distributed as tdist
+
+            keys = sorted(totals)
+            t = torch.tensor([totals[k] for k in keys], dtype=torch.float64)
+            tdist.all_reduce(t)
+            totals = dict(zip(keys, t.tolist()))
+        return {k: v / (count * self.dist.world_size) for k, v in totals.items()}
+
+
+class Objective(Protocol):
+    """What a stage supplies to the loop. Batches are tuples/dicts of tensors."""
+
+    def train_batches(self, rank: int, world: int) -> Iterator: ...
+
+    def loss(self, model, batch: Any) -> tuple[torch.Tensor, dict[str, Any]]: ...
+
+    def tokens(self, batch: Any) -> int: ...
+
+    def evaluate(self, model, ctx: EvalContext) -> dict[str, float]: ...
+
+
 class BatchObjective:
-    """Batches from a factory, evaluation on the first `eval_iters` batches of freshly seeded iterators."""
+    """Batches from a factory `(split, seed, rank, world) -> iterator`; evaluation on the first `eval_iters`
+    batches of freshly seeded iterators of each split (the same batches at every evaluation)."""
 
     def __init__(self, make_batches: BatchFactory, *, seed: int, eval_iters: int):
         self.make_batches, self.seed, self.eval_iters = make_batches, seed, eval_iters
+        self._eval: dict[tuple[str, int, int], list] = {}
 
     def train_batches(self, rank: int, world: int) -> Iterator:
         return self.make_batches("train", self.seed, rank, world)
 
     def eval_batches(self, split: str, rank: int = 0, world: int = 1) -> list:
         """This rank's slices of the same `eval_iters` global batches at every evaluation, whatever the world
-        size: N processes evaluate exactly what one process would."""
-        seed = self.seed + (1 if split == "train" else 2) * 1_000_003
-        return fixed_batches(lambda: self.make_batches(split, seed, rank, world), self.eval_iters)
+        size: N processes evaluate exactly what one process would. Made once, then kept."""
+        key = (split, rank, world)
+        if key not in self._eval:
+            seed = self.seed + (1 if split == "train" else 2) * 1_000_003
+            self._eval[key] = fixed_batches(lambda: self.make_batches(split, seed, rank, world), self.eval_iters)
+        return self._eval[key]
 
     def tokens(self, batch: Any) -> int:
         return int(batch[0].numel())
 
     def eval_metrics(self, split: str, metrics: dict[str, float]) -> dict[str, float]:
+        """Derived figures from the mean loss and metrics of a split (e.g. bits per byte)."""
         return metrics
+
+    @torch.no_grad()
+    def evaluate(self, model, ctx: EvalContext) -> dict[str, float]:
+        """Mean loss and metrics over the fixed batches of train and val: {"train/loss", "val/loss", ...}."""
+        was_training = model.training
+        model.eval()
+        out: dict[str, float] = {}
+        for split in ("train", "val"):
+            batches = self.eval_batches(split, ctx.dist.rank, ctx.dist.world_size)
+            totals: dict[str, float] = {}
+            for batch in batches:
+                with ctx.autocast():
+                    loss, metrics = self.loss(model, ctx.to_device(batch))
+                for k, v in {"loss": loss, **metrics}.items():
+                    totals[k] = totals.get(k, 0.0) + float(v)
+            means = self.eval_metrics(split, ctx.mean(totals, len(batches)))
+            out.update({f"{split}/{k}": v for k, v in means.items()})
+        model.train(was_training)
+        return out
 
 
 class NextToken(BatchObjective):
@@ -129,7 +201,7 @@ class RewardPairwise(BatchObjective):
         scores = model(x, y)
         chosen, rejected = scores.chunk(2)
         return bradley_terry_loss(chosen, rejected), {"accuracy": win_rate(chosen, rejected),
-                                                      "margin": float((chosen - rejected).mean())}
+                                                      "margin": (chosen - rejected).detach().mean()}
 
 
 class _WithReference(BatchObjective):
@@ -161,16 +233,15 @@ class DPO(_WithReference):
         pc, pr = policy.chunk(2)
         rc, rr = ref.chunk(2)
         loss, r = dpo_loss(pc, pr, rc, rr, self.beta)
-        return loss, {"chosen_reward": float(r["chosen_reward"].mean()),
-                      "rejected_reward": float(r["rejected_reward"].mean()),
-                      "margin": float((r["chosen_reward"] - r["rejected_reward"]).mean()),
+        return loss, {"chosen_reward": r["chosen_reward"].mean(), "rejected_reward": r["rejected_reward"].mean(),
+                      "margin": (r["chosen_reward"] - r["rejected_reward"]).mean(),
                       "accuracy": win_rate(r["chosen_reward"], r["rejected_reward"]),
                       "pref_acc": win_rate(pc, pr)}
 
 
 class PolicyGradient(_WithReference):
-    """Batches are rollouts made by the engine (see rl.Rollouts): dicts with x, y, advantages and the rollout
-    statistics. `evaluate(model)` measures mean reward on held-out prompts by greedy generation."""
+    """Batches are rollouts made by the engine (`rl.Rollouts`): dicts with x, y, advantages and the rollout
+    statistics. `evaluate` replies to held-out prompts and measures their reward (the function RL passes in)."""
 
     def __init__(self, make_batches: BatchFactory, reference, *, kl_coef: float, seed: int,
                  evaluate: Callable[[Any], dict[str, float]]):
@@ -186,7 +257,7 @@ class PolicyGradient(_WithReference):
         with torch.no_grad():
             ref_logp = -self._ref(x.device)(x, y, reduction="none")
         loss, kl = policy_gradient_loss(logp, ref_logp, batch["advantages"], y != -1, self.kl_coef)
-        return loss, {"reward": batch["reward"], "kl": float(kl), "length": batch["length"]}
+        return loss, {"reward": batch["reward"], "kl": kl, "length": batch["length"]}
 
-    def evaluate(self, model) -> dict[str, float]:
+    def evaluate(self, model, ctx: EvalContext) -> dict[str, float]:
         return self._evaluate(model)

@@ -23,14 +23,18 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Protocol
+from typing import Any, Callable, Literal
 
 import torch
 import torch.nn as nn
 
-from ..checkpoint import load_checkpoint, save_checkpoint
-from ..common import Dist, MinigptError, atomic_write_text, console, init_distributed, minigpt_home, resolve_device, resolve_dtype, seed_everything
+from ..checkpoint import load_checkpoint, save_checkpoint, write_run_info
+from ..common import Dist, MinigptError, atomic_write_text, console, init_distributed, resolve_device, resolve_dtype, seed_everything
 from ..config import check, option
+from .metrics import plot_run
+from .objectives import EvalContext, Objective
+from .optim import lr_at, make_optimizer, set_lr
+from .throughput import matmul_peak_flops
 
 
 @dataclass
@@ -71,107 +75,46 @@ class TrainConfig:
         check(self.max_seconds is None or self.max_seconds > 0, "max_seconds", "must be positive")
 
 
-class Objective(Protocol):
-    """What a stage supplies. Batches are tuples/dicts of tensors; iterators have state_dict()/load_state_dict()."""
-
-    def train_batches(self, rank: int, world: int) -> Iterator: ...
-
-    def eval_batches(self, split: str, rank: int, world: int) -> list: ...
-
-    def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]: ...
-
-    def tokens(self, batch: Any) -> int: ...
-
-    def eval_metrics(self, split: str, metrics: dict[str, float]) -> dict[str, float]: ...
-
-
 # ---------------------------------------------------------------------------------------------- pieces
 
 
-def lr_at(step: int, cfg: TrainConfig, progress: float | None = None) -> float:
-    """Warm-up to cfg.lr, then decay to cfg.min_lr. `progress` (0..1) overrides step/max_iters (time budgets)."""
-    if step < cfg.warmup_iters:
-        return cfg.lr * (step + 1) / (cfg.warmup_iters + 1)
-    if progress is None:
-        progress = (step - cfg.warmup_iters) / max(1, cfg.max_iters - cfg.warmup_iters)
-    progress = min(max(progress, 0.0), 1.0)
-    if cfg.schedule == "constant":
-        return cfg.lr
-    shape = 0.5 * (1 + math.cos(math.pi * progress)) if cfg.schedule == "cosine" else 1 - progress
-    return cfg.min_lr + shape * (cfg.lr - cfg.min_lr)
+@dataclass
+class Progress:
+    """Where a run is: recorded in every checkpoint beside the weights, optimizer, data position and RNG."""
+
+    step: int = 0
+    tokens: int = 0
+    elapsed: float = 0.0
+    best_val: float = math.inf
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Matrices decay; norms, biases and embedding tables (tied or not) do not."""
-    embedding = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    decay, no_decay, seen = [], [], set()
-    for p in model.parameters():
-        if not p.requires_grad or id(p) in seen:
-            continue
-        seen.add(id(p))
-        (decay if p.dim() >= 2 and id(p) not in embedding else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return [g for g in groups if g["params"]]
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    metrics: dict[str, float]
+    best_val: float
+    interrupted: bool = False
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    # fused AdamW is one kernel per step on CUDA and on CPU (torch >= 2.4); fall back to foreach elsewhere.
-    fused = device.type in ("cuda", "cpu") and all(p.dtype.is_floating_point for p in model.parameters())
-    return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                             fused=fused or None)
+def place(cfg: TrainConfig) -> tuple[torch.device, Dist, torch.dtype]:
+    """The device, this process's place in a torchrun job (one process per GPU), and the autocast dtype."""
+    device = resolve_device(cfg.device)
+    dist = init_distributed(device)
+    if dist.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
+        torch.cuda.set_device(device)
+    return device, dist, resolve_dtype(cfg.dtype, device)
 
 
-def matmul_peak_flops(device: torch.device, dtype: torch.dtype) -> float:
-    """This machine's dense matmul FLOP/s for MFU: measured at each start (best of a few 1024^3 matmuls on CPU,
-    ~50 ms) and remembered under MINIGPT_HOME as the best ever seen, since a measurement taken while the
-    machine is busy reads low, and a peak is what the hardware can do."""
-    key = f"{device.type}:{torch.cuda.get_device_name(device) if device.type == 'cuda' else ''}:" \
-          f"{dtype}:{torch.get_num_threads()}"
-    cache = minigpt_home() / "peak_flops.json"
-    known = json.loads(cache.read_text()) if cache.is_file() else {}
-    n = 1024 if device.type == "cpu" else 8192
-    g = torch.Generator(device=device).manual_seed(0)  # never touch the global RNG (exact resume)
-    a = torch.randn(n, n, device=device, dtype=dtype, generator=g)
-    b = torch.randn(n, n, device=device, dtype=dtype, generator=g)
-    best = math.inf
-    for _ in range(5 if device.type == "cpu" else 20):
-        _sync(device)
-        t0 = time.perf_counter()
-        a @ b
-        _sync(device)
-        best = min(best, time.perf_counter() - t0)
-    measured = 2 * n**3 / best
-    if measured > known.get(key, 0.0):
-        known[key] = measured
-        atomic_write_text(cache, json.dumps(known, indent=1))
-    return known[key]
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
-def to_device(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(to_device(v, device) for v in batch)
-    return batch
-
-
-class _Interrupt:
+class Interrupt:
     """First Ctrl-C asks the loop to stop after the current step; a second one stops at once."""
 
     def __init__(self) -> None:
         self.requested = False
         self._previous = None
 
-    def __enter__(self) -> "_Interrupt":
+    def __enter__(self) -> "Interrupt":
         try:
             self._previous = signal.signal(signal.SIGINT, self._handle)
         except ValueError:  # not the main thread
@@ -194,183 +137,153 @@ def resume_command() -> str:
     return shlex.join(["minigpt", *args, *([] if "--resume" in args else ["--resume"])])
 
 
+class Run:
+    """One training run's parts: the model (and its compiled/DDP wrapper), optimizer, grad scaler, data
+    iterator and progress, with the three things the loop does to them: `step`, `evaluate` and `save`."""
+
+    def __init__(self, model: nn.Module, objective: Objective, cfg: TrainConfig, run_dir: Path, *,
+                 tokenizer_path: Path, run_info: dict[str, Any], checkpoint_extra: dict | None):
+        self.cfg, self.objective, self.run_dir, self.tokenizer_path = cfg, objective, run_dir, tokenizer_path
+        self.device, self.dist, dtype = place(cfg)
+        self.raw = model.to(self.device)
+        self.optimizer = make_optimizer(self.raw, cfg, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=dtype == torch.float16)
+        autocast = (lambda: torch.autocast(self.device.type, dtype=dtype)) if dtype != torch.float32 else None
+        self.eval_ctx = EvalContext(self.device, self.dist, autocast or contextlib.nullcontext)
+        self.data = objective.train_batches(self.dist.rank, self.dist.world_size)
+        self.progress = Progress()
+        self.extra = {"stage": run_info.get("stage"), **(checkpoint_extra or {})}
+        tokens_per_micro = cfg.batch_size * self.raw.config.block_size * self.dist.world_size
+        self.accum = max(1, round((cfg.tokens_per_step or tokens_per_micro) / tokens_per_micro))
+        self.model = self._wrap(self.raw)
+        self.peak = matmul_peak_flops(self.device, dtype if self.device.type == "cuda" else torch.float32) \
+            * self.dist.world_size
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        model = torch.compile(model) if self.cfg.compile else model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            model = DDP(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        return model
+
+    def restore(self) -> None:
+        """Continue from the run folder's latest checkpoint: weights, optimizer, data position, RNG, progress."""
+        ckpt = load_checkpoint(self.run_dir, with_trainer_state=True, build=lambda _: self.raw)
+        ts = ckpt.trainer_state
+        if ts is None:
+            raise MinigptError(f"{ckpt.path}: has no trainer state to resume from; start a new run instead")
+        self.raw.to(self.device)
+        self.optimizer.load_state_dict(ts["optimizer"])
+        self.data.load_state_dict(ts["data"])
+        torch.set_rng_state(ts["rng_cpu"])
+        if self.device.type == "cuda" and ts.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(ts["rng_cuda"], self.device)
+        if ts.get("scaler"):
+            self.scaler.load_state_dict(ts["scaler"])
+        self.progress = Progress(**{k: ts[k] for k in ("step", "tokens", "elapsed", "best_val")})
+
+    def step(self, lr: float) -> tuple[torch.Tensor, dict[str, Any]]:
+        """One optimizer step over `accum` micro-batches. Returns the mean loss and metrics as they come
+        (tensors stay on the device: nothing here waits for it)."""
+        set_lr(self.optimizer, lr)
+        total, metrics = torch.zeros((), device=self.device), {}
+        for micro in range(self.accum):
+            batch = self.eval_ctx.to_device(next(self.data))
+            last = micro == self.accum - 1
+            sync = self.model.no_sync() if self.dist.enabled and not last else contextlib.nullcontext()
+            with sync, self.eval_ctx.autocast():
+                loss, found = self.objective.loss(self.model, batch)
+            self.scaler.scale(loss / self.accum).backward()
+            self.progress.tokens += self.objective.tokens(batch) * self.dist.world_size
+            total += loss.detach() / self.accum
+            for k, v in found.items():
+                metrics[k] = metrics.get(k, 0.0) + v / self.accum
+        if self.cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.raw.parameters(), self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.progress.step += 1
+        return total, metrics
+
+    def evaluate(self) -> tuple[dict[str, float], bool]:
+        """The objective's evaluation, and whether its val loss is the best so far."""
+        found = self.objective.evaluate(self.raw, self.eval_ctx)
+        best = found.get("val/loss", math.inf) < self.progress.best_val
+        if best:
+            self.progress.best_val = found["val/loss"]
+        return found, best
+
+    def save(self, best: bool = False) -> None:
+        """A checkpoint of the step just finished (rank 0 writes; every rank waits for it)."""
+        if self.dist.is_main:
+            state = {**vars(self.progress), "optimizer": self.optimizer.state_dict(), "data": self.data.state_dict(),
+                     "rng_cpu": torch.get_rng_state(),
+                     "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+                     "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None}
+            save_checkpoint(self.run_dir, self.progress.step, self.raw, self.tokenizer_path, trainer_state=state,
+                            extra=self.extra, keep=self.cfg.keep_checkpoints, best=best)
+        _barrier(self.dist)
+
+    def mfu(self, tokens_per_s: float) -> float:
+        """Model-FLOP utilisation: training FLOPs per second over the measured matmul peak of every process."""
+        return tokens_per_s * self.raw.flops_per_token() / self.peak
+
+
 # ---------------------------------------------------------------------------------------------- the loop
-
-
-@dataclass
-class TrainResult:
-    run_dir: Path
-    step: int
-    metrics: dict[str, float]
-    best_val: float
-    interrupted: bool = False
 
 
 def train(model: nn.Module, objective: Objective, cfg: TrainConfig, run_dir: str | Path, *, tokenizer_path: Path,
           run_info: dict[str, Any], resume: bool = False, on_eval: Callable[[nn.Module], str] | None = None,
           checkpoint_extra: dict | None = None, title: str = "training") -> TrainResult:
     """Train `model` on `objective` into `run_dir`. `run_info` is written to run.json (stage, configs, parent)."""
-    from ..checkpoint import write_run_info
-    from .metrics import plot_run
-
     run_dir = Path(run_dir)
-    device = resolve_device(cfg.device)
-    dist = init_distributed(device)
-    if dist.enabled and device.type == "cuda":
-        device = torch.device("cuda", dist.local_rank)
-        torch.cuda.set_device(device)
-    dtype = resolve_dtype(cfg.dtype, device)
     seed_everything(cfg.seed)
-    raw_model = model
-    ts = None
+    run = Run(model, objective, cfg, run_dir, tokenizer_path=tokenizer_path, run_info=run_info,
+              checkpoint_extra=checkpoint_extra)
     if resume:
-        ckpt = load_checkpoint(run_dir, with_trainer_state=True, build=lambda _: raw_model.to("cpu"))
-        if ckpt.trainer_state is None:
-            raise MinigptError(f"{ckpt.path}: has no trainer state to resume from; start a new run instead")
-        ts = ckpt.trainer_state
-    raw_model.to(device)
-    optimizer = make_optimizer(raw_model, cfg, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    autocast = (torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext())
-    train_iter = objective.train_batches(dist.rank, dist.world_size)
-    state = {"step": 0, "tokens": 0, "elapsed": 0.0, "best_val": math.inf}
-    if ts is not None:
-        optimizer.load_state_dict(ts["optimizer"])
-        train_iter.load_state_dict(ts["data"])
-        torch.set_rng_state(ts["rng_cpu"])
-        if device.type == "cuda" and ts.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(ts["rng_cuda"], device)
-        if ts.get("scaler"):
-            scaler.load_state_dict(ts["scaler"])
-        state.update({k: ts[k] for k in ("step", "tokens", "elapsed", "best_val")})
-        if dist.is_main:
-            _truncate_metrics(run_dir / "metrics.jsonl", state["step"])
-    elif dist.is_main and (run_dir / "latest").exists():
+        run.restore()
+    elif run.dist.is_main and (run_dir / "latest").exists():
         raise MinigptError(f"{run_dir}: already holds a run; add --resume to continue it, or choose another --out")
-
-    if dist.is_main:
+    if run.dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            _truncate_metrics(run_dir / "metrics.jsonl", run.progress.step)
         write_run_info(run_dir, {**run_info, "train": vars(cfg).copy()})
-    model = torch.compile(raw_model) if cfg.compile else raw_model
-    if dist.enabled:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    tokens_per_micro = cfg.batch_size * raw_model.config.block_size * dist.world_size
-    accum = max(1, round((cfg.tokens_per_step or tokens_per_micro) / tokens_per_micro))
-    flops_per_token = raw_model.flops_per_token()
-    peak = matmul_peak_flops(device, dtype if device.type == "cuda" else torch.float32) * dist.world_size
-    eval_cache: dict[str, list] = {}
-
-    def evaluate() -> dict[str, float]:
-        if hasattr(objective, "evaluate"):  # objectives that measure by generating (RL)
-            return objective.evaluate(raw_model)
-        out: dict[str, float] = {}
-        model.eval()
-        with torch.no_grad(), autocast:
-            for split in ("train", "val"):
-                if split not in eval_cache:
-                    eval_cache[split] = objective.eval_batches(split, dist.rank, dist.world_size)
-                totals: dict[str, float] = {}
-                for batch in eval_cache[split]:  # this rank's slice of each global eval batch
-                    loss, metrics = objective.loss(raw_model, to_device(batch, device))
-                    for k, v in {"loss": float(loss), **metrics}.items():
-                        totals[k] = totals.get(k, 0.0) + v
-                totals = _all_reduce_mean(totals, len(eval_cache[split]) * dist.world_size, dist)
-                out.update({f"{split}/{k}": v for k, v in objective.eval_metrics(split, totals).items()})
-        model.train()
-        return out
-
-    def save(step: int, best: bool = False) -> None:
-        if dist.is_main:
-            trainer_state = {**state, "optimizer": optimizer.state_dict(), "data": train_iter.state_dict(),
-                             "rng_cpu": torch.get_rng_state(),
-                             "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                             "scaler": scaler.state_dict() if scaler.is_enabled() else None}
-            save_checkpoint(run_dir, step, raw_model, tokenizer_path, trainer_state=trainer_state,
-                            extra={"stage": run_info.get("stage"), **(checkpoint_extra or {})},
-                            keep=cfg.keep_checkpoints, best=best)
-        _barrier(dist)
-
-    metrics_file = open(run_dir / "metrics.jsonl", "a") if dist.is_main else None
-    log = _Logger(metrics_file, dist)
-    progress = _progress(title, cfg.max_iters, enabled=dist.is_main)
-    start_step, step = state["step"], state["step"]
+    start, p = run.progress.step, run.progress
+    log = _Logger(run_dir / "metrics.jsonl", run.dist, title, cfg, p)
+    t_start = time.perf_counter() - p.elapsed
     last_eval: dict[str, float] = {}
-    interrupted = False
-    model.train()
-    t_start = time.perf_counter() - state["elapsed"]
-    with _Interrupt() as interrupt, progress:
-        task = progress.add_task(title, total=None if cfg.max_seconds else cfg.max_iters, completed=step, loss=math.nan, lr=0.0, tps=0.0, mfu=0.0)
-        t_last, tokens_last, interval_loss, interval_start = time.perf_counter(), state["tokens"], 0.0, step
+    with Interrupt() as interrupt, log:
         while True:
             elapsed = time.perf_counter() - t_start
-            out_of_time = cfg.max_seconds is not None and elapsed >= cfg.max_seconds
-            done = step >= cfg.max_iters or out_of_time
-            if (step % cfg.eval_interval == 0 and not (resume and step == start_step)) or done:
-                last_eval = evaluate()
-                is_best = last_eval.get("val/loss", math.inf) < state["best_val"]
-                if is_best:
-                    state["best_val"] = last_eval["val/loss"]
-                sample = on_eval(raw_model) if on_eval and cfg.sample_tokens > 0 and dist.is_main else None
-                log.eval(step, state, last_eval, sample, progress)
-                state["elapsed"] = time.perf_counter() - t_start
-                if step > start_step:
-                    save(step, best=is_best)
+            used = None if cfg.max_seconds is None else max(p.step / cfg.max_iters, elapsed / cfg.max_seconds)
+            done = p.step >= cfg.max_iters or (used is not None and used >= 1)
+            if done or (p.step % cfg.eval_interval == 0 and not (resume and p.step == start)):
+                last_eval, best = run.evaluate()
+                p.elapsed = time.perf_counter() - t_start
+                sample = on_eval(run.raw) if on_eval and cfg.sample_tokens > 0 and run.dist.is_main else None
+                log.eval(last_eval, sample)
+                if p.step > start:
+                    run.save(best=best)
             if done or interrupt.requested:
-                interrupted = interrupt.requested and not done
-                if interrupted:
-                    state["elapsed"] = time.perf_counter() - t_start
-                    save(step)
                 break
-            progress_frac = None if cfg.max_seconds is None else max(step / cfg.max_iters, elapsed / cfg.max_seconds)
-            lr = lr_at(step, cfg, progress_frac)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            step_metrics: dict[str, float] = {}
-            for micro in range(accum):
-                batch = to_device(next(train_iter), device)
-                sync = contextlib.nullcontext() if not dist.enabled or micro == accum - 1 else model.no_sync()
-                with sync, autocast:
-                    loss, metrics = objective.loss(model, batch)
-                scaler.scale(loss / accum).backward()
-                state["tokens"] += objective.tokens(batch) * dist.world_size
-                interval_loss = interval_loss + loss.detach() / accum
-                for k, v in metrics.items():
-                    step_metrics[k] = step_metrics.get(k, 0.0) + v / accum
-            if cfg.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip))
-                step_metrics["grad_norm"] = grad_norm
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            state["step"] = step
-            if step % cfg.log_interval == 0 or step == cfg.max_iters:
-                now = time.perf_counter()
-                tps = (state["tokens"] - tokens_last) / max(now - t_last, 1e-9)
-                steps = max(1, step - interval_start) * dist.world_size
-                row = {"loss": _all_reduce_mean({"loss": float(interval_loss)}, steps, dist)["loss"], "lr": lr,
-                       "tokens_per_s": tps, "mfu": tps * flops_per_token / peak, **step_metrics}
-                log.train(step, state, now - t_start, row)
-                total = cfg.max_iters  # under a time budget: the steps the clock will allow, at this pace
-                if progress_frac:
-                    total = min(cfg.max_iters, max(step, round(step / progress_frac)))
-                progress.update(task, completed=step, total=total, loss=row["loss"], lr=lr, tps=tps,
-                                mfu=100 * row["mfu"])
-                t_last, tokens_last, interval_loss, interval_start = now, state["tokens"], 0.0, step
-        progress.update(task, completed=step)
-    state["elapsed"] = time.perf_counter() - t_start
-    if metrics_file:
-        metrics_file.close()
-    if dist.is_main:
-        with contextlib.suppress(Exception):
-            plot_run(run_dir)
+            lr = lr_at(p.step, cfg, used)
+            loss, metrics = run.step(lr)
+            log.observe(loss)
+            if p.step % cfg.log_interval == 0 or p.step == cfg.max_iters:
+                log.train(time.perf_counter() - t_start, lr, metrics, run, used)
+    interrupted = interrupt.requested and not done
+    if interrupted:
+        p.elapsed = time.perf_counter() - t_start
+        run.save()
+    if run.dist.is_main:
+        plot_run(run_dir)
         if interrupted:
-            console.print(f"[yellow]stopped at step {step}; checkpoint saved.[/] Resume with:\n  {resume_command()}")
-    return TrainResult(run_dir, step, last_eval, state["best_val"], interrupted)
+            console.print(f"[yellow]stopped at step {p.step}; checkpoint saved.[/] Resume with:\n  {resume_command()}")
+    return TrainResult(run_dir, p.step, last_eval, p.best_val, interrupted)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -381,17 +294,6 @@ def _truncate_metrics(path: Path, step: int) -> None:
     atomic_write_text(path, "".join(r + "\n" for r in rows))
 
 
-def _all_reduce_mean(totals: dict[str, float], count: int, dist: Dist) -> dict[str, float]:
-    if dist.enabled:
-        import torch.distributed as tdist
-
-        keys = sorted(totals)
-        t = torch.tensor([totals[k] for k in keys], dtype=torch.float64)
-        tdist.all_reduce(t)
-        totals = dict(zip(keys, t.tolist()))
-    return {k: v / count for k, v in totals.items()}
-
-
 def _barrier(dist: Dist) -> None:
     if dist.enabled:
         import torch.distributed as tdist
@@ -400,32 +302,64 @@ def _barrier(dist: Dist) -> None:
 
 
 class _Logger:
-    """metrics.jsonl rows (rank 0 only) and the eval lines printed above the progress bar."""
+    """The loop's output: metrics.jsonl rows (rank 0), the eval lines and the rich progress bar. Used as a
+    context manager around the loop; `observe(loss)` every step, `train(...)` at log steps, `eval(...)`."""
 
-    def __init__(self, file, dist: Dist) -> None:
-        self.file, self.dist = file, dist
+    def __init__(self, path: Path, dist: Dist, title: str, cfg: TrainConfig, progress: Progress):
+        self.path, self.dist, self.title, self.cfg, self.p = path, dist, title, cfg, progress
+        self.loss, self.steps = 0.0, 0
+        self.t_last, self.tokens_last = time.perf_counter(), progress.tokens
+
+    def __enter__(self) -> "_Logger":
+        self.file = open(self.path, "a") if self.dist.is_main else None
+        self.bar = _progress_bar(enabled=self.dist.is_main)
+        self.bar.__enter__()
+        self.task = self.bar.add_task(self.title, total=None if self.cfg.max_seconds else self.cfg.max_iters,
+                                      completed=self.p.step, loss=math.nan, lr=0.0, tps=0.0, mfu=0.0)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.update(self.task, completed=self.p.step)
+        self.bar.__exit__(*exc)
+        if self.file:
+            self.file.close()
 
     def _write(self, row: dict) -> None:
         if self.file:
             self.file.write(json.dumps(row) + "\n")
             self.file.flush()
 
-    def train(self, step: int, state: dict, elapsed: float, row: dict) -> None:
-        self._write({"step": step, "kind": "train", "time": round(elapsed, 3), "tokens": state["tokens"],
-                     **{k: round(v, 6) for k, v in row.items()}})
+    def observe(self, loss: torch.Tensor) -> None:
+        self.loss, self.steps = self.loss + loss, self.steps + 1
 
-    def eval(self, step: int, state: dict, metrics: dict, sample: str | None, progress) -> None:
-        self._write({"step": step, "kind": "eval", "time": round(state["elapsed"], 3), "tokens": state["tokens"],
+    def train(self, elapsed: float, lr: float, metrics: dict[str, Any], run: "Run", used: float | None) -> None:
+        """A metrics row: mean loss since the last row (over every rank), lr, tokens/s, MFU and the last step's
+        metrics. Under a time budget the bar's total is the steps the clock will allow at this pace."""
+        now = time.perf_counter()
+        tps = (self.p.tokens - self.tokens_last) / max(now - self.t_last, 1e-9)
+        loss = run.eval_ctx.mean({"loss": float(self.loss)}, max(1, self.steps))["loss"]
+        row = {"loss": loss, "lr": lr, "tokens_per_s": tps, "mfu": run.mfu(tps),
+               **{k: float(v) for k, v in metrics.items()}}
+        self._write({"step": self.p.step, "kind": "train", "time": round(elapsed, 3), "tokens": self.p.tokens,
+                     **{k: round(v, 6) for k, v in row.items()}})
+        total = self.cfg.max_iters
+        if used:
+            total = min(self.cfg.max_iters, max(self.p.step, round(self.p.step / used)))
+        self.bar.update(self.task, completed=self.p.step, total=total, loss=loss, lr=lr, tps=tps,
+                        mfu=100 * row["mfu"])
+        self.loss, self.steps, self.t_last, self.tokens_last = 0.0, 0, now, self.p.tokens
+
+    def eval(self, metrics: dict[str, float], sample: str | None) -> None:
+        self._write({"step": self.p.step, "kind": "eval", "time": round(self.p.elapsed, 3), "tokens": self.p.tokens,
                      **{k: round(v, 6) for k, v in metrics.items()}, **({"sample": sample} if sample else {})})
         if not self.dist.is_main:
             return
-        parts = " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-        progress.console.print(f"[bold]step {step}[/] {parts}")
+        self.bar.console.print(f"[bold]step {self.p.step}[/] " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         if sample:
-            progress.console.print(sample, style="dim", markup=False, highlight=False)
+            self.bar.console.print(sample, style="dim", markup=False, highlight=False)
 
 
-def _progress(title: str, total: int, enabled: bool):
+def _progress_bar(enabled: bool):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
