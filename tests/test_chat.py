@@ -48,8 +48,12 @@ class History:
     max_len: int
     ids: list = field(default_factory=list)
     pos: int = 0
+    bounded = True
 
     def repeat(self, n):
+        return History(self.max_len, list(self.ids), self.pos)
+
+    def select(self, rows):
         return History(self.max_len, list(self.ids), self.pos)
 
 

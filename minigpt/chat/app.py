@@ -27,6 +27,8 @@ def chat_main(checkpoint: str, *, device: str = "auto", sampling: SamplingConfig
               stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
     """`minigpt chat`: interactive on a terminal; one-shot with `prompt`; line by line when stdin is a pipe."""
     from ..checkpoint import load_checkpoint
+    from rich.markup import escape
+
     from ..common import console, minigpt_home, resolve_device
 
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
@@ -44,11 +46,13 @@ def chat_main(checkpoint: str, *, device: str = "auto", sampling: SamplingConfig
                      "tokens; fine-tune it with sft to chat")
     if prompt is not None or not stdin.isatty():
         io: ChatIO = PlainIO([prompt] if prompt is not None else stdin, stdout, sys.stderr)
+        io.note(f"loaded {ckpt.path} (stage {stage}, step {ckpt.step})")
         if mode == "continue":
             io.note(continue_note)
         return run_chat(session, io, commands)
-    io = TerminalIO(console, minigpt_home() / "chat_history", commands)
-    console.print(f"[bold]minigpt chat[/] · {ckpt.path} · {info['model']} · context {info['context']}")
+    io = TerminalIO(console, minigpt_home() / "chat_history", commands.completions())
+    console.print(f"[bold]minigpt chat[/] · {escape(str(ckpt.path))} (step {ckpt.step}) · {info['model']} · "
+                  f"context {info['context']}")
     console.print("[dim]/help for commands · Enter sends · Alt-Enter (or Esc Enter) new line · Ctrl-C stops a "
                   "reply · Ctrl-D exits[/]")
     if mode == "continue":

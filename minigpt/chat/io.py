@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Protocol, TextIO
+from typing import Any, Iterable, Mapping, Protocol, TextIO
 
 from .session import Reply
-
-if TYPE_CHECKING:
-    from .loop import CommandTable
 
 
 class ChatIO(Protocol):
@@ -96,7 +93,8 @@ class PlainIO:
 class TerminalIO:
     """prompt-toolkit input (history, multiline, completion) and rich output (spinner, dim timings)."""
 
-    def __init__(self, console, history_path: Path, commands: "CommandTable"):
+    def __init__(self, console, history_path: Path, completions: Mapping[str, Iterable[str]]):
+        """`completions`: each command name (without the slash) and the words Tab offers after it."""
         from prompt_toolkit import PromptSession
         from prompt_toolkit.completion import NestedCompleter
         from prompt_toolkit.history import FileHistory
@@ -120,9 +118,7 @@ class TerminalIO:
             else:
                 event.app.exit(exception=KeyboardInterrupt, style="class:aborting")
 
-        nested: dict[str, Any] = {}
-        for name, cmd in commands.commands.items():
-            nested["/" + name] = {k: None for k in cmd.complete} if cmd.complete else None
+        nested = {"/" + name: ({w: None for w in words} or None) for name, words in completions.items()}
         self.console = console
         self._status = None
         self._session = PromptSession(history=FileHistory(str(history_path)), key_bindings=kb, multiline=True,

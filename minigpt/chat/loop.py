@@ -77,6 +77,10 @@ class CommandTable:
     def __iter__(self) -> Iterator[Command]:
         return iter(self.commands.values())
 
+    def completions(self) -> dict[str, tuple[str, ...]]:
+        """Each command name and the words Tab offers after it (for the terminal front end)."""
+        return {name: cmd.complete for name, cmd in self.commands.items()}
+
 
 def respond(session: ChatSession, io: ChatIO) -> Reply:
     io.reply_start()

@@ -169,14 +169,13 @@ def sampling_config(args: argparse.Namespace):
 
 def load(args: argparse.Namespace):
     """Load --checkpoint on --device and say on stderr which step it is (a run folder means its latest step)."""
+    from rich.console import Console
     from rich.markup import escape
 
     from ..checkpoint import load_checkpoint
     from ..common import resolve_device
 
-    from rich.console import Console
-
     ckpt = load_checkpoint(args.checkpoint, device=resolve_device(args.device))
-    Console(stderr=True, highlight=False).print(f"[dim]loaded {escape(str(ckpt.path))} (stage {ckpt.config.get('stage', '?')})[/]",
-                  soft_wrap=True)
+    Console(stderr=True, highlight=False).print(f"[dim]loaded {escape(str(ckpt.path))} (stage "
+                                                f"{ckpt.config.get('stage', '?')}, step {ckpt.step})[/]", soft_wrap=True)
     return ckpt

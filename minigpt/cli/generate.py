@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from ..common import MinigptError, console
-from . import args as shared
+from .args import add_sampling, load, sampling_config
 
 
 def register(sub) -> None:
@@ -19,7 +19,7 @@ def register(sub) -> None:
                    "prefill, then print them (same output as one after another)")
     p.add_argument("--grid", nargs="+", default=None, metavar="NAME=V1,V2",
                    help="a table of continuations for every combination, e.g. temperature=0.2,0.8,1.2 top_p=0.9,1")
-    shared.add_sampling(p)
+    add_sampling(p)
     p.set_defaults(func=_sample)
 
     p = sub.add_parser("chat", help="talk to a checkpoint in the terminal (streamed, multi-turn, slash commands)",
@@ -31,7 +31,7 @@ def register(sub) -> None:
     p.add_argument("-p", "--prompt", default=None, help="ask one question, print the answer, exit")
     p.add_argument("--mode", choices=("auto", "chat", "continue"), default="auto",
                    help="chat template or plain continuation (default: auto, from the checkpoint's stage)")
-    shared.add_sampling(p)
+    add_sampling(p)
     p.set_defaults(func=_chat)
 
 
@@ -45,12 +45,12 @@ def _sample(args: argparse.Namespace) -> int:
     from ..infer.engine import Engine, collect
     from ..infer.sampling import grid_configs, parse_grid
 
-    config = shared.sampling_config(args)
+    config = sampling_config(args)
     grid = parse_grid(args.grid) if args.grid else None
     if args.num_samples < 1:
         raise MinigptError(f"-n {args.num_samples}: give at least 1 sample")
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
-    ckpt = shared.load(args)
+    ckpt = load(args)
     engine = Engine(ckpt.model, ckpt.tokenizer)
     ids = [ckpt.tokenizer.bos_id] + ckpt.tokenizer.encode(prompt)
     if config.seed is None:  # one seed for the whole run, printed so the run can be repeated
@@ -105,5 +105,5 @@ def _sample(args: argparse.Namespace) -> int:
 def _chat(args: argparse.Namespace) -> int:
     from ..chat.app import chat_main
 
-    return chat_main(args.checkpoint, device=args.device, sampling=shared.sampling_config(args), system=args.system,
+    return chat_main(args.checkpoint, device=args.device, sampling=sampling_config(args), system=args.system,
                      prompt=args.prompt, mode=args.mode, use_cache=args.use_cache)

@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from ..common import MinigptError, console
-from . import args as shared
+from .args import add_checkpoint, add_device, add_sampling, load, sampling_config
 
 
 def register(sub) -> None:
@@ -30,8 +30,8 @@ def register(sub) -> None:
     a = actions.add_parser("attention", help="a query x key heatmap of a text (terminal, --png, --html)",
                            description="Run the text through the checkpoint and show one layer's head (or the "
                                        "mean of its heads) as a query x key heatmap.")
-    shared.add_checkpoint(a)
-    shared.add_device(a)
+    add_checkpoint(a)
+    add_device(a)
     a.add_argument("text", help="the text ('-' reads standard input)")
     view_args(a)
     a.add_argument("--view", choices=("heatmap", "influence"), default="heatmap",
@@ -43,13 +43,13 @@ def register(sub) -> None:
                                        "new token, the earlier tokens coloured by how much its prediction "
                                        "attended to them (red: the new token; blue: strong; grey: weak).")
     g.add_argument("prompt", nargs="?", default="", help="text to continue (default: empty, from <|bos|>)")
-    shared.add_sampling(g, shown={"max_new_tokens": 32})  # one line per token: a shorter default
+    add_sampling(g, shown={"max_new_tokens": 32})  # one line per token: a shorter default
     view_args(g)
     g.set_defaults(func=_inspect_generate)
     e = actions.add_parser("embeddings", help="nearest tokens by embedding cosine; --png: a 2-D PCA map",
                            description="Token embeddings of any checkpoint with an embedding table.")
-    shared.add_checkpoint(e)
-    shared.add_device(e)
+    add_checkpoint(e)
+    add_device(e)
     e.add_argument("--token", default=None, metavar="WORD", help="a token (its text, or #ID) to find neighbours of")
     e.add_argument("--top", type=int, default=10, help="how many neighbours (default: 10)")
     e.add_argument("--png", default=None, metavar="FILE", help="write a labelled PCA map of frequent tokens")
@@ -64,7 +64,7 @@ def _inspect_attention(args: argparse.Namespace) -> int:
     from ..lens import plots, views
     from ..lens.page import save_html
 
-    ckpt = shared.load(args)
+    ckpt = load(args)
     text = sys.stdin.read() if args.text == "-" else args.text
     rec = insp.record(ckpt.model, ckpt.tokenizer, insp.encode_text(ckpt.tokenizer, text, args.bos))
     layer, head = rec.check(args.layer, insp.parse_head(args.head))
@@ -96,10 +96,10 @@ def _inspect_generate(args: argparse.Namespace) -> int:
     from ..lens.page import save_html
     from ..infer.engine import Engine
 
-    config = shared.sampling_config(args)
+    config = sampling_config(args)
     if config.seed is None and not config.greedy:
         config = config.with_overrides(seed=random.SystemRandom().randrange(2**31))
-    ckpt = shared.load(args)
+    ckpt = load(args)
     model, tok = ckpt.model, ckpt.tokenizer
     insp.require_attention(model)
     c = model.config
@@ -137,7 +137,7 @@ def _inspect_embeddings(args: argparse.Namespace) -> int:
 
     if not args.token and not args.png:
         raise MinigptError("give --token WORD (nearest tokens) and/or --png FILE (a PCA map)")
-    ckpt = shared.load(args)
+    ckpt = load(args)
     model, tok = ckpt.model, ckpt.tokenizer
     marked: list[int] = []
     if args.token:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..common import MinigptError, console
-from . import args as shared
+from .args import add_data, add_device
 
 
 def register(sub) -> None:
@@ -16,7 +16,7 @@ def register(sub) -> None:
                                    "token budget on the same data, then write report.md + curves.png (params, "
                                    "FLOPs, speed, losses, bits per byte, samples, learning curves). Rerunning the "
                                    "same command resumes an interrupted comparison and skips finished models.")
-    shared.add_data(p, tokenizer="char")
+    add_data(p, tokenizer="char")
     p.add_argument("--models", default=",".join(DEFAULT_MODELS),
                    help=f"comma-separated kinds, trained in this order (default: {','.join(DEFAULT_MODELS)})")
     p.add_argument("--params", default="200K", help="target parameter count per model, e.g. 200K, 1M (the bigram "
@@ -38,7 +38,7 @@ def register(sub) -> None:
     p.add_argument("--line-check", action=argparse.BooleanOptionalAction, default=None,
                    help="force the memorisation check on or off (default: on when most lines are short)")
     p.add_argument("--seed", type=int, default=1337, help="random seed (default: 1337)")
-    shared.add_device(p)
+    add_device(p)
     p.add_argument("--out", default=None, help="comparison folder (default: checkpoints/compare-<source>)")
     p.add_argument("--resume", action="store_true", help="accepted for symmetry: rerunning always resumes")
     p.add_argument("--report-only", action="store_true", help="regenerate report.md and curves.png from --out's "
@@ -83,7 +83,7 @@ def _register_speedrun(sub) -> None:
     p.add_argument("--out", default="checkpoints/speedrun", help="folder for the runs and the report "
                    "(default: checkpoints/speedrun)")
     p.add_argument("--seed", type=int, default=1337, help="random seed (default: 1337)")
-    shared.add_device(p)
+    add_device(p)
     p.add_argument("--report-only", action="store_true", help="only rewrite the report from finished stages")
     p.set_defaults(func=_speedrun)
 
@@ -92,10 +92,11 @@ def _speedrun(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..common import parse_seconds
-    from ..runs.speedrun import speedrun, write_report
+    from ..runs.report_card import write_report_card
+    from ..runs.speedrun import speedrun
 
     if args.report_only:
-        console.print(f"wrote {write_report(Path(args.out))}")
+        console.print(f"wrote {write_report_card(Path(args.out))}")
         return 0
     speedrun(parse_seconds(args.budget), args.out, seed=args.seed, device=args.device)
     return 0

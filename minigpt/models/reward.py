@@ -2,7 +2,7 @@
 
 The score of a sequence is the head applied to the hidden state at its last scored position (the last place
 whose target is not -1, i.e. where the model has read the whole reply). Trained with the Bradley-Terry
-pairwise loss (objectives.reward_pairwise); InstructGPT (Ouyang et al. 2022) section 3.5.
+pairwise loss (objectives.RewardPairwise, objectives.bradley_terry_loss); InstructGPT (Ouyang et al. 2022) section 3.5.
 """
 from __future__ import annotations
 

@@ -45,6 +45,7 @@ from typing import Any
 
 from ..common import MinigptError, atomic_write_text, console
 from ..config import check, to_dict
+from .compare_report import RESULTS, read_results, write_report
 
 DEFAULT_MODELS = ("bigram", "mlp", "cnn", "rnn", "lstm", "gru", "gpt")
 # Peak AdamW learning rates per family (cosine decay to a tenth). Chosen by the sweep in the module docstring.
@@ -52,9 +53,6 @@ LR: dict[str, float] = {"bigram": 1e-1, "mlp": 1e-2, "cnn": 1e-2, "rnn": 1e-2, "
                         "gpt": 3e-3}
 LINE_LIMIT = 24          # a "short line", in characters
 LINE_SHARE = 0.9         # share of lines that must be short for the memorisation check
-RESULTS = "results.json"
-REPORT = "report.md"
-FIGURE = "curves.png"
 FORMAT = 1
 
 
@@ -190,16 +188,6 @@ def train_config(model_config: Any, settings: dict[str, Any], device: str, shard
 # ---------------------------------------------------------------------------------------------- running
 
 
-def read_results(out: Path) -> dict[str, Any]:
-    path = out / RESULTS
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except ValueError as e:
-        raise MinigptError(f"{path}: unreadable ({e}); delete it to retrain every model") from None
-
-
 def _write_results(out: Path, results: dict[str, Any]) -> None:
     atomic_write_text(out / RESULTS, json.dumps(results, indent=1))
 
@@ -261,8 +249,6 @@ def compare(data: str = "pydocs", *, tokenizer: str = "char", vocab_size: int = 
         entry.update(measure_run(run_dir, cfg, lines, train_lines, val_lines))
         entry["status"] = "done"
         _write_results(out, results)
-    from .compare_report import write_report
-
     path = write_report(out)
     console.print(f"[green]report[/]: {path}")
     return CompareResult(out, results, path)

@@ -9,8 +9,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import json
+
 from ..common import MinigptError, atomic_write_text, human_count
-from .compare import FIGURE, REPORT, RESULTS, read_results
+
+RESULTS = "results.json"
+REPORT = "report.md"
+FIGURE = "curves.png"
+
+
+def read_results(out: Path) -> dict[str, Any]:
+    """A comparison folder's results.json ({} when there is none yet)."""
+    path = out / RESULTS
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise MinigptError(f"{path}: unreadable ({e}); delete it to retrain every model") from None
+
 
 def diagnose(results: dict[str, Any]) -> list[str]:
     """Notes for the report: which model won, and when the GPT did not, the likely cause."""

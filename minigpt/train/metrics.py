@@ -13,7 +13,8 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (files only, no display needed), imported on first use."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -32,7 +33,7 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path | None:
     rows = read_metrics(run_dir)
     if not rows:
         return None
-    plt = _plt()
+    plt = pyplot()
     train = [r for r in rows if r.get("kind") == "train"]
     evals = [r for r in rows if r.get("kind") == "eval"]
     key = "reward" if any("reward" in r for r in train) else "loss"
@@ -82,7 +83,7 @@ def plot_comparison(curves: dict[str, list[dict[str, Any]]], out: str | Path, *,
     (log scale: a bigram sees 50x the tokens of a GPT in the same time), one line per model. `curves` maps a model
     name to points {"time": s, "tokens": n, key: value}. The y range is zoomed on the final values (the first
     quarter of the initial drop is cut off)."""
-    plt = _plt()
+    plt = pyplot()
     fig, (by_time, by_tokens) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120, sharey=True)
     firsts, finals, everything = [], [], []
     for i, (name, points) in enumerate(curves.items()):

@@ -7,16 +7,14 @@ wall-clock budget used.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 
-if TYPE_CHECKING:
-    from .trainer import TrainConfig
+from .settings import TrainConfig
 
 
-def lr_at(step: int, cfg: "TrainConfig", progress: float | None = None) -> float:
+def lr_at(step: int, cfg: TrainConfig, progress: float | None = None) -> float:
     """Warm-up to cfg.lr, then decay to cfg.min_lr. `progress` (0..1) overrides step/max_iters (time budgets)."""
     if step < cfg.warmup_iters:
         return cfg.lr * (step + 1) / (cfg.warmup_iters + 1)
@@ -42,7 +40,7 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
-def make_optimizer(model: nn.Module, cfg: "TrainConfig", device: torch.device) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     """AdamW over `param_groups`. Fused AdamW is one kernel per step on CUDA and on CPU (torch >= 2.4); other
     devices use the foreach implementation."""
     fused = device.type in ("cuda", "cpu") and all(p.dtype.is_floating_point for p in model.parameters())

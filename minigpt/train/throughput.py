@@ -64,7 +64,7 @@ def step_seconds(model_config: Any, batch: int, device: str | torch.device = "au
     from ..models import build_model
     from ..text.shards import TokenWindows
     from .optim import make_optimizer
-    from .trainer import TrainConfig
+    from .settings import TrainConfig
 
     dev = resolve_device(device) if isinstance(device, str) else device
     model = build_model(model_config).to(dev)
