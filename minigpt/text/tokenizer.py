@@ -109,7 +109,7 @@ class StreamDecoder:
         return out
 
 
-class _Common:
+class BaseTokenizer:
     """What both tokenizers share: specials, decoding to str, streaming, hashing and saving."""
 
     kind: str
@@ -171,7 +171,7 @@ def _check_specials(specials: Sequence[str]) -> None:
         raise MinigptError(f"special tokens must be unique and contain no whitespace: {list(specials)}")
 
 
-class Tokenizer(_Common):
+class Tokenizer(BaseTokenizer):
     """Byte-level BPE: `tokens[rank]` are the token bytes; encoding runs in tiktoken, specials sit on top."""
 
     kind = "bpe"
@@ -258,7 +258,7 @@ class Tokenizer(_Common):
         atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-class CharTokenizer(_Common):
+class CharTokenizer(BaseTokenizer):
     """One id per character: the sorted characters of the training text, then `<|unk|>`, then the specials."""
 
     kind = "char"
