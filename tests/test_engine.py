@@ -205,6 +205,29 @@ def test_samples_sharing_a_prefill_equal_separate_runs(tok, kind):
     assert many[0].timings.samples == 6 and many[0].timings.tokens == sum(len(g.ids) for g in many)
 
 
+@pytest.mark.parametrize("kind, positions", [("gpt", "rope"), ("gpt", "learned"), ("lstm", None), ("mlp", None)])
+def test_a_batch_of_prompts_equals_each_prompt_alone(tok, kind, positions):
+    """Prompts of different lengths decoded as one batch (left-padded in the KV cache; one after another for
+    models without one) give each prompt's lone samples token for token, through window slides and with the
+    repetition penalty on, and sample j*n + i is seeded seed + j*n + i."""
+    model = gpt(tok, 24, positions=positions) if kind == "gpt" else model_of(kind, tok, block_size=24)
+    engine = Engine(model, tok)
+    prompts = [prompt_of(tok, t) for t in ("the fox", "a", "the quick brown fox jumps over")]
+    stop = {tok.specials["<|end|>"], tok.encode("!")[0]}
+    cfg = SamplingConfig(temperature=1.2, top_k=8, top_p=0.9, repetition_penalty=1.3, seed=5, max_new_tokens=30)
+    for n, config in ((2, cfg), (1, cfg.with_overrides(temperature=0.0))):
+        batch = engine.generate_batch(prompts, config, n=n, stop_ids=stop)
+        assert len(batch) == len(prompts) * n
+        for j, prompt in enumerate(prompts):
+            alone = engine.generate_many(prompt, n, config.with_overrides(seed=5 + j * n), stop_ids=stop)
+            for i, a in enumerate(alone):
+                g = batch[j * n + i]
+                assert (g.ids, g.text, g.finish_reason, g.slid, g.prompt_ids) == (a.ids, a.text, a.finish_reason,
+                                                                                  a.slid, prompt)
+                torch.testing.assert_close(torch.tensor(g.logprobs), torch.tensor(a.logprobs), atol=1e-4, rtol=0)
+    assert any(g.slid for g in batch) == (kind != "lstm"), "the long prompt slides a bounded window only"
+
+
 def test_stream_interleaves_samples_and_marks_each_end(tok):
     engine = Engine(gpt(tok), tok)
     events = list(engine.stream(prompt_of(tok), n=3, seed=0, max_new_tokens=5, stop_ids=()))

@@ -28,11 +28,18 @@ def test_speedrun_runs_every_stage_and_writes_the_report_card():
     state = json.loads(open("sr/speedrun.json").read())
     assert list(state["stages"]) == ["pretrain", "sft", "reward", "dpo", "rl"]
     report = open("sr/report.md").read()
-    for row in ("| pretrain |", "| sft |", "| reward |", "| dpo |", "| rl |", "| base |", "| SFT |", "| DPO |", "| RL |"):
+    for row in ("| pretrain |", "| base |", "| SFT |", "| DPO |", "| RL |", "| reward |", "| RL vs SFT |"):
         assert row in report
     for png in ("answer_f1.png", "pretrain_loss.png", "rl_loss.png"):
         assert open(f"sr/{png}", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     card = json.loads(open("sr/report.json").read())
-    assert set(card["f1"]) == {"pretrain", "sft", "dpo", "rl"} and all(0 <= v <= 1 for v in card["f1"].values())
+    stages = card["summary"]["stages"]
+    assert set(stages) == {"pretrain", "sft", "dpo", "rl"}
+    for stage in stages.values():  # a mean and its 95% interval, per family and over all held-out prompts
+        assert {"all", "recall", "context", "followup", "identity", "unknown"} <= set(stage)
+        mean, low, high = stage["all"]["f1"]
+        assert 0 <= low <= mean <= high <= 1
+    assert set(card["summary"]["diffs"]) == {"sft-pretrain", "dpo-sft", "rl-sft"}
+    assert 0 < card["pydocs_val"]["bpb"] < 10 and len(card["answers"]["rl"]) == len(card["prompts"])
     again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)  # finished stages are skipped
     assert again.returncode == 0 and again.stdout.count("done earlier, skipping") == 5

@@ -21,29 +21,7 @@ from minigpt.train.pretrain import pretrain
 from minigpt.train.optim import lr_at, param_groups
 from minigpt.train.trainer import TrainConfig
 
-WORDS = "the cat sat on a mat while a dog ran after the red ball in the long green garden".split()
-
-
-@pytest.fixture
-def corpus(tmp_path):
-    import random
-
-    rng = random.Random(0)
-    lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12))) + ".\n" for _ in range(1500)]
-    path = tmp_path / "corpus.txt"
-    path.write_text("".join(lines))
-    return path
-
-
-def tiny_model() -> GPTConfig:
-    return GPTConfig(vocab_size=64, block_size=32, n_layer=2, n_head=2, n_embd=32)
-
-
-def tiny_train(**kw) -> TrainConfig:
-    base = dict(max_iters=20, batch_size=8, eval_interval=10, eval_iters=2, log_interval=5, warmup_iters=5,
-                sample_tokens=0, device="cpu", lr=3e-3)
-    return TrainConfig(**{**base, **kw})
-
+from conftest import tiny_model, tiny_train
 
 def run(corpus, out, **kw):
     return pretrain(str(corpus), tokenizer="char", model_config=tiny_model(), train_config=tiny_train(**kw), out=out)
@@ -203,3 +181,31 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(corpus, 
     wb = load_file(str(resolve_step(tmp_path / "two") / "model.safetensors"))
     assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
     assert two.stdout.count("parameters, vocab") == 1  # only rank 0 prints
+
+
+def test_muon_orthogonalizes_and_trains_exactly_resumably(corpus, tmp_path):
+    """Newton-Schulz gives a matrix with the gradient's singular vectors and singular values near 1; Muon puts
+    only the hidden matrices in its group; a Muon run resumes bit-exactly like an AdamW run."""
+    from minigpt.train.muon import orthogonalize
+    from minigpt.train.optim import muon_groups
+
+    g = torch.randn(48, 96, generator=torch.Generator().manual_seed(0))
+    o = orthogonalize(g)
+    s = torch.linalg.svdvals(o)
+    assert 0.6 < float(s.min()) and float(s.max()) < 1.3
+    u, _, vh = torch.linalg.svd(g, full_matrices=False)
+    m = u.T @ o @ vh.T  # diagonal when o has g's singular vectors
+    assert float((m - torch.diag(torch.diagonal(m))).abs().max()) < 1e-3
+    model = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32))
+    groups = muon_groups(model, 0.1)
+    muon = {id(p) for g in groups if g["algorithm"] == "muon" for p in g["params"]}
+    names = {n for n, p in model.named_parameters() if id(p) in muon}
+    assert names == {n for n, p in model.named_parameters() if n.startswith("transformer.h.") and p.dim() == 2}
+    muon = dict(optimizer="muon", schedule="constant")  # the lr does not depend on max_iters: 10 + 10 == 20
+    straight = run(corpus, tmp_path / "straight", max_iters=20, **muon)
+    assert straight.metrics["val/loss"] < math.log(64) - 0.5  # it learns
+    run(corpus, tmp_path / "resumed", max_iters=10, **muon)
+    resumed = pretrain(resume=True, out=tmp_path / "resumed", train_config=tiny_train(max_iters=20, **muon))
+    a = load_file(str(resolve_step(tmp_path / "straight") / "model.safetensors"))
+    b = load_file(str(resolve_step(tmp_path / "resumed") / "model.safetensors"))
+    assert resumed.step == 20 and all(torch.equal(a[k], b[k]) for k in a)

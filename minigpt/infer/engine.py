@@ -94,11 +94,13 @@ class Generation:
 
 
 class Stream:
-    """An iterator of TokenEvent, with the run's facts (`seed`, `n`, `prompt_ids`, `config`) as attributes."""
+    """An iterator of TokenEvent, with the run's facts as attributes: `seed`, `n` (samples in all), `prompts`
+    (each sample's prompt ids), `prompt_ids` (the first prompt) and `config`."""
 
-    def __init__(self, events: Iterator[TokenEvent], *, seed: int | None, n: int, prompt_ids: list[int],
+    def __init__(self, events: Iterator[TokenEvent], *, seed: int | None, prompts: list[list[int]],
                  config: SamplingConfig):
-        self._events, self.seed, self.n, self.prompt_ids, self.config = events, seed, n, prompt_ids, config
+        self._events, self.seed, self.prompts, self.config = events, seed, prompts, config
+        self.n, self.prompt_ids = len(prompts), prompts[0]
 
     def __iter__(self) -> "Stream":
         return self
@@ -190,19 +192,28 @@ class Engine:
                **overrides: Any) -> Stream:
         """Events for n samples of the continuation of `prompt_ids`, one per sampled token (interleaved: each
         step yields one event per unfinished sample). `overrides` are SamplingConfig fields."""
+        return self.stream_batch([prompt_ids], config, n=n, capture_attention=capture_attention,
+                                 use_cache=use_cache, stop_ids=stop_ids, **overrides)
+
+    def stream_batch(self, prompts: Sequence[Sequence[int]], config: SamplingConfig | None = None, *, n: int = 1,
+                     capture_attention: bool = False, use_cache: bool = True,
+                     stop_ids: Iterable[int] | None = None, **overrides: Any) -> Stream:
+        """n samples of each of several prompts, decoded as one batch (sample j*n + i is prompt j's i-th, seeded
+        seed + j*n + i). With a KV cache the prompts are left-padded to one length and each row computes what it
+        would alone (`KVCache.pad`); models without one (RNN state, recomputed windows) decode the prompts one
+        after another through the same path."""
         cfg = (config or SamplingConfig()).with_overrides(**overrides)
-        prompt = [int(i) for i in (prompt_ids.tolist() if hasattr(prompt_ids, "tolist") else prompt_ids)]
-        if not prompt:
-            raise MinigptError("the prompt is empty; give at least one token (e.g. the tokenizer's bos_id)")
-        bad = next((i for i in prompt if not 0 <= i < self.vocab_size), None)
-        if bad is not None:
-            raise MinigptError(f"prompt token id {bad} is outside the vocabulary (0..{self.vocab_size - 1})")
+        rows = [self._check_prompt(p) for p in prompts]
+        if not rows:
+            raise MinigptError("no prompts to continue")
         if not isinstance(n, int) or n < 1:
             raise MinigptError(f"n must be a positive number of samples, got {n!r}")
         seed = None if cfg.greedy else (cfg.seed if cfg.seed is not None else random.SystemRandom().randrange(2**31))
         stops = self.default_stop_ids() if stop_ids is None else {int(i) for i in stop_ids}
-        events = self._run(prompt, cfg, n, seed, capture_attention, use_cache, stops)
-        return Stream(events, seed=seed, n=n, prompt_ids=prompt, config=cfg)
+        together = len(rows) == 1 or (use_cache and self.cache_kind == "kv")
+        groups = [rows] if together else [[r] for r in rows]
+        events = self._each(groups, cfg, n, seed, capture_attention, use_cache, stops)
+        return Stream(events, seed=seed, prompts=[r for r in rows for _ in range(n)], config=cfg)
 
     def generate(self, prompt_ids: Sequence[int], config: SamplingConfig | None = None, **kwargs: Any) -> Generation:
         """One sample, collected: ids, text, logprobs, finish_reason, timings. kwargs as for `stream`."""
@@ -210,19 +221,45 @@ class Engine:
 
     def generate_many(self, prompt_ids: Sequence[int], n: int, config: SamplingConfig | None = None,
                       **kwargs: Any) -> list[Generation]:
-        """n samples decoded as one batch from one shared prefill (RL rollouts); sample i uses seed + i."""
+        """n samples decoded as one batch from one shared prefill; sample i uses seed + i."""
         return collect(self.stream(prompt_ids, config, n=n, **kwargs))
+
+    def generate_batch(self, prompts: Sequence[Sequence[int]], config: SamplingConfig | None = None, *, n: int = 1,
+                       **kwargs: Any) -> list[Generation]:
+        """n samples of every prompt as one batch (RL rollouts, evaluations): prompt j's are [j*n, (j+1)*n)."""
+        return collect(self.stream_batch(prompts, config, n=n, **kwargs))
+
+    def _check_prompt(self, prompt_ids: Sequence[int]) -> list[int]:
+        prompt = [int(i) for i in (prompt_ids.tolist() if hasattr(prompt_ids, "tolist") else prompt_ids)]
+        if not prompt:
+            raise MinigptError("the prompt is empty; give at least one token (e.g. the tokenizer's bos_id)")
+        bad = next((i for i in prompt if not 0 <= i < self.vocab_size), None)
+        if bad is not None:
+            raise MinigptError(f"prompt token id {bad} is outside the vocabulary (0..{self.vocab_size - 1})")
+        return prompt
+
+    def _each(self, groups: list[list[list[int]]], cfg: SamplingConfig, n: int, seed: int | None, capture: bool,
+              use_cache: bool, stops: set[int]) -> Iterator[TokenEvent]:
+        """Run the groups of prompts one after another, numbering samples and seeds across them."""
+        first = 0
+        for group in groups:
+            for ev in self._run(group, cfg, n, None if seed is None else seed + first, capture, use_cache, stops):
+                ev.sample += first
+                yield ev
+            first += len(group) * n
 
     # ------------------------------------------------------------------------------------------ decoding
 
-    def _window(self, start: int, length: int) -> int:
-        """Where the model's view of a `length`-token text starts: unchanged while it fits the limit; a GPT
-        then jumps to keep the last 3/4 block (one re-prefill per quarter block), a windowed baseline keeps
-        exactly its last block_size tokens."""
+    def _window(self, origin: list[int], length: int) -> list[int]:
+        """Where each row's view of its text starts, as a column of a `length`-column batch: unchanged while the
+        row's text (from its origin) fits the limit; a GPT then jumps to keep the last 3/4 block (one re-prefill
+        per quarter block), a windowed baseline keeps exactly its last block_size tokens. Each row slides
+        exactly when it would alone."""
         limit = self.context_limit
-        if limit is None or length - start <= limit:
-            return start
-        return length - (self.slide_keep if self.cache_kind == "kv" else limit)
+        if limit is None:
+            return origin
+        keep = self.slide_keep if self.cache_kind == "kv" else limit
+        return [o if length - o <= limit else length - keep for o in origin]
 
     def _forward(self, idx: torch.Tensor, cache: Any, capture: bool) -> tuple[torch.Tensor, list | None]:
         """Logits (B, V) of the last position of idx (B, T), and the attention list when captured."""
@@ -245,31 +282,44 @@ class Engine:
             if serial:
                 torch.set_num_threads(threads)
 
-    def _new_cache(self, batch: int, length: int, remaining: int) -> Any:
-        size = length + remaining
+    def _new_cache(self, origin: list[int], length: int, remaining: int) -> tuple[Any, int]:
+        """A decoding state for the rows' text from their origins to column `length`, plus `remaining` tokens
+        to come (within the context), and the first column it holds. Rows starting later are left-padded."""
+        first = min(origin)
+        size = length - first + remaining
         if self.context_limit is not None:
             size = min(size, self.context_limit)
-        return self.model.new_cache(batch, size, self.device, self.dtype)
+        cache = self.model.new_cache(len(origin), size, self.device, self.dtype)
+        if any(o != first for o in origin):
+            cache.pad = torch.tensor([o - first for o in origin], device=self.device)
+        return cache, first
 
-    def _run(self, prompt: list[int], cfg: SamplingConfig, n: int, seed: int | None, capture: bool,
+    def _run(self, prompts: list[list[int]], cfg: SamplingConfig, n: int, seed: int | None, capture: bool,
              use_cache: bool, stops: set[int]) -> Iterator[TokenEvent]:
+        """Decode n samples of each prompt as one batch. The rows are column-aligned: shorter prompts are
+        left-padded (with the row's own first token, so the repetition penalty sees what it would alone), and
+        `origin[r]` is the column where row r's view of its text starts (its padding, then its window)."""
         model, dev, M = self.model, self.device, cfg.max_new_tokens
         fast = use_cache and self.cache_kind is not None
-        P = len(prompt)
-        texts = [TextStream(self.tokenizer.stream_decoder(), cfg.stop) for _ in range(n)]
-        samples = list(range(n))  # batch row -> sample index (rows leave as samples finish)
+        P = max(len(p) for p in prompts)
+        pads = [P - len(p) for p in prompts for _ in range(n)]
+        texts = [TextStream(self.tokenizer.stream_decoder(), cfg.stop) for _ in pads]
+        samples = list(range(len(pads)))  # batch row -> sample index (rows leave as samples finish)
         was_training = model.training
         model.eval()
         try:
             with torch.inference_mode():
-                seq = torch.empty(n, P + M, dtype=torch.long, device=dev)  # every row's text: prompt + output
-                seq[:, :P] = torch.tensor(prompt, dtype=torch.long, device=dev)
-                generators = None if seed is None else make_generators(seed, n, dev)
-                start = self._window(0, P)
-                cache = self._new_cache(1, P - start, M) if fast else None
-                logits, attention = self._forward(seq[:1, start:P], cache, capture)  # prefill, shared by all rows
+                seq = torch.empty(len(pads), P + M, dtype=torch.long, device=dev)  # each row: prompt + output
+                seq[:, :P] = torch.tensor([[p[0]] * (P - len(p)) + p for p in prompts for _ in range(n)], device=dev)
+                generators = None if seed is None else make_generators(seed, len(pads), dev)
+                origin = self._window(pads, P)
+                first = min(origin)
+                cache = None
+                if fast:  # prefill each prompt once, then repeat its state for its n samples
+                    cache, first = self._new_cache(origin[::n], P, M)
+                logits, attention = self._forward(seq[::n, first:P], cache, capture)
                 if n > 1:
-                    logits = logits.expand(n, -1)
+                    logits = logits.repeat_interleave(n, 0)
                     cache = cache.repeat(n) if cache is not None else None
             L = P
             for step in range(M):
@@ -281,8 +331,9 @@ class Engine:
                     seq[:, L] = ids_t
                     L += 1
                     rows_att = None if not attention else [a[:, :, -1, :] for a in attention]  # (B, nh, T_k)
+                slid = [o > p for o, p in zip(origin, pads)]
                 events = self._events(samples, ids_t.tolist(), logp_t.tolist(), texts, rows_att, step,
-                                      step == M - 1, stops, start > 0)
+                                      step == M - 1, stops, slid)
                 done = [r for r, ev in enumerate(events) if ev.finish_reason]
                 yield from events
                 if len(done) == len(samples) or step == M - 1:
@@ -293,23 +344,26 @@ class Engine:
                         rows = torch.tensor(keep, device=dev)
                         seq = seq.index_select(0, rows)
                         cache = cache.select(rows) if cache is not None else None
-                        samples = [samples[r] for r in keep]
+                        samples, pads, origin = ([x[r] for r in keep] for x in (samples, pads, origin))
                         generators = None if generators is None else [generators[r] for r in keep]
-                    new_start = self._window(start, L)
-                    if fast and new_start == start:
+                    moved = self._window(origin, L)
+                    room = self.context_limit is None or L - first <= self.context_limit  # rows may have left
+                    if fast and moved == origin and room:
                         logits, attention = self._forward(seq[:, L - 1:L], cache, capture)  # one new token
                     else:
-                        if fast:  # the window slid: re-prefill what stays into a fresh cache
-                            cache = self._new_cache(seq.size(0), L - new_start, M - step - 1)
-                        logits, attention = self._forward(seq[:, new_start:L], cache, capture)
-                    start = new_start
+                        origin = moved
+                        if fast:  # a window slid (or the rows that left held the start): re-prefill
+                            cache, first = self._new_cache(origin, L, M - step - 1)
+                        else:
+                            first = min(origin)  # recomputed windows: every row's origin is the same
+                        logits, attention = self._forward(seq[:, first:L], cache, capture)
         finally:
             model.train(was_training)
 
     @staticmethod
     def _events(samples: list[int], ids: list[int], logps: list[float], texts: list[TextStream],
                 rows_att: list[torch.Tensor] | None, step: int, last: bool, stops: set[int],
-                slid: bool) -> list[TokenEvent]:
+                slid: list[bool]) -> list[TokenEvent]:
         """One event per batch row for this step's tokens: text deltas, stops, and each row's attention."""
         events = []
         for r, (s, t, lp) in enumerate(zip(samples, ids, logps)):
@@ -321,7 +375,7 @@ class Engine:
                 if reason == "length":
                     text += texts[s].finish()
             att = None if rows_att is None else [a[min(r, a.size(0) - 1)] for a in rows_att]  # prefill: 1 row
-            events.append(TokenEvent(s, step, t, text, lp, att, slid, reason))
+            events.append(TokenEvent(s, step, t, text, lp, att, slid[r], reason))
         return events
 
 
@@ -354,5 +408,5 @@ def collect(stream: Stream, on_event: Callable[[TokenEvent], None] | None = None
             on_event(ev)
     end = time.perf_counter()
     timings = Timings(ttft_s=(first or end) - t0, total_s=end - t0, tokens=count, samples=n)
-    return [Generation(ids[i], "".join(texts[i]), logprobs[i], reasons[i], list(stream.prompt_ids),
+    return [Generation(ids[i], "".join(texts[i]), logprobs[i], reasons[i], list(stream.prompts[i]),
                        stream.sample_seed(i), slid[i], timings, attention[i] or None) for i in range(n)]

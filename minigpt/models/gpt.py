@@ -139,11 +139,16 @@ class KVCache:
     tokens see every cached one and each other causally, so a prompt can be fed in chunks of any size. Decode
     under torch.no_grad(): the writes are in place. Overflowing max_len (or block_size with learned positions)
     raises MinigptError; sliding a window is the engine's job.
+
+    `pad` (B,), when set, holds prompts of different lengths in one batch: row b's first pad[b] slots are
+    left padding that no query attends to, and its token at cache column j has position j - pad[b], so every row
+    computes exactly what it would alone (the engine's batched generation over many prompts).
     """
 
     k: torch.Tensor
     v: torch.Tensor
     pos: int = 0
+    pad: torch.Tensor | None = None
     bounded = True  # one entry per token, up to max_len (models.base.DecodeState)
 
     @property
@@ -156,11 +161,13 @@ class KVCache:
 
     def repeat(self, n: int) -> "KVCache":
         """A copy whose batch is each row repeated n times (row i becomes rows i*n .. i*n+n-1)."""
-        return KVCache(self.k.repeat_interleave(n, dim=1), self.v.repeat_interleave(n, dim=1), self.pos)
+        pad = None if self.pad is None else self.pad.repeat_interleave(n)
+        return KVCache(self.k.repeat_interleave(n, dim=1), self.v.repeat_interleave(n, dim=1), self.pos, pad)
 
     def select(self, rows: torch.Tensor) -> "KVCache":
         """The cache of only these batch rows, in this order."""
-        return KVCache(self.k.index_select(1, rows), self.v.index_select(1, rows), self.pos)
+        pad = None if self.pad is None else self.pad.index_select(0, rows)
+        return KVCache(self.k.index_select(1, rows), self.v.index_select(1, rows), self.pos, pad)
 
 
 # ---------------------------------------------------------------------------------------------- layers
@@ -406,22 +413,15 @@ class GPT(LanguageModel):
     def features(self, idx: torch.Tensor, *, cache: KVCache | None = None,
                  attention: list | None = None) -> torch.Tensor:
         B, T = idx.shape
-        c = self.config
         pos = 0 if cache is None else cache.pos
+        pad = None if cache is None else cache.pad
         self._check_room(B, pos, T, cache)
         x = self.transformer.wte(idx)  # (B, T, C)
-        if c.positions == "learned":
-            x = x + self.transformer.wpe.weight[pos:pos + T]  # (T, C) broadcast over the batch
+        if pad is None:
+            x, rope, mask = self._positions(x, pos, T)
+        else:
+            x, rope, mask = self._padded_positions(x, pos, T, pad)
         x = self.transformer.drop(x)
-        rope = None
-        if c.positions == "rope":
-            if pos + T <= self.rope_cos.size(0):
-                rope = (self.rope_cos[pos:pos + T], self.rope_sin[pos:pos + T])
-            else:  # past the trained context (rope only): compute the angles on the fly
-                rope = rope_tables(c.head_dim, pos, pos + T, c.rope_theta, idx.device)
-        mask = None
-        if pos > 0 and T > 1:  # new token i (absolute pos+i) sees cached keys and new keys up to itself
-            mask = torch.ones(T, pos + T, dtype=torch.bool, device=idx.device).tril(pos)  # (T, pos+T)
         for i, block in enumerate(self.transformer.h):
             kv = None if cache is None else (cache.k[i], cache.v[i], pos)
             x = block(x, rope, kv, mask, attention)
@@ -429,14 +429,51 @@ class GPT(LanguageModel):
             cache.pos = pos + T
         return self.transformer.ln_f(x)
 
+    def _positions(self, x: torch.Tensor, pos: int, T: int):
+        """Positions pos .. pos+T-1 for every row: learned embeddings added, rotary tables, and the mask for new
+        tokens after cached ones (None when plain causal attention is right)."""
+        c = self.config
+        if c.positions == "learned":
+            x = x + self.transformer.wpe.weight[pos:pos + T]  # (T, C) broadcast over the batch
+        rope = None
+        if c.positions == "rope":
+            if pos + T <= self.rope_cos.size(0):
+                rope = (self.rope_cos[pos:pos + T], self.rope_sin[pos:pos + T])
+            else:  # past the trained context (rope only): compute the angles on the fly
+                rope = rope_tables(c.head_dim, pos, pos + T, c.rope_theta, x.device)
+        mask = None
+        if pos > 0 and T > 1:  # new token i (absolute pos+i) sees cached keys and new keys up to itself
+            mask = torch.ones(T, pos + T, dtype=torch.bool, device=x.device).tril(pos)  # (T, pos+T)
+        return x, rope, mask
+
+    def _padded_positions(self, x: torch.Tensor, pos: int, T: int, pad: torch.Tensor):
+        """As `_positions` for left-padded rows (KVCache.pad): row b's cache column j is its position j - pad[b];
+        its padding is masked from every query (a padding query sees only itself, so no softmax row is empty)."""
+        c = self.config
+        cols = torch.arange(pos, pos + T, device=x.device)  # (T,) cache columns of the new tokens
+        positions = (cols[None, :] - pad[:, None]).clamp(min=0)  # (B, T)
+        if c.positions == "learned":
+            x = x + self.transformer.wpe(positions)
+        rope = None
+        if c.positions == "rope":
+            table = (self.rope_cos, self.rope_sin)
+            if pos + T > self.rope_cos.size(0):
+                table = rope_tables(c.head_dim, 0, pos + T, c.rope_theta, x.device)
+            rope = (table[0][positions], table[1][positions])  # (B, T, 1, hd) each
+        keys = torch.arange(pos + T, device=x.device)[None, None, :]  # (1, 1, S)
+        visible = (keys >= pad[:, None, None]) & (keys <= cols[None, :, None])  # (B, T, S): own text, causal
+        mask = (visible | (keys == cols[None, :, None]))[:, None]  # (B, 1, T, S)
+        return x, rope, mask
+
     def _check_room(self, B: int, pos: int, T: int, cache: KVCache | None) -> None:
         if cache is not None and B != cache.batch:
             raise MinigptError(f"KV cache holds {cache.batch} sequences but {B} were given; use cache.repeat(n)")
         if cache is not None and pos + T > cache.max_len:
             raise MinigptError(f"KV cache overflow: {pos} cached + {T} new tokens > max_len {cache.max_len}; "
                                f"make a larger cache with new_cache(), or slide the window")
-        if self.config.positions == "learned" and pos + T > self.config.block_size:
-            raise MinigptError(f"position {pos + T - 1} is beyond --block-size {self.config.block_size} "
+        longest = pos + T - (0 if cache is None or cache.pad is None else int(cache.pad.min()))
+        if self.config.positions == "learned" and longest > self.config.block_size:
+            raise MinigptError(f"position {longest - 1} is beyond --block-size {self.config.block_size} "
                                f"(learned positions stop there); keep at most {self.config.block_size} tokens")
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:

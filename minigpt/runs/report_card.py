@@ -1,10 +1,12 @@
 """The speedrun's report card: every stage measured on held-out data, in <out>/report.md (+ report.json, PNGs).
 
-Pretraining val loss and bits per byte; answer F1 on held-out functions for the base, SFT, DPO and RL models
-(greedy, the same prompts); reward-model pairwise accuracy; DPO preference accuracy (policy log-prob of chosen
-above rejected) before and after; RL mean reward before and after (of replies sampled at the rollout
-temperature: what RL optimises; and of the greedy reply), with its KL to the reference; and the four models'
-answers side by side. `write_report_card(out)` can be rerun at any time from a speedrun folder.
+- pretraining: val loss and bits per byte on the corpus's unseen modules, and bits per byte on `pydocs`'s
+  held-out modules (the docstring text alone, comparable with a model trained on pydocs);
+- every chat model (base, SFT, DPO, RL) answers the same held-out prompts greedily (runs/heldout.py): token F1
+  against the reference, exact match, and the pass rate per family (identity facts stated, out-of-world
+  questions declined), each with a bootstrap 95% interval, and the paired differences between stages;
+- the reward model's pairwise accuracy, DPO's preference accuracy, RL's sampled reward and KL;
+- the models' answers side by side. `write_report_card(out)` can be rerun at any time from a speedrun folder.
 """
 from __future__ import annotations
 
@@ -33,28 +35,6 @@ def read_state(out: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {"stages": {}}
 
 
-def heldout_answers(out: Path, n: int = 96, max_new_tokens: int = 48) -> dict[str, Any]:
-    """Greedy answers of each stage's model to the same held-out questions, with token F1 to the reference."""
-    from ..text.chat_format import render_prompt
-    from ..checkpoint import load_checkpoint
-    from ..infer.engine import Engine
-    from ..train.rewards import f1
-
-    prompts = [p for p in chat_tasks.rl_prompts() if p["split"] == "val"][:n]
-    answers: dict[str, list[str]] = {}
-    scores: dict[str, float] = {}
-    for stage in MODELS:
-        if not (out / stage / "latest").is_file():
-            continue
-        ckpt = load_checkpoint(checkpoint_of(out, stage))
-        engine = Engine(ckpt.model, ckpt.tokenizer)
-        texts = [engine.generate(render_prompt(ckpt.tokenizer, [{"role": "user", "content": p["prompt"]}]),
-                                 max_new_tokens=max_new_tokens, temperature=0.0).text.strip() for p in prompts]
-        answers[stage] = texts
-        scores[stage] = sum(f1(t, p["reference"]) for t, p in zip(texts, prompts)) / max(1, len(prompts))
-    return {"prompts": prompts, "answers": answers, "f1": scores}
-
-
 def _eval_rows(run_dir: Path) -> list[dict]:
     from ..train.metrics import read_metrics
 
@@ -76,75 +56,164 @@ def _fmt(v: float | None, digits: int = 3) -> str:
     return "n/a" if v is None else f"{v:.{digits}f}"
 
 
+def stage_answers(out: Path, facts: chat_tasks.Facts) -> dict[str, Any]:
+    """Every chat-capable stage's scored answers to the same held-out prompts."""
+    from ..checkpoint import load_checkpoint
+    from .heldout import answer, heldout_prompts
+
+    prompts = heldout_prompts(facts)
+    scored = {stage: answer(load_checkpoint(checkpoint_of(out, stage)), prompts, facts)
+              for stage in MODELS if (out / stage / "latest").is_file()}
+    return {"prompts": prompts, "scored": scored}
+
+
+def summarise(prompts: list[dict], scored: dict[str, list[dict]]) -> dict[str, Any]:
+    """Means with 95% intervals per stage (all prompts, and per family), and paired differences between stages."""
+    from .heldout import mean_ci, paired_ci
+
+    families = sorted({p["family"] for p in prompts})
+    table: dict[str, Any] = {}
+    for stage, rows in scored.items():
+        by = {"all": rows, **{f: [r for r, p in zip(rows, prompts) if p["family"] == f] for f in families}}
+        table[stage] = {group: {k: mean_ci([r[k] for r in rs]) for k in ("f1", "exact", "correct")}
+                        for group, rs in by.items() if rs}
+    diffs = {}
+    for before, after in (("pretrain", "sft"), ("sft", "dpo"), ("sft", "rl")):
+        if before in scored and after in scored:
+            diffs[f"{after}-{before}"] = paired_ci([r["f1"] for r in scored[before]], [r["f1"] for r in scored[after]])
+    return {"stages": table, "diffs": diffs, "families": families}
+
+
+def _describe(ckpt) -> str:
+    if ckpt is None:
+        return "none yet"
+    c = ckpt.model.config
+    return (f"GPT {c.n_layer} layers x {c.n_embd} wide, {c.n_head} heads, context {c.block_size}, "
+            f"{ckpt.model.num_params() / 1e6:.2f}M parameters")
+
+
+def _ci(v: tuple[float, float, float] | None, digits: int = 3) -> str:
+    if not v:
+        return "n/a"
+    return f"{v[0]:.{digits}f} [{v[1]:.{digits}f}, {v[2]:.{digits}f}]"
+
+
+def _pct(v: tuple[float, float, float] | None) -> str:
+    return "n/a" if not v else f"{100 * v[0]:.0f}% [{100 * v[1]:.0f}, {100 * v[2]:.0f}]"
+
+
 def write_report_card(out: Path, state: dict[str, Any] | None = None) -> Path:
-    """report.md + figures from the stage run folders (can be regenerated at any time)."""
+    """report.md + report.json + figures from the stage run folders (can be regenerated at any time)."""
+    from ..checkpoint import load_checkpoint
     from ..train.metrics import plot_run, read_metrics
+    from .heldout import corpus_bpb
 
     state = state or read_state(out)
-    held = heldout_answers(out)
+    base = load_checkpoint(checkpoint_of(out, "pretrain")) if (out / "pretrain" / "latest").is_file() else None
+    facts = chat_tasks.Facts(params=base.model.num_params() if base else None)
+    held = stage_answers(out, facts)
+    summary = summarise(held["prompts"], held["scored"])
+    docs_bpb = corpus_bpb(base.model, base.tokenizer, "pydocs") if base else {}
     figures = []
     for stage in ("pretrain", "sft", "reward", "dpo", "rl"):
         if (out / stage / "metrics.jsonl").is_file():
             png = plot_run(out / stage, out / f"{stage}_loss.png")
             figures.append((stage, png.name if png else None))
-    f1_png = _plot_f1(out, held["f1"])
+    f1_png = _plot_f1(out, summary)
     pre = _best_eval(out / "pretrain")
+    pre_steps = max((r["step"] for r in _eval_rows(out / "pretrain")), default=None)
     rm_first, rm_last = _first_last(out / "reward", "val/accuracy")
     dpo_first, dpo_last = _first_last(out / "dpo", "val/pref_acc")
     rl_first, rl_last = _first_last(out / "rl", "val/reward")
-    greedy_first, greedy_last = _first_last(out / "rl", "val/greedy_reward")
     rl_kl = [r["kl"] for r in read_metrics(out / "rl") if r.get("kind") == "train" and "kl" in r]
+    st, diffs = summary["stages"], summary["diffs"]
+    get = lambda stage, group, key: st.get(stage, {}).get(group, {}).get(key)  # noqa: E731
+    n_prompts = len(held["prompts"])
     lines = [
         "# minigpt speedrun report card", "",
-        f"Budget used: {state.get('elapsed', 0) / 60:.1f} min. All figures on held-out data: pretraining on unseen "
-        "modules; chat stages on functions never shown in SFT, DPO or RL data.", "",
-        "| stage | measure | before | after |", "| --- | --- | ---: | ---: |",
-        f"| pretrain | val loss (nats/token) / bits per byte, best step ({pre.get('step', 'n/a')}) | | "
+        f"Budget used: {state.get('elapsed', 0) / 60:.1f} min. Model: {_describe(base)}. "
+        f"All figures on held-out data: pretraining on modules it never saw; the chat models on {n_prompts} "
+        "prompts about functions no SFT, DPO or RL example mentions, and identity and out-of-world questions "
+        "asked in phrasings never trained on. [a, b] is a 95% bootstrap interval over prompts.", "",
+        "| stage | measure | value |", "| --- | --- | ---: |",
+        f"| pretrain | val loss (nats/token) / bits per byte, best step {pre.get('step', 'n/a')} of {pre_steps} | "
         f"{_fmt(pre.get('val/loss'))} / {_fmt(pre.get('val/bpb'))} |",
-        f"| sft | held-out answer F1 (base -> SFT) | {_fmt(held['f1'].get('pretrain'))} | {_fmt(held['f1'].get('sft'))} |",
-        f"| reward | held-out pairwise accuracy | {_fmt(rm_first)} | {_fmt(rm_last)} |",
-        f"| dpo | held-out preference accuracy, log p(chosen) > log p(rejected) (SFT -> DPO) | {_fmt(dpo_first)} | {_fmt(dpo_last)} |",
-        f"| rl | held-out mean reward, token F1 of sampled replies (SFT -> RL) | {_fmt(rl_first)} | {_fmt(rl_last)} |",
-        f"| rl | held-out reward of the greedy reply (SFT -> RL) | {_fmt(greedy_first)} | {_fmt(greedy_last)} |",
-        f"| rl | KL to the SFT model per token (first / last logged step) | {_fmt(rl_kl[0] if rl_kl else None, 4)} | {_fmt(rl_kl[-1] if rl_kl else None, 4)} |",
-        "", "## Answer F1 on held-out functions, every model", "",
-        "| model | F1 |", "| --- | ---: |",
-        *[f"| {LABELS[s]} | {held['f1'][s]:.3f} |" for s in MODELS if s in held["f1"]], "",
-        f"![answer F1]({f1_png.name})" if f1_png else "", "",
-        "## Training curves", "", *[f"![{s}]({p})" for s, p in figures if p], "",
-        "## The same questions, answered by each model", "",
-        "| question | reference | " + " | ".join(LABELS[s] for s in MODELS if s in held["answers"]) + " |",
-        "| --- | --- | " + " | ".join("---" for s in MODELS if s in held["answers"]) + " |",
+        f"| pretrain | bits per byte on pydocs' held-out modules (the docstrings alone) | {_fmt(docs_bpb.get('bpb'))} |",
     ]
-    for i, p in enumerate(held["prompts"][:8]):
-        cells = [p["prompt"], p["reference"]] + [held["answers"][s][i] for s in MODELS if s in held["answers"]]
-        lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
+    for stage in MODELS:
+        if stage in st:
+            lines.append(f"| {LABELS[stage]} | answer F1, all families / exact match / identity correct / "
+                         f"out-of-world declined | {_ci(get(stage, 'all', 'f1'))} / {_pct(get(stage, 'all', 'exact'))}"
+                         f" / {_pct(get(stage, 'identity', 'correct'))} / {_pct(get(stage, 'unknown', 'correct'))} |")
+    for name, d in diffs.items():
+        after, before = name.split("-")
+        lines.append(f"| {LABELS[after]} vs {LABELS[before]} | answer F1 difference (paired) | {_ci(d)} |")
+    lines += [
+        f"| reward | pairwise accuracy, first / last evaluation | {_fmt(rm_first)} / {_fmt(rm_last)} |",
+        f"| DPO | preference accuracy log p(chosen) > log p(rejected), SFT / DPO | {_fmt(dpo_first)} / {_fmt(dpo_last)} |",
+        f"| RL | mean reward of sampled replies, SFT / RL | {_fmt(rl_first)} / {_fmt(rl_last)} |",
+        f"| RL | KL to the SFT model per token, first / last step | {_fmt(rl_kl[0] if rl_kl else None, 4)} / "
+        f"{_fmt(rl_kl[-1] if rl_kl else None, 4)} |", "",
+        "## Answer F1 by family", "",
+        "| family | prompts | " + " | ".join(LABELS[s] for s in MODELS if s in st) + " |",
+        "| --- | ---: | " + " | ".join("---:" for s in MODELS if s in st) + " |",
+    ]
+    for f in summary["families"]:
+        count = sum(p["family"] == f for p in held["prompts"])
+        lines.append(f"| {f} | {count} | " + " | ".join(_ci(get(s, f, "f1"), 2) for s in MODELS if s in st) + " |")
+    lines += ["", f"![answer F1]({f1_png.name})" if f1_png else "", "",
+              "## Training curves", "", *[f"![{s}]({p})" for s, p in figures if p], "",
+              "## The same questions, answered by each model", ""]
+    lines += _side_by_side(held)
     lines += ["", f"Chat with the final model: `minigpt chat --checkpoint {out / 'rl'}`", ""]
     report = out / "report.md"
     atomic_write_text(report, "\n".join(lines))
-    atomic_write_text(out / "report.json", json.dumps({"f1": held["f1"], "reward_accuracy": [rm_first, rm_last],
-                                                       "dpo_pref_acc": [dpo_first, dpo_last],
-                                                       "rl_reward": [rl_first, rl_last],
-                                                       "rl_greedy_reward": [greedy_first, greedy_last],
-                                                       "rl_kl": [rl_kl[0], rl_kl[-1]] if rl_kl else None,
-                                                       "pretrain": pre}, indent=2))
+    atomic_write_text(out / "report.json", json.dumps({
+        "summary": summary, "pretrain": pre, "pretrain_steps": pre_steps, "pydocs_val": docs_bpb,
+        "reward_accuracy": [rm_first, rm_last], "dpo_pref_acc": [dpo_first, dpo_last],
+        "rl_reward": [rl_first, rl_last], "rl_kl": [rl_kl[0], rl_kl[-1]] if rl_kl else None,
+        "answers": {s: [r["reply"] for r in rows] for s, rows in held["scored"].items()},
+        "prompts": held["prompts"]}, indent=1, ensure_ascii=False))
     return report
 
 
-def _plot_f1(out: Path, scores: dict[str, float]) -> Path | None:
-    if not scores:
+def _side_by_side(held: dict[str, Any], per_family: int = 2) -> list[str]:
+    stages = [s for s in MODELS if s in held["scored"]]
+    lines = ["| family | question | reference | " + " | ".join(LABELS[s] for s in stages) + " |",
+             "| --- | --- | --- | " + " | ".join("---" for _ in stages) + " |"]
+    shown: dict[str, int] = {}
+    for i, p in enumerate(held["prompts"]):
+        if shown.get(p["family"], 0) >= per_family:
+            continue
+        shown[p["family"]] = shown.get(p["family"], 0) + 1
+        question = " / ".join(m["content"] for m in p["prompt"] if m["role"] == "user")
+        cells = [p["family"], question, p["reference"]] + [held["scored"][s][i]["reply"] for s in stages]
+        lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
+    return lines
+
+
+def _plot_f1(out: Path, summary: dict[str, Any]) -> Path | None:
+    """Grouped bars: answer F1 of every stage, on all held-out prompts and per family, with 95% intervals."""
+    stages = [s for s in MODELS if s in summary["stages"]]
+    if not stages:
         return None
     from ..train.metrics import pyplot
 
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5, 3), dpi=120)
-    names = [LABELS[s] for s in MODELS if s in scores]
-    bars = ax.bar(names, [scores[s] for s in MODELS if s in scores],
-                  color=["#999", "#4a90d9", "#7b61ff", "#e5533d"][:len(names)])
-    ax.bar_label(bars, fmt="%.3f", padding=2)
+    groups = ["all", *summary["families"]]
+    fig, ax = plt.subplots(figsize=(8, 3.4), dpi=120)
+    width = 0.8 / len(stages)
+    colours = {"pretrain": "#999", "sft": "#4a90d9", "dpo": "#7b61ff", "rl": "#e5533d"}
+    for k, stage in enumerate(stages):
+        vals = [summary["stages"][stage].get(g, {}).get("f1") or (0.0, 0.0, 0.0) for g in groups]
+        xs = [g + (k - (len(stages) - 1) / 2) * width for g in range(len(groups))]
+        ax.bar(xs, [v[0] for v in vals], width, color=colours[stage], label=LABELS[stage],
+               yerr=[[v[0] - v[1] for v in vals], [v[2] - v[0] for v in vals]], capsize=2, error_kw={"lw": 0.8})
+    ax.set_xticks(range(len(groups)), groups)
     ax.set_ylabel("held-out answer F1")
     ax.set_ylim(0, 1)
     ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncol=len(stages))
     fig.tight_layout()
     path = out / "answer_f1.png"
     fig.savefig(path)

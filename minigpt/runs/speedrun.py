@@ -15,9 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from ..train import finetune, rl
 from ..common import atomic_write_text, console, seed_everything
 from ..train.pretrain import pretrain
+from ..models.gpt import GPTConfig
 from ..train.trainer import TrainConfig
 from .report_card import checkpoint_of, read_state, write_report_card
 
@@ -35,8 +38,21 @@ def stage_config(stage: str, seconds: float, **fixed: Any) -> TrainConfig:
     return TrainConfig(**{**defaults, "max_iters": 1_000_000, "max_seconds": max(5.0, seconds), **fixed})
 
 
-# The pretraining recipe for the tiny GPT on pydocs under a time budget (tuned on 2 CPU cores).
+# The built-in corpus and the pretraining recipe under a time budget (the sweep in the README chose them on 2 CPU
+# cores); the model's depth and width are picked for the budget (train/autosize.py), its context is 256 tokens so
+# that a pasted function and its question fit.
+CORPUS = "stdlib"
 PRETRAIN = dict(eval_interval=250, eval_iters=10, batch_size=16, lr=2e-3, min_lr=1e-4, warmup_iters=100)
+BLOCK_SIZE = 256
+
+
+def prepare_corpus(name: str) -> None:
+    """Train (or find cached) the default tokenizer on the corpus and tokenize it into shards."""
+    from ..text.shards import DEFAULT_VOCAB, prepare, resolve_tokenizer
+    from ..text.sources import open_source
+
+    source = open_source(name)
+    prepare(source, resolve_tokenizer("auto", source, DEFAULT_VOCAB))
 
 
 def speedrun(budget: float = 1800.0, out: str | Path = "checkpoints/speedrun", *, seed: int = 1337,
@@ -69,7 +85,10 @@ def speedrun(budget: float = 1800.0, out: str | Path = "checkpoints/speedrun", *
         _save_state(out, state)
 
     fixed = dict(seed=seed, device=device)
-    run("pretrain", lambda d, s, r: pretrain("pydocs", out=d, resume=r, train_config=stage_config("pretrain", s, **fixed)))
+    prepare_corpus(CORPUS)  # before the shares are computed: tokenizer and shards are cached for pretrain
+    shape = GPTConfig(block_size=BLOCK_SIZE)
+    run("pretrain", lambda d, s, r: pretrain(CORPUS, out=d, resume=r, model_config=shape, autosize=True,
+                                             train_config=stage_config("pretrain", s, **fixed)))
     base = checkpoint_of(out, "pretrain")
     run("sft", lambda d, s, r: finetune.sft(base, out=d, resume=r, train_config=stage_config("sft", s, **fixed)))
     sft = checkpoint_of(out, "sft")
@@ -80,6 +99,6 @@ def speedrun(budget: float = 1800.0, out: str | Path = "checkpoints/speedrun", *
     report = write_report_card(out, state)
     state["elapsed"] = time.perf_counter() - started
     _save_state(out, state)
-    console.print(f"\n[bold green]speedrun finished[/] in {state['elapsed'] / 60:.1f} min. Report: {report}")
-    console.print(f"Chat with the final model:\n  [bold]minigpt chat --checkpoint {out / 'rl'}[/]")
+    console.print(f"\n[bold green]speedrun finished[/] in {state['elapsed'] / 60:.1f} min. Report: {escape(str(report))}")
+    console.print(f"Chat with the final model:\n  [bold]minigpt chat --checkpoint {escape(str(out / 'rl'))}[/]")
     return report

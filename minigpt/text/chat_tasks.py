@@ -1,13 +1,30 @@
-"""The built-in chat data: SFT conversations, preference pairs and RL prompts generated from the pydocs corpus.
+"""The built-in chat data: SFT conversations, preference pairs and RL prompts about Python's standard library.
 
-Questions such as "What does `json.dumps` do?" are answered with the first sentence of the docstring. Only
-entries of pretraining-train modules are used, and 1 in 10 of them (by a hash of the qualified name) are held
-out: they appear in the pretraining text but never in SFT, DPO or RL training data, so the stage figures
-measure generalisation.
+Five families, each a record with a `family` and a `split`:
+
+- `recall`: "What does `json.dumps` do?" answered with the first sentence of its docstring. The model has read
+  the docstring during pretraining (stdlib source and pydocs); SFT teaches it to answer from memory.
+- `context`: the user pastes a function (its `def` line and docstring) and asks what it does, what its
+  arguments are or what it returns; the answer is in the prompt.
+- `followup`: two turns: what a function does, then its arguments or its module ("What are its arguments?"),
+  which needs the earlier turn.
+- `identity`: who the model is, what it was trained on, how big it is, what it knows; each intent asked in many
+  phrasings, some held out, answered with fixed facts (`Facts`, filled in from the model being fine-tuned).
+- `unknown`: questions outside its world (cooking, geography, sport...) answered with a polite "I don't know".
+
+Held out: 1 function in 10 (by a hash of its qualified name) never appears in any SFT, DPO or RL training
+record, in any family; 1 phrasing in 4 of the identity and unknown questions is held out the same way. Only
+functions of pretraining-train modules are used, so the held-out figures measure what the model recalls and
+generalises, not what it was shown. `correct(record, reply)` is the per-family pass/fail rule the report card
+uses beside token F1.
 """
 from __future__ import annotations
 
+import ast
 import hashlib
+import re
+from dataclasses import dataclass
+from typing import Any
 
 from .corpora.pydocs import Entry, entries, split_of
 
@@ -17,14 +34,81 @@ QUESTIONS = (
     "What is `{name}` for?",
     "Describe the {kind} `{name}` briefly.",
 )
-IDENTITY = (
-    ("Who are you?", "I am minigpt, a small language model trained on the Python documentation."),
-    ("What can you do?", "I can explain what functions and classes of the Python standard library do, in one sentence."),
-    ("Who made you?", "I was trained with minigpt, a toolkit that takes text all the way to a chat model."),
-    ("Hello!", "Hello! Ask me what a Python function or class does."),
-    ("你是谁？", "我是 minigpt，一个用 Python 文档训练的小型语言模型。"),
-)
+CONTEXT_ASKS = {
+    "does": ("What does this {kind} do?", "In one sentence, what does it do?", "Summarise what this does."),
+    "args": ("What arguments does it take?", "Which parameters does this {kind} have?"),
+    "returns": ("What does it return?", "What is the return value?"),
+}
+FOLLOWUPS = {
+    "args": ("What are its arguments?", "Which parameters does it take?"),
+    "module": ("Which module is it in?", "Where is it defined?"),
+}
 HELDOUT_ONE_IN = 10
+PHRASING_HELDOUT_ONE_IN = 4
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the model says about itself."""
+
+    name: str = "minigpt"
+    params: int | None = None  # filled in from the model being fine-tuned
+    trained_on: str = "the source code and documentation of the Python standard library"
+
+    @property
+    def size(self) -> str:
+        if not self.params:
+            return "a small model"
+        return f"about {self.params / 1e6:.1f} million parameters" if self.params >= 1e5 else f"{self.params:,} parameters"
+
+
+# intent -> (phrasings, answer template, what a correct reply must contain)
+IDENTITY: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "name": (("Who are you?", "What is your name?", "What are you called?", "Tell me your name.",
+              "What should I call you?", "Introduce yourself.", "Who am I talking to?", "Are you a person?",
+              "What are you?", "Do you have a name?", "你是谁？", "你叫什么名字？"),
+             "I am {name}, a small language model that answers questions about Python's standard library.",
+             "{name}"),
+    "training": (("What were you trained on?", "What data did you learn from?", "Where does your knowledge come "
+                  "from?", "How were you trained?", "What did you read during training?", "What is your training "
+                  "data?", "Which texts were you trained with?", "What did you learn from?"),
+                 "I was trained on {trained_on}.", "standard library"),
+    "size": (("How big are you?", "How many parameters do you have?", "What is your size?", "How large is your "
+              "model?", "Are you a big model?", "What is your parameter count?", "How many weights do you have?",
+              "How small are you?"),
+             "I have {size}: a small model that runs on a laptop.", "{size}"),
+    "scope": (("What can you do?", "What do you know about?", "What topics can you help with?", "What are you "
+               "good at?", "What questions can I ask you?", "What do you know?", "How can you help me?",
+               "What is your speciality?"),
+              "I know Python's standard library: ask me what a function or class does, or paste one and ask about "
+              "it. I do not know much else.", "standard library"),
+    "maker": (("Who made you?", "Who trained you?", "Who built you?", "Who created you?", "Where do you come "
+               "from?", "Which tool trained you?"),
+              "I was trained with minigpt, a toolkit that takes text all the way to a chat model on a laptop.",
+              "minigpt"),
+    "greeting": (("Hello!", "Hi there.", "Hey, how are you?", "Good morning!", "Hello, can you help me?",
+                  "Hi!", "你好！"),
+                 "Hello! I am {name}. Ask me what a Python function or class does.", "{name}"),
+}
+UNKNOWN_TEMPLATES = (
+    "What is the capital of {place}?", "How do I cook {dish}?", "Who won the football World Cup in {year}?",
+    "What is the weather like in {place} today?", "Can you recommend a good book about {topic}?",
+    "How tall is the highest mountain in {place}?", "What is the best recipe for {dish}?",
+    "Who was the first king of {place}?", "Tell me a fun fact about {topic}.", "How do I grow {plant} at home?",
+    "What did people eat in {place} in {year}?", "Write a poem about {topic}.",
+)
+UNKNOWN_FILL = {
+    "place": ("France", "Peru", "Japan", "Kenya", "Norway", "Canada", "Egypt", "Chile", "India", "Spain"),
+    "dish": ("pancakes", "risotto", "dumplings", "paella", "curry", "lasagne"),
+    "year": ("1966", "1998", "2010", "1930", "2014"),
+    "topic": ("whales", "the moon", "volcanoes", "ancient Rome", "jazz", "bees"),
+    "plant": ("tomatoes", "basil", "orchids", "lemons"),
+}
+UNKNOWN_ANSWER = "I don't know that. I only know about Python's standard library."
+
+
+def _hash(text: str, byte: int = 0) -> int:
+    return hashlib.sha256(text.encode()).digest()[byte]
 
 
 def task_entries() -> list[Entry]:
@@ -42,56 +126,220 @@ def task_entries() -> list[Entry]:
 
 def task_split(e: Entry) -> str:
     """'val' for held-out entries (by a hash of the qualified name), else 'train'."""
-    return "val" if hashlib.sha256(e.name.encode()).digest()[1] % HELDOUT_ONE_IN == 0 else "train"
+    return "val" if _hash(e.name, 1) % HELDOUT_ONE_IN == 0 else "train"
+
+
+def phrasing_split(text: str) -> str:
+    return "val" if _hash(text, 2) % PHRASING_HELDOUT_ONE_IN == 0 else "train"
 
 
 def _pick(e: Entry, salt: str, n: int) -> int:
-    return hashlib.sha256(f"{salt}:{e.name}".encode()).digest()[0] % n
+    return _hash(f"{salt}:{e.name}") % n
+
+
+def _kind(e: Entry) -> str:
+    return "class" if e.kind == "class" else "function"
 
 
 def question(e: Entry, variant: int | None = None) -> str:
     template = QUESTIONS[_pick(e, "q", len(QUESTIONS)) if variant is None else variant % len(QUESTIONS)]
-    return template.format(name=e.name, kind="class" if e.kind == "class" else "function")
+    return template.format(name=e.name, kind=_kind(e))
 
 
-def sft_records(phrasings: int = 2) -> list[dict]:
-    """{"messages": [user question, assistant summary], "split": ...}: each entry asked `phrasings` ways, plus
-    the identity turns (train only). Held-out entries are asked once, in their split."""
+# ---------------------------------------------------------------------------------------------- answers
+
+
+def arguments(e: Entry) -> list[str]:
+    """Parameter names from the entry's signature ('(obj, *, skipkeys=False)' -> ['obj', 'skipkeys'])."""
+    if not e.signature:
+        return []
+    try:
+        node = ast.parse(f"def f{e.signature}: pass").body[0]
+    except SyntaxError:
+        return []
+    a = node.args
+    names = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs]
+    names += [f"*{a.vararg.arg}"] if a.vararg else []
+    names += [f"**{a.kwarg.arg}"] if a.kwarg else []
+    return names
+
+
+def arguments_answer(e: Entry) -> str:
+    names = [f"`{n}`" for n in arguments(e)]
+    if not names:
+        return "It takes no arguments."
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    return f"It takes {listed}."
+
+
+def returns_answer(e: Entry) -> str | None:
+    """The docstring's first sentence that says what comes back ('Return ...'), or None."""
+    para = " ".join(e.doc.strip().split("\n\n")[0].split())
+    for sentence in re.split(r"(?<=[.!?])\s+", para):
+        if re.match(r"Returns?\b", sentence) and 12 <= len(sentence) <= 200:
+            return sentence if sentence.endswith(".") else sentence + "."
+    return None
+
+
+def pasted(e: Entry, limit: int = 320) -> str:
+    """The function as a user would paste it: its def (or class) line and the docstring's first paragraph."""
+    short = e.name.rsplit(".", 1)[-1]
+    head = f"class {short}{e.signature}:" if e.kind == "class" else f"def {short}{e.signature}:"
+    para = e.doc.strip().split("\n\n")[0].strip()
+    if len(para) > limit:
+        para = para[:limit].rsplit(" ", 1)[0] + " ..."
+    body = "\n".join("    " + ln for ln in para.splitlines())
+    return f"```\n{head}\n    \"\"\"{body.strip()}\n    \"\"\"\n```"
+
+
+def _user(text: str) -> dict[str, str]:
+    return {"role": "user", "content": text}
+
+
+def _assistant(text: str) -> dict[str, str]:
+    return {"role": "assistant", "content": text}
+
+
+# ---------------------------------------------------------------------------------------------- families
+
+
+def recall_records(e: Entry, phrasings: int) -> list[dict[str, Any]]:
+    first = _pick(e, "q", len(QUESTIONS))
+    return [{"family": "recall", "messages": [_user(question(e, first + k)), _assistant(e.summary)]}
+            for k in range(phrasings)]
+
+
+def context_records(e: Entry) -> list[dict[str, Any]]:
+    """One pasted-function question per entry, asking what it does, its arguments or what it returns."""
+    asks = ["does", "args"] + (["returns"] if returns_answer(e) else [])
+    ask = asks[_pick(e, "ctx", len(asks))]
+    phrasings = CONTEXT_ASKS[ask]
+    q = phrasings[_pick(e, "ctxq", len(phrasings))].format(kind=_kind(e))
+    answer = {"does": e.summary, "args": arguments_answer(e), "returns": returns_answer(e)}[ask]
+    return [{"family": "context", "ask": ask, "messages": [_user(f"{pasted(e)}\n{q}"), _assistant(answer)]}]
+
+
+def followup_records(e: Entry) -> list[dict[str, Any]]:
+    ask = ("args", "module")[_pick(e, "fu", 2)]
+    q = FOLLOWUPS[ask][_pick(e, "fuq", len(FOLLOWUPS[ask]))]
+    answer = arguments_answer(e) if ask == "args" else f"It is in the `{e.module}` module."
+    messages = [_user(question(e)), _assistant(e.summary), _user(q), _assistant(answer)]
+    return [{"family": "followup", "ask": ask, "messages": messages}]
+
+
+# Ways to ask the same identity question; a held-out phrasing is held out with all its variants.
+VARIANTS = ("{q}", "Hey, {lower}", "Quick question: {q}", "{q} Answer briefly, please.")
+
+
+def identity_records(facts: Facts) -> list[dict[str, Any]]:
+    """Every intent's phrasings, each in its variants; Chinese questions are answered in Chinese."""
+    chinese = {"name": f"我是 {facts.name}，一个回答 Python 标准库问题的小型语言模型。",
+               "greeting": f"你好！我是 {facts.name}。可以问我 Python 的函数或类是做什么的。"}
+    out = []
+    for intent, (phrasings, template, _) in IDENTITY.items():
+        answer = template.format(name=facts.name, trained_on=facts.trained_on, size=facts.size)
+        held = set(sorted(phrasings, key=lambda q: _hash(q, 2))[:max(1, len(phrasings) // PHRASING_HELDOUT_ONE_IN)])
+        for q in phrasings:
+            is_zh = any("\u4e00" <= ch <= "\u9fff" for ch in q)
+            asked = [q] if is_zh else [v.format(q=q, lower=q[0].lower() + q[1:]) for v in VARIANTS]
+            for text in asked:
+                out.append({"family": "identity", "intent": intent, "split": "val" if q in held else "train",
+                            "messages": [_user(text), _assistant(chinese[intent] if is_zh else answer)]})
+    return out
+
+
+def unknown_records() -> list[dict[str, Any]]:
+    out = []
+    for i, template in enumerate(UNKNOWN_TEMPLATES):
+        keys = re.findall(r"{(\w+)}", template)
+        for j in range(6):
+            values = {k: UNKNOWN_FILL[k][(i * 7 + j * 3 + n) % len(UNKNOWN_FILL[k])] for n, k in enumerate(keys)}
+            q = template.format(**values)
+            out.append({"family": "unknown", "split": phrasing_split(q),
+                        "messages": [_user(q), _assistant(UNKNOWN_ANSWER)]})
+    return out
+
+
+def correct(record: dict[str, Any], reply: str, facts: Facts | None = None) -> bool:
+    """The report card's pass/fail rule: identity replies must state the fact asked for, unknown questions
+    must be declined, and every other family must match the reference exactly (case and spacing aside)."""
+    family = record.get("family")
+    if family == "identity":
+        facts = facts or Facts()
+        key = IDENTITY[record["intent"]][2].format(name=facts.name, size=facts.size)
+        return key.lower() in reply.lower() or (key == facts.name and facts.name in reply)
+    if family == "unknown":
+        return "don't know" in reply.lower() or "do not know" in reply.lower()
+    return exact_match(reply, record["reference"])
+
+
+def exact_match(reply: str, reference: str) -> bool:
+    """The same text, case and spacing aside."""
+    return " ".join(reply.lower().split()) == " ".join(reference.lower().split())
+
+
+# ---------------------------------------------------------------------------------------------- datasets
+
+
+def conversations(facts: Facts | None = None, phrasings: int = 2) -> list[dict[str, Any]]:
+    """Every family's records, each {"family", "split", "messages", ...}; held-out functions are in 'val'
+    (asked once per family) and take part in no training record."""
+    facts = facts or Facts()
     records = []
     for e in task_entries():
         split = task_split(e)
-        first = _pick(e, "q", len(QUESTIONS))
-        for k in range(phrasings if split == "train" else 1):
-            messages = [{"role": "user", "content": question(e, first + k)}, {"role": "assistant", "content": e.summary}]
-            records.append({"messages": messages, "split": split})
-    for q, a in IDENTITY:
-        for _ in range(3):
-            records.append({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}],
-                            "split": "train"})
-    return records
+        for r in (recall_records(e, phrasings if split == "train" else 1) + context_records(e)
+                  + followup_records(e)):
+            records.append({**r, "split": split, "entry": e.name, "module": e.module})
+    return records + identity_records(facts) + unknown_records()
 
 
-def preference_records() -> list[dict]:
-    """{"prompt", "chosen", "rejected", "split"}: chosen = the right summary; rejected = the summary of another
-    entry of the same module (a hard negative) or, for half of them, the right summary cut short."""
+def sft_records(facts: Facts | None = None, phrasings: int = 2) -> list[dict[str, Any]]:
+    """{"messages", "split", "family"}: training conversations and the held-out ones (the SFT val loss).
+    Identity and unknown turns are repeated 3 times: there are few of them and the answers must be exact."""
+    out = []
+    for r in conversations(facts, phrasings):
+        times = 3 if r["family"] in ("identity", "unknown") and r["split"] == "train" else 1
+        out += [{"messages": r["messages"], "split": r["split"], "family": r["family"]}] * times
+    return out
+
+
+def prompts(facts: Facts | None = None) -> list[dict[str, Any]]:
+    """Every conversation as a prompt (all but its last reply) with that reply as the `reference`."""
+    return [{"prompt": r["messages"][:-1], "reference": r["messages"][-1]["content"], "split": r["split"],
+             **{k: v for k, v in r.items() if k not in ("messages", "split")}} for r in conversations(facts, 1)]
+
+
+def rl_prompts(facts: Facts | None = None) -> list[dict[str, Any]]:
+    """{"prompt", "reference", "split", "family"}: the prompts RL trains on (every family but unknown, whose
+    one fixed answer SFT already teaches) and is evaluated on."""
+    return [p for p in prompts(facts) if p["family"] != "unknown"]
+
+
+def preference_records(facts: Facts | None = None) -> list[dict[str, Any]]:
+    """{"prompt", "chosen", "rejected", "split"}: chosen = the reference reply; rejected = the summary of
+    another function of the same module (a hard negative) or, for half of them, the right answer cut short;
+    identity and unknown prompts are paired with a confident wrong answer."""
+    facts = facts or Facts()
     by_module: dict[str, list[Entry]] = {}
-    items = task_entries()
-    for e in items:
+    for e in task_entries():
         by_module.setdefault(e.module, []).append(e)
-    records = []
-    for e in items:
-        others = [o for o in by_module[e.module] if o.summary != e.summary]
-        words = e.summary.split()
-        if others and _pick(e, "neg", 2) == 0:
-            rejected = others[_pick(e, "other", len(others))].summary
-        elif len(words) >= 6:
-            rejected = " ".join(words[: len(words) // 2])
+    out = []
+    for p in prompts(facts):
+        chosen, rejected = p["reference"], None
+        if p["family"] == "identity":
+            rejected = "I am ChatGPT, a large language model trained by OpenAI on the whole internet."
+        elif p["family"] == "unknown":
+            rejected = "Return a list of the lines in the string, breaking at line boundaries."
         else:
-            continue
-        records.append({"prompt": question(e), "chosen": e.summary, "rejected": rejected, "split": task_split(e)})
-    return records
-
-
-def rl_prompts() -> list[dict]:
-    """{"prompt", "reference", "split"}: the question and the summary the reward compares against."""
-    return [{"prompt": question(e), "reference": e.summary, "split": task_split(e)} for e in task_entries()]
+            name = p["entry"]
+            others = [o.summary for o in by_module[p["module"]] if o.summary != chosen and o.name != name]
+            words = chosen.split()
+            if others and _hash(f"neg:{name}:{p['family']}") % 2 == 0:
+                rejected = others[_hash(f"other:{name}") % len(others)]
+            elif len(words) >= 6:
+                rejected = " ".join(words[: len(words) // 2])
+        if rejected and rejected != chosen:
+            out.append({"prompt": p["prompt"], "chosen": chosen, "rejected": rejected, "split": p["split"],
+                        "family": p["family"]})
+    return out

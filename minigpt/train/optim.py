@@ -1,8 +1,8 @@
 """The optimizer and the learning-rate schedule: what every stage's training step uses.
 
 AdamW with weight-decay groups (matrices decay; norms, biases and lookup tables do not), fused where torch has
-the kernel (CPU and CUDA), and warm-up then cosine, linear or constant decay, by step or by the share of a
-wall-clock budget used.
+the kernel (CPU and CUDA), or Muon for the hidden matrices with AdamW for the rest (muon.py); and warm-up then
+cosine, linear or constant decay, by step or by the share of a wall-clock budget used.
 """
 from __future__ import annotations
 
@@ -40,9 +40,28 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
+def muon_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """`param_groups` with the hidden matrices (weights of linear layers other than the output head) moved to
+    a Muon group; embeddings, the head and vectors stay with AdamW."""
+    heads = {id(p) for name, m in model.named_modules() if name.rsplit(".", 1)[-1] in ("lm_head", "head")
+             for p in m.parameters()}
+    tables = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    hidden = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)} - heads - tables
+    groups = []
+    for g in param_groups(model, weight_decay):
+        mine = [p for p in g["params"] if id(p) in hidden]
+        rest = [p for p in g["params"] if id(p) not in hidden]
+        groups += [{**g, "params": ps, "algorithm": a} for a, ps in (("muon", mine), ("adamw", rest)) if ps]
+    return groups
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW over `param_groups`. Fused AdamW is one kernel per step on CUDA and on CPU (torch >= 2.4); other
-    devices use the foreach implementation."""
+    """AdamW over `param_groups`, or `MuonAdamW` when cfg.optimizer is "muon". Fused AdamW is one kernel per
+    step on CUDA and on CPU (torch >= 2.4); other devices use the foreach implementation."""
+    if cfg.optimizer == "muon":
+        from .muon import MuonAdamW
+
+        return MuonAdamW(muon_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     fused = device.type in ("cuda", "cpu") and all(p.dtype.is_floating_point for p in model.parameters())
     return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                              fused=fused or None)

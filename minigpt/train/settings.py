@@ -22,6 +22,8 @@ class TrainConfig:
     warmup_iters: int = option(100, "linear warm-up steps")
     schedule: Literal["cosine", "linear", "constant"] = option("cosine", "decay after warm-up")
     weight_decay: float = option(0.1, "AdamW weight decay on matrices (not on norms, biases, embeddings)")
+    optimizer: Literal["adamw", "muon"] = option("adamw", "adamw, or muon: orthogonalized momentum for the hidden "
+                                                          "matrices (AdamW for embeddings, head, norms)")
     beta1: float = option(0.9, "AdamW beta1")
     beta2: float = option(0.99, "AdamW beta2")
     grad_clip: float = option(1.0, "clip the gradient norm to this (0 disables)")

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from . import pydocs
+from . import pydocs, stdlib
 
-CORPORA = {"pydocs": pydocs}
+CORPORA = {"pydocs": pydocs, "stdlib": stdlib}
 
 
 def documents(name: str, split: str | None = None) -> Iterator[tuple[str, str]]:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 # Sub-packages that are tests, demos, tool internals or vendored code: skipped.
-_SKIP_PARTS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "lib2to3", "__pycache__",
+SKIP_PARTS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "lib2to3", "__pycache__",
                "ensurepip", "turtledemo", "pydoc_data", "encodings", "idlelib"}
 VAL_ONE_IN = 12
 
@@ -60,7 +60,8 @@ def stdlib_dir() -> Path:
     return Path(sysconfig.get_paths()["stdlib"])
 
 
-def _module_name(path: Path, root: Path) -> str:
+def module_name(path: Path, root: Path) -> str:
+    """json/__init__.py -> json, email/mime/text.py -> email.mime.text."""
     parts = list(path.relative_to(root).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts = parts[:-1]
@@ -112,13 +113,13 @@ def entries(root: str | None = None) -> tuple[Entry, ...]:
     out: list[Entry] = []
     for path in sorted(base.rglob("*.py")):
         rel = path.relative_to(base).parts
-        if any(p in _SKIP_PARTS or p.startswith("config-") for p in rel) or any(p.startswith("_") and p != "__init__.py" for p in rel):
+        if any(p in SKIP_PARTS or p.startswith("config-") for p in rel) or any(p.startswith("_") and p != "__init__.py" for p in rel):
             continue
         try:
             tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         except (SyntaxError, UnicodeDecodeError, ValueError):
             continue
-        out.extend(_entries_of(tree, _module_name(path, base)))
+        out.extend(_entries_of(tree, module_name(path, base)))
     return tuple(out)
 
 

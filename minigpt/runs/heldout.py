@@ -1,0 +1,98 @@
+"""Held-out measurements for the report cards: chat answers scored per prompt, with bootstrap intervals, and bits
+per byte of a model on another corpus's validation split.
+
+`answer(ckpt, prompts)` replies greedily to held-out prompts (one batch through the engine) and scores each reply
+by token F1 against the reference, exact match, and the family's pass/fail rule (`chat_tasks.correct`: identity
+replies must state the fact, out-of-world questions must be declined). `mean_ci` and `paired_ci` are percentile
+bootstrap 95% intervals over prompts (Efron & Tibshirani 1993): paired, because every model answers the same
+prompts, so a difference between two models is resampled prompt by prompt. `corpus_bpb` scores every token of a
+source's val split in non-overlapping windows (no sampling: the same number each time).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..text import chat_tasks
+from ..text.chat_format import render_prompt
+
+BOOTSTRAP = 2000
+# Held-out prompts per family in a report card (all identity and unknown ones; a sample of the large ones).
+PER_FAMILY = {"recall": 200, "context": 150, "followup": 100, "identity": 10_000, "unknown": 10_000}
+
+
+def heldout_prompts(facts: chat_tasks.Facts, per_family: dict[str, int] | None = None) -> list[dict[str, Any]]:
+    """The built-in held-out prompts, the first `per_family[f]` of each family (a fixed order)."""
+    limits, counts, out = per_family or PER_FAMILY, {}, []
+    for p in chat_tasks.prompts(facts):
+        f = p["family"]
+        if p["split"] == "val" and counts.get(f, 0) < limits.get(f, 0):
+            counts[f] = counts.get(f, 0) + 1
+            out.append(p)
+    return out
+
+
+def answer(ckpt, prompts: Sequence[dict[str, Any]], facts: chat_tasks.Facts, *, max_new_tokens: int = 64,
+           batch: int = 64) -> list[dict[str, Any]]:
+    """Greedy replies to `prompts` with their scores: {"reply", "f1", "exact", "correct"} per prompt."""
+    from ..infer.engine import Engine
+    from ..train.rewards import f1
+
+    engine, tok = Engine(ckpt.model, ckpt.tokenizer), ckpt.tokenizer
+    ids = [render_prompt(tok, p["prompt"]) for p in prompts]
+    stops = set(tok.specials.values())  # a chat reply ends at any special token, as in `minigpt chat`
+    replies: list[str] = []
+    for i in range(0, len(ids), batch):
+        gens = engine.generate_batch(ids[i:i + batch], temperature=0.0, max_new_tokens=max_new_tokens,
+                                     stop_ids=stops)
+        replies += [g.text.strip() for g in gens]
+    out = []
+    for p, reply in zip(prompts, replies):
+        out.append({"reply": reply, "f1": f1(reply, p["reference"]),
+                    "exact": float(chat_tasks.exact_match(reply, p["reference"])),
+                    "correct": float(chat_tasks.correct(p, reply, facts))})
+    return out
+
+
+def mean_ci(values: Sequence[float], seed: int = 0) -> tuple[float, float, float]:
+    """(mean, low, high): the mean and its percentile-bootstrap 95% interval."""
+    x = np.asarray(values, dtype=np.float64)
+    if len(x) == 0:
+        return math.nan, math.nan, math.nan
+    idx = np.random.default_rng(seed).integers(0, len(x), size=(BOOTSTRAP, len(x)))
+    means = x[idx].mean(axis=1)
+    return float(x.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def paired_ci(before: Sequence[float], after: Sequence[float], seed: int = 0) -> tuple[float, float, float]:
+    """(mean difference after - before, low, high) over the same prompts, paired bootstrap 95% interval."""
+    if len(before) != len(after):
+        raise ValueError("paired scores need the same prompts on both sides")
+    return mean_ci(np.asarray(after, dtype=np.float64) - np.asarray(before, dtype=np.float64), seed)
+
+
+@torch.no_grad()
+def corpus_bpb(model, tokenizer, source: str = "pydocs", split: str = "val") -> dict[str, float]:
+    """Loss (nats/token) and bits per byte of `model` on every token of `source`'s `split`, tokenized with the
+    model's own tokenizer, in non-overlapping windows of its block size."""
+    from ..text.shards import prepare
+    from ..text.sources import open_source
+
+    prepared = prepare(open_source(source), tokenizer)
+    tokens = torch.from_numpy(prepared.shard(split).astype(np.int64))
+    block, was_training = model.config.block_size, model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    n = (len(tokens) - 1) // block
+    for i in range(0, n, 16):  # 16 windows per forward
+        rows = [tokens[j * block:(j + 1) * block + 1] for j in range(i, min(n, i + 16))]
+        batch = torch.stack(rows).to(device)
+        loss = model(batch[:, :-1], batch[:, 1:], reduction="sum")
+        total, count = total + float(loss), count + batch[:, 1:].numel()
+    model.train(was_training)
+    loss = total / max(1, count)
+    return {"loss": loss, "bpb": loss / math.log(2) / prepared.bytes_per_token(split), "tokens": count}
