@@ -1,14 +1,19 @@
 """Conversation, preference and prompt data for SFT, reward modelling, DPO and RL, with exact-resume batches.
 
-Formats follow TRL: `{"messages": [...]}` or `{"prompt": ..., "completion": ...}` for SFT;
-`{"prompt": str | messages, "chosen": str, "rejected": str}` for preferences; `{"prompt": str | messages, ...}`
-for RL prompts (extra fields, e.g. a `reference` answer, go to the reward function). An optional `"split":
-"train" | "val"` field pins a record's split; otherwise about 1 in 20 records (by a hash of the content) is held
-out for validation. Files are read line by
-line with `json` rather than through `datasets` so that a malformed record is reported with its file and line
-number, which is what a user needs to fix it. Each record is rendered once with the chat template; batches
-are drawn from the rendered rows by `RowBatches`, an epoch-shuffling iterator whose generator state and
-position make up its whole state (exact resume, like `TokenWindows`).
+Formats follow TRL: `{"messages": [...]}` or `{"prompt": ..., "completion": ...}` for SFT; for preferences
+`{"prompt": str | messages, "chosen": str, "rejected": str}`, TRL's conversational form with an explicit prompt
+(`{"prompt": messages, "chosen": [assistant message], "rejected": [assistant message]}`) or with an implicit one
+(`{"chosen": messages, "rejected": messages}`: the prompt is the messages both share from the start, and each
+side then ends in one assistant message); `{"prompt": str | messages, ...}` for RL prompts (extra fields, e.g. a
+`reference` answer, go to the reward function). An optional `"split": "train" | "val"` field pins a record's
+split; otherwise about 1 in 20 records (by a hash of the content) is held out for validation.
+
+Sources: what `pretrain --data` accepts except plain text. A local .jsonl file is read line by line with `json`
+so that a malformed record is reported with its file and line number, which is what a user needs to fix it;
+.json, .parquet and .csv files and Hub dataset ids load through `datasets` (sources.TextSource.rows), and a
+source's own validation split, when it has one, is the val split. Each record is rendered once with the chat
+template; batches are drawn from the rendered rows by `RowBatches`, an epoch-shuffling iterator whose generator
+state and position make up its whole state (exact resume, like `TokenWindows`).
 """
 from __future__ import annotations
 
@@ -56,13 +61,35 @@ def conversation_of(record: dict, where: str) -> list[dict[str, str]]:
 
 
 def preference_of(record: dict, where: str) -> tuple[list[dict[str, str]], str, str]:
-    missing = [k for k in ("prompt", "chosen", "rejected") if k not in record]
+    """(prompt messages, chosen reply, rejected reply) from any of the three preference forms."""
+    missing = [k for k in ("chosen", "rejected") if k not in record]
     if missing:
         raise MinigptError(f"{where}: missing {', '.join(repr(m) for m in missing)}; a preference record needs "
-                           "'prompt', 'chosen' and 'rejected'")
-    if not isinstance(record["chosen"], str) or not isinstance(record["rejected"], str):
-        raise MinigptError(f"{where}: 'chosen' and 'rejected' must be strings (the two candidate replies)")
-    return prompt_messages(record["prompt"], where), record["chosen"], record["rejected"]
+                           "'chosen' and 'rejected' (and a 'prompt' unless they are message lists)")
+    chosen, rejected = record["chosen"], record["rejected"]
+    if isinstance(chosen, str) and isinstance(rejected, str):
+        if "prompt" not in record:
+            raise MinigptError(f"{where}: missing 'prompt'; with 'chosen' and 'rejected' as strings (the two "
+                               "replies) the record needs the prompt they answer")
+        return prompt_messages(record["prompt"], where), chosen, rejected
+    if isinstance(chosen, str) or isinstance(rejected, str):
+        raise MinigptError(f"{where}: 'chosen' and 'rejected' must both be strings or both message lists")
+    chosen, rejected = validate_messages(chosen, f"{where}: chosen"), validate_messages(rejected, f"{where}: rejected")
+    if "prompt" in record:  # explicit prompt: each side is the reply
+        prompt = prompt_messages(record["prompt"], where)
+    else:  # implicit prompt: the leading messages both sides share
+        n = 0
+        while n < min(len(chosen), len(rejected)) and chosen[n] == rejected[n]:
+            n += 1
+        prompt, chosen, rejected = chosen[:n], chosen[n:], rejected[n:]
+    return prompt, _reply(chosen, where, "chosen"), _reply(rejected, where, "rejected")
+
+
+def _reply(messages: list[dict[str, str]], where: str, side: str) -> str:
+    if len(messages) != 1 or messages[0]["role"] != "assistant":
+        raise MinigptError(f"{where}: after the prompt, '{side}' must be exactly one assistant message (got "
+                           f"{len(messages)} message(s)); preference pairs differ only in the final reply")
+    return messages[0]["content"]
 
 
 def is_val(where_or_key: str) -> bool:
@@ -143,11 +170,30 @@ def load_prompts(path_or_records, tokenizer, *, source: str = "") -> Rows:
 
 
 def _records(path_or_records) -> Iterator[tuple[str, dict]]:
-    if isinstance(path_or_records, (str, Path)):
-        yield from read_jsonl(path_or_records)
-    else:
+    if not isinstance(path_or_records, (str, Path)):
         for i, record in enumerate(path_or_records):
             yield f"record {i}", record
+    elif str(path_or_records).endswith(".jsonl") and Path(path_or_records).expanduser().exists():
+        yield from read_jsonl(Path(path_or_records).expanduser())
+    else:
+        yield from _dataset_records(str(path_or_records))
+
+
+def _dataset_records(spec: str) -> Iterator[tuple[str, dict]]:
+    """Rows of a .json/.parquet/.csv file or a Hub dataset through `datasets` (as `pretrain --data` loads them);
+    rows of the source's own validation split come marked "split": "val", the others "train"."""
+    from .sources import open_source
+
+    source = open_source(spec)
+    if source.kind not in ("rows", "hub"):
+        raise MinigptError(f"--data {spec}: chat data is a .jsonl, .json, .parquet or .csv file or a Hub dataset "
+                           "id, not plain text")
+    train, val = source.rows()
+    for split, rows in (("train", train), ("val", val)):
+        for i, record in enumerate(rows or ()):
+            if val is not None:
+                record = {**record, "split": split}
+            yield f"{spec} ({split} row {i + 1})", record
 
 
 # ---------------------------------------------------------------------------------------------- batches

@@ -219,24 +219,35 @@ class _WithReference(BatchObjective):
 
 class DPO(_WithReference):
     """Preference pairs as (2B, T) batches (chosen first). Metrics: implicit rewards, margin, accuracy (implicit
-    reward of chosen above rejected) and `pref_acc` (raw policy log-prob of chosen above rejected)."""
+    reward of chosen above rejected) and `pref_acc` (raw policy log-prob of chosen above rejected).
 
-    def __init__(self, make_batches: BatchFactory, reference, *, beta: float, seed: int, eval_iters: int):
+    `sft_weight` > 0 adds the chosen replies' negative log-likelihood per token (RPO: Pang et al. 2024,
+    "Iterative Reasoning Preference Optimization", eq. 3, as TRL's `rpo_alpha`): plain DPO can lower the
+    likelihood of both replies as long as their margin grows, and greedy answers get worse; the SFT term keeps
+    the chosen reply likely."""
+
+    def __init__(self, make_batches: BatchFactory, reference, *, beta: float, seed: int, eval_iters: int,
+                 sft_weight: float = 0.0):
         super().__init__(make_batches, reference, seed=seed, eval_iters=eval_iters)
-        self.beta = beta
+        self.beta, self.sft_weight = beta, sft_weight
 
     def loss(self, model, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
         x, y = batch
-        policy = sequence_logprobs(model, x, y)
+        per_token = model(x, y, reduction="none")  # (2B, T), 0 where y == -1
+        policy = -per_token.sum(dim=1)
         with torch.no_grad():
             ref = sequence_logprobs(self._ref(x.device), x, y)
         pc, pr = policy.chunk(2)
         rc, rr = ref.chunk(2)
         loss, r = dpo_loss(pc, pr, rc, rr, self.beta)
+        chosen = y[: len(y) // 2] != -1
+        nll = per_token[: len(y) // 2].sum() / chosen.sum().clamp(min=1)
+        if self.sft_weight:
+            loss = loss + self.sft_weight * nll
         return loss, {"chosen_reward": r["chosen_reward"].mean(), "rejected_reward": r["rejected_reward"].mean(),
                       "margin": (r["chosen_reward"] - r["rejected_reward"]).mean(),
                       "accuracy": win_rate(r["chosen_reward"], r["rejected_reward"]),
-                      "pref_acc": win_rate(pc, pr)}
+                      "pref_acc": win_rate(pc, pr), "chosen_nll": nll.detach()}
 
 
 class PolicyGradient(_WithReference):
