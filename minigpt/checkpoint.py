@@ -3,35 +3,51 @@
     checkpoints/<run>/
       run.json                 stage, parent run, resolved configs, minigpt version, format version
       metrics.jsonl            append-only training and eval metrics (the trainer writes it)
-      step_000500/             written as a temp folder, then renamed into place
-        config.json            {"format": 1, "model": {...}, "tokenizer_sha256": ..., "step": ...}
+      step_000500/             written as a temp folder, fsynced, then renamed into place (step_000500.2 when
+                               step 500 is saved again: a folder `latest` names is never renamed or replaced)
+        config.json            {"format": 1, "model": {...}, "tokenizer_sha256": ..., "step": ..., "about": ...}
         model.safetensors      weights of the unwrapped module (tied tensors stored once)
         tokenizer.bpe|.char    a copy, so a checkpoint is self-contained
         trainer_state.safetensors + trainer_state.json   optimizer, RNG and data position, step
       latest                   names the newest complete step (written last, atomically)
       best                     names the step with the lowest val loss
+      .lock                    held by the one process writing the run (runlock.py)
+
+A step's config.json is minigpt's, not a Hugging Face model config, though it shares the name: its "about"
+field says so, and `minigpt export RUN --format hf --out DIR` (minigpt/export/) writes a folder that
+`transformers` loads.
 
 Nothing is pickled: tensors go to safetensors, everything else to JSON. Loading checks, in order, that the
 files exist, the format version, the model kind and config, the tokenizer hash, and strict weight loading;
-each failure is one `MinigptError` line naming the file and the fix.
+each failure is one `MinigptError` line naming the file and the fix; the weights' shapes are checked against
+the safetensors header before the model is built, so a crafted config cannot make it allocate anything.
+
+Crash safety: at every instant `latest` names a complete, fsynced step folder; a kill leaves at most a hidden
+`.step_*.tmp` folder or a `.*.tmp` file, which `recover_run` (run by `check_run_dir` and the trainer, under the
+run's lock) deletes, pointing a dangling `latest` back at the newest complete step. A failed write (disk full)
+is one line and leaves the previous checkpoint as it was.
 """
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from . import __version__
-from .common import MinigptError, atomic_dir, atomic_write_text, sha256_file
+from .common import MinigptError, atomic_write_text, fsync_dir, fsync_file, sha256_file, temp_dir_beside
 from .config import to_dict
 
 FORMAT = 1
+ABOUT = ("a minigpt checkpoint, not a Hugging Face model folder: `minigpt export RUN --format hf --out DIR` writes "
+         "one that transformers' from_pretrained(DIR) loads")
 TOKENIZER_FILES = ("tokenizer.bpe", "tokenizer.char")
 
 
@@ -83,49 +99,163 @@ def write_run_info(run_dir: Path, info: dict[str, Any]) -> None:
 
 def read_run_info(run_dir: Path) -> dict[str, Any]:
     path = Path(run_dir) / "run.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise MinigptError(f"{path}: unreadable ({e}); restore it from a backup, or start a new run with another "
+                           "--out") from None
+    if not isinstance(info, dict):
+        raise MinigptError(f"{path}: not a run description (a JSON object); restore it or start a new run")
+    return info
 
 
 def tokenizer_file(folder: Path) -> Path | None:
     return next((folder / n for n in TOKENIZER_FILES if (folder / n).is_file()), None)
 
 
+def _put(path: Path, write) -> None:
+    """The one way a checkpoint file is written: `write(path)`, then fsync (fault-injection tests patch this)."""
+    write(path)
+    fsync_file(path)
+
+
+def _write_step(folder: Path, config: dict, model, tokenizer_path: Path, trainer_state: dict | None) -> None:
+    _put(folder / "config.json", lambda p: p.write_text(json.dumps(config, indent=2)))
+    _put(folder / "model.safetensors", lambda p: save_model(model, str(p)))
+    _put(folder / Path(tokenizer_path).name, lambda p: shutil.copyfile(tokenizer_path, p))
+    if trainer_state is not None:
+        tensors, skeleton = flatten_state(trainer_state)
+        _put(folder / "trainer_state.safetensors", lambda p: save_file(tensors, str(p)))
+        _put(folder / "trainer_state.json", lambda p: p.write_text(json.dumps(skeleton)))
+    fsync_dir(folder)
+
+
+def _free_name(run_dir: Path, step: int) -> Path:
+    """step_N, or step_N.2, step_N.3... when step N is saved again (the folder `latest` names stays untouched)."""
+    name, k = step_name(step), 1
+    while (run_dir / (name if k == 1 else f"{name}.{k}")).exists():
+        k += 1
+    return run_dir / (name if k == 1 else f"{name}.{k}")
+
+
 def save_checkpoint(run_dir: Path, step: int, model, tokenizer_path: Path, *, trainer_state: dict | None = None,
                     extra: dict | None = None, keep: int = 2, best: bool = False) -> Path:
-    """Write step_<step>/ atomically, then point `latest` (and `best` if asked) at it; prune old steps."""
+    """Write a step folder, then point `latest` (and `best` if asked) at it, then prune old steps. A kill at any
+    moment leaves `latest` naming a complete step; a write error (disk full) raises one line and changes nothing."""
     run_dir = Path(run_dir)
-    target = run_dir / step_name(step)
-    with atomic_dir(target) as tmp:
-        config = {"format": FORMAT, "minigpt": __version__, "step": step, "model": to_dict(model.config),
-                  "tokenizer_sha256": sha256_file(tokenizer_path), **(extra or {})}
-        (tmp / "config.json").write_text(json.dumps(config, indent=2))
-        save_model(model, str(tmp / "model.safetensors"))
-        shutil.copyfile(tokenizer_path, tmp / Path(tokenizer_path).name)
-        if trainer_state is not None:
-            tensors, skeleton = flatten_state(trainer_state)
-            save_file(tensors, str(tmp / "trainer_state.safetensors"))
-            (tmp / "trainer_state.json").write_text(json.dumps(skeleton))
-    atomic_write_text(run_dir / "latest", target.name + "\n")
-    if best:
-        atomic_write_text(run_dir / "best", target.name + "\n")
-    _prune(run_dir, keep)
+    config = {"format": FORMAT, "minigpt": __version__, "step": step, "model": to_dict(model.config),
+              "tokenizer_sha256": sha256_file(tokenizer_path), **(extra or {}), "about": ABOUT}
+    tmp = None
+    try:
+        tmp = temp_dir_beside(run_dir / step_name(step))
+        _write_step(tmp, config, model, tokenizer_path, trainer_state)
+        target = _free_name(run_dir, step)
+        os.rename(tmp, target)
+        fsync_dir(run_dir)
+    except BaseException as e:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, (OSError, SafetensorError)):
+            raise MinigptError(f"{run_dir}: cannot save step {step} ({e}); the previous checkpoint is kept; free "
+                               "some disk space, then continue with --resume") from None
+        raise
+    try:
+        same_step_best = (_step_of(_read_pointer(run_dir, "best") or "") == step)
+        atomic_write_text(run_dir / "latest", target.name + "\n")
+        if best or same_step_best:
+            atomic_write_text(run_dir / "best", target.name + "\n")
+    except OSError as e:
+        raise MinigptError(f"{run_dir}: saved {target.name} but cannot point 'latest' at it ({e}); free some disk "
+                           "space, then continue with --resume") from None
+    _prune(run_dir, keep, step)
     return target
 
 
-def _prune(run_dir: Path, keep: int) -> None:
+_STEP = re.compile(r"step_(\d+)(?:\.(\d+))?")
+
+
+def _step_of(name: str) -> int | None:
+    m = _STEP.fullmatch(name)
+    return int(m.group(1)) if m else None
+
+
+def _step_folders(run_dir: Path) -> list[Path]:
+    """step_* folders, oldest first (step, then re-save number)."""
+    found = []
+    for folder in run_dir.glob("step_*"):
+        m = _STEP.fullmatch(folder.name)
+        if m and folder.is_dir():
+            found.append(((int(m.group(1)), int(m.group(2) or 1)), folder))
+    return [folder for _, folder in sorted(found)]
+
+
+def _prune(run_dir: Path, keep: int, step: int) -> None:
+    """Delete older saves of `step` and all but the `keep` newest steps; `latest` and `best` always stay."""
     protected = {_read_pointer(run_dir, "latest"), _read_pointer(run_dir, "best")}
-    steps = sorted(p for p in run_dir.glob("step_*") if p.is_dir())
-    for old in steps[:-keep] if keep > 0 else []:
-        if old.name not in protected:
-            shutil.rmtree(old, ignore_errors=True)
+    folders = _step_folders(run_dir)
+    superseded = [p for p in folders if _step_of(p.name) == step and p.name not in protected]
+    rest = [p for p in folders if p not in superseded]
+    for folder in superseded + [p for p in (rest[:-keep] if keep > 0 else []) if p.name not in protected]:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def is_complete(folder: Path) -> bool:
+    """A step folder with its config, weights and tokenizer (every folder renamed into place by save_checkpoint)."""
+    return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file() \
+        and tokenizer_file(folder) is not None
+
+
+def newest_complete(run_dir: Path) -> Path | None:
+    return next((p for p in reversed(_step_folders(run_dir)) if is_complete(p)), None)
+
+
+def recover_run(run_dir: Path) -> list[str]:
+    """Tidy a run folder after a crash (call it holding the run's lock): delete temp leftovers, bring back a
+    `.step_N.old` folder an older minigpt left mid-swap, and point a dangling `latest` at the newest complete
+    step. Returns what was done, one line each."""
+    run_dir, done = Path(run_dir), []
+    if not run_dir.is_dir():
+        return done
+    latest = _read_pointer(run_dir, "latest")
+    for leftover in sorted(run_dir.glob(".*.old")) + sorted(run_dir.glob(".*.tmp")):
+        back = run_dir / leftover.name[1:-len(".old")]
+        if leftover.suffix == ".old" and latest == back.name and not is_complete(back) and is_complete(leftover):
+            shutil.rmtree(back, ignore_errors=True)
+            os.rename(leftover, back)
+            done.append(f"restored {back.name} from {leftover.name}")
+        elif leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+    if (latest is None and _step_folders(run_dir)) or (latest is not None and not is_complete(run_dir / latest)):
+        newest = newest_complete(run_dir)
+        if newest is not None:
+            atomic_write_text(run_dir / "latest", newest.name + "\n")
+            done.append(f"'latest' named {latest or 'nothing'}; now {newest.name}, the newest complete step")
+    best = _read_pointer(run_dir, "best")
+    if best is not None and not is_complete(run_dir / best):
+        (run_dir / "best").unlink()
+        done.append(f"'best' named the missing {best}; removed")
+    fsync_dir(run_dir)
+    return done
 
 
 def check_run_dir(run_dir: str | Path, resume: bool) -> Path:
     """The one rule every training command follows, checked before any tokenizer or data work: a new run needs
-    a folder that holds no run, and `--resume` needs the folder of an earlier run."""
+    a folder that holds no run, and `--resume` needs the folder of an earlier run. A folder another process is
+    writing is refused here already (runlock.py); on `--resume` crash leftovers are tidied first."""
+    from .common import print0
+    from .runlock import run_lock
+
     run_dir = Path(run_dir)
     if resume and not (run_dir / "run.json").is_file():
         raise MinigptError(f"--resume: {run_dir} holds no run (no run.json); give the --out of an earlier run")
+    if run_dir.is_dir():
+        with run_lock(run_dir):
+            for line in recover_run(run_dir) if resume else []:
+                print0(f"recovered {run_dir}: {line}", markup=False)
     if resume and not (run_dir / "latest").is_file():
         raise MinigptError(f"--resume: {run_dir} stopped before its first checkpoint; start it again without "
                            "--resume")
@@ -144,12 +274,16 @@ def resolve_step(path: str | Path) -> Path:
     path = Path(path)
     if (path / "config.json").is_file():
         return path
-    if path.name in ("latest", "best") and path.is_file():
-        return path.parent / path.read_text().strip()
-    if path.is_dir():
-        pointer = _read_pointer(path, "latest")
-        if pointer and (path / pointer / "config.json").is_file():
-            return path / pointer
+    run_dir, pointer = (path.parent, path.name) if path.name in ("latest", "best") and path.is_file() \
+        else (path, "latest")
+    if run_dir.is_dir():
+        name = _read_pointer(run_dir, pointer)
+        if name and (run_dir / name / "config.json").is_file():
+            return run_dir / name
+        newest = newest_complete(run_dir)
+        if name and newest is not None:
+            raise MinigptError(f"{run_dir}/{pointer} names {name}, which is missing (an interrupted save?); give "
+                               f"--checkpoint {newest}, or continue the run with --resume, which repairs it")
         raise MinigptError(f"{path}: no complete checkpoint in this folder (no 'latest'); train one first "
                            "or give a step_* folder")
     raise MinigptError(f"--checkpoint {path}: no such checkpoint folder")
@@ -206,12 +340,16 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu", wit
         raise MinigptError(f"{tok_path}: does not match the tokenizer the model was trained with "
                            "(sha256 differs); restore the original file")
     tokenizer = load_tokenizer(tok_path)
-    model = (build or (lambda c: build_model(config_from_dict(c, source=str(path / "config.json")))))(config["model"])
-    vocab = getattr(model.config, "vocab_size", None)
+    build = build or (lambda c: build_model(config_from_dict(c, source=str(path / "config.json"))))
+    weights = path / "model.safetensors"
+    with torch.device("meta"):  # shapes only: nothing is allocated before they match the file's header
+        probe = build(config["model"])
+    _check_shapes(weights, probe)
+    vocab = getattr(probe.config, "vocab_size", None)
     if vocab is not None and vocab < tokenizer.vocab_size:
         raise MinigptError(f"{path}: model vocab {vocab} is smaller than the tokenizer's {tokenizer.vocab_size}; "
                            "the checkpoint is inconsistent")
-    weights = path / "model.safetensors"
+    model = build(config["model"])
     try:
         missing, unexpected = load_model(model, str(weights), strict=False)
     except (SafetensorError, OSError) as e:
@@ -233,3 +371,19 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu", wit
         except (SafetensorError, OSError, ValueError, KeyError) as e:
             raise MinigptError(f"{path}/trainer_state.*: unreadable ({e}); resume from another step") from None
     return Checkpoint(path, config, model, tokenizer, tok_path, state)
+
+
+def _check_shapes(weights: Path, probe) -> None:
+    """Every tensor in the safetensors header must have the shape the config gives it (read from the header
+    alone, against a model built on the meta device)."""
+    try:
+        with safe_open(str(weights), "pt") as f:
+            shapes = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+    except (SafetensorError, OSError) as e:
+        raise MinigptError(f"{weights}: unreadable ({e}); the file is truncated or corrupt, use another step") from None
+    expected = {name: tuple(t.shape) for name, t in probe.state_dict().items()}
+    for name, shape in shapes.items():
+        if name not in expected or expected[name] != shape:
+            wanted = f"config.json gives {expected[name]}" if name in expected else "config.json has no such tensor"
+            raise MinigptError(f"{weights}: weights do not fit the config ({name} is {shape} in the file, "
+                               f"{wanted}); the checkpoint is inconsistent")

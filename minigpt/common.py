@@ -2,7 +2,8 @@
 
 Owns: the one user-facing error type (`MinigptError`, printed as one line by the CLI), `MINIGPT_HOME`,
 device and precision autodetection (cpu, cuda, mps), seeding, torchrun/DDP set-up and rank-0 printing,
-atomic file and directory writes, and hashing. No training, model or data logic lives here.
+atomic file and directory writes (temp + fsync + rename + fsync of the folder, so a crash or power cut leaves
+the old version or the new one, never a torn file), and hashing. No training, model or data logic lives here.
 """
 from __future__ import annotations
 
@@ -15,11 +16,12 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-import numpy as np
-import torch
 from rich.console import Console
+
+if TYPE_CHECKING:  # torch is imported where it is used, so `minigpt --help` and the CLI's checks start instantly
+    import torch
 
 console = Console(highlight=False)
 
@@ -46,6 +48,8 @@ def minigpt_home() -> Path:
 
 def resolve_device(name: str = "auto") -> torch.device:
     """'auto' picks cuda, then mps, then cpu; an explicit name is checked and refused if absent."""
+    import torch
+
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
@@ -62,6 +66,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     """The autocast dtype: 'auto' is bf16 on CUDA that supports it, else fp16 on CUDA, else fp32."""
+    import torch
+
     table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
              "float16": torch.float16, "fp16": torch.float16}
     if name == "auto":
@@ -75,6 +81,9 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
+    import numpy as np
+    import torch
+
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
 
@@ -146,8 +155,28 @@ def _umask() -> int:
     return mask
 
 
+def fsync_dir(path: str | Path) -> None:
+    """Make a rename or an unlink inside `path` durable (a no-op where folders cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: str | Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then rename: readers see the old file or the new one."""
+    """Write to a temp file in the same folder, fsync, rename, fsync the folder: readers see the old file or the
+    new one, and after a crash the file is the old or the new one too."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -162,21 +191,42 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    fsync_dir(path.parent)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-@contextlib.contextmanager
-def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a temp folder beside `path`; on success it is renamed to `path` (replacing an older one)."""
+def temp_dir_beside(path: str | Path) -> Path:
+    """A new empty folder `.NAME.XXXX.tmp` next to `path` (usual permissions), to be renamed to `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    tmp.chmod(0o777 & ~_umask())
+    return tmp
+
+
+def fsync_tree(folder: Path) -> None:
+    """fsync every file in `folder` (recursively), then the folders themselves."""
+    for sub in sorted(folder.rglob("*"), key=lambda p: -len(p.parts)):
+        if sub.is_file():
+            fsync_file(sub)
+        elif sub.is_dir():
+            fsync_dir(sub)
+    fsync_dir(folder)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield a temp folder beside `path`; on success its files are fsynced and it is renamed to `path`
+    (replacing an older one: for a moment there is neither; run checkpoints avoid that window, see
+    checkpoint.save_checkpoint)."""
+    path = Path(path)
+    tmp = temp_dir_beside(path)
     try:
-        tmp.chmod(0o777 & ~_umask())
         yield tmp
+        fsync_tree(tmp)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -185,6 +235,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
+        fsync_dir(path.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -7,8 +7,9 @@ head and the sampler do realistic work). Both paths go through `Engine.stream` w
 
 Reported per path (best of --runs, by total time): tokens/s over the whole generation, time to first token,
 and ms/token around tokens 50, 250 and 500 (median of the 20 tokens ending there), as wall-clock time and as the
-process's CPU time. Targets: the cache is at least 5x faster over 500 tokens, and its per-token time stays flat
-(within 20% from token 50 to token 500). Flatness is judged on CPU time: on a shared machine the wall clock of a
+process's CPU time, and the tokens/s of batches of 8 and 32 different prompts decoded together. Targets:
+single-stream cached decoding >= 1,500 tokens/s, the cache at least 8x faster than recomputing over 500 tokens,
+and its per-token time flat (within 20% from token 50 to token 500). Flatness is judged on CPU time: on a shared machine the wall clock of a
 1-2 ms step is mostly waiting for a time slice (it comes in multiples of the 4 ms scheduler tick), which says
 nothing about the work per token; the wall-clock ratio is shown beside it.
 
@@ -61,6 +62,16 @@ def run(engine: Engine, ids: list[int], n_tokens: int, use_cache: bool) -> dict:
     return dict(ids=out, total=total, tps=len(out) / total, ttft=wall[0], wall=wall, cpu=cpu)
 
 
+def batched(engine: Engine, tok, n_tokens: int, rows: int) -> dict:
+    """`rows` different prompts decoded as one batch (KV cache, left-padded): tokens/s of all rows together."""
+    prompts = [[tok.bos_id] + tok.encode(f"Prompt number {i} says") for i in range(rows)]
+    t0 = time.perf_counter()
+    gens = engine.generate_batch(prompts, max_new_tokens=n_tokens, temperature=0.8, top_k=50, top_p=0.95, seed=0,
+                                 stop_ids=())
+    total = time.perf_counter() - t0
+    return dict(tps=sum(len(g.ids) for g in gens) / total, total=total)
+
+
 def ms_at(gaps: list[float], k: int, width: int = 20) -> float:
     """Median ms/token over the `width` tokens ending at token k (1-based), the first token excluded."""
     k = min(k, len(gaps))
@@ -93,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         runs = [run(engine, ids, a.tokens, use_cache) for _ in range(a.runs)]
         results[name] = min(runs, key=lambda r: r["total"])
     cached, full = results["KV cache"], results["full recompute (nanoGPT's way)"]
+    batches = {rows: max((batched(engine, tok, a.tokens, rows) for _ in range(a.runs)), key=lambda r: r["tps"])
+               for rows in (8, 32)}
     checks: list[bool] = []
 
     c = model.config
@@ -110,13 +123,16 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in results.items():
         table.add_row(name, f"{r['tps']:.1f}", f"{r['ttft'] * 1000:.1f} ms",
                       *(f"{ms_at(r['wall'], m):.2f} ({ms_at(r['cpu'], m):.2f})" for m in marks))
+    for rows, r in batches.items():
+        table.add_row(f"KV cache, a batch of {rows} prompts", f"{r['tps']:.1f}", "", *("" for _ in marks))
     speedup = cached["tps"] / full["tps"]
     flat_cpu = ms_at(cached["cpu"], marks[-1]) / ms_at(cached["cpu"], marks[0])
     flat_wall = ms_at(cached["wall"], marks[-1]) / ms_at(cached["wall"], marks[0])
     same = cached["ids"] == full["ids"]
     targets = Table("target", "measured", "result", title="targets")
     for label, value, ok in [
-            (f"KV cache >= 5x the no-cache tokens/s over {a.tokens} tokens", f"{speedup:.1f}x", speedup >= 5),
+            ("single-stream KV cache >= 1,500 tokens/s", f"{cached['tps']:,.0f}", cached["tps"] >= 1500),
+            (f"KV cache >= 8x the no-cache tokens/s over {a.tokens} tokens", f"{speedup:.1f}x", speedup >= 8),
             (f"cached ms/token flat within 20% (@{marks[-1]} / @{marks[0]}, CPU time; wall clock in brackets)",
              f"{flat_cpu:.2f} ({flat_wall:.2f})", abs(flat_cpu - 1) <= 0.2),
             ("both paths sample the same tokens", "yes" if same else "no", same)]:

@@ -20,14 +20,14 @@ from minigpt.chat.commands import BUILTIN
 from minigpt.chat.io import PlainIO
 from minigpt.chat.loop import CommandTable, run_chat
 from minigpt.chat.session import ChatSession
-from minigpt.checkpoint import save_checkpoint
 from minigpt.infer.engine import Engine
 from minigpt.models.base import LanguageModel
 from minigpt.models.gpt import GPT, GPTConfig
 from minigpt.infer.sampling import SamplingConfig
 from minigpt.text.tokenizer import train_char
 
-CHARS = "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,:;!?#'<|>/-"  # no newline: see below
+from conftest import CHARS, make_checkpoint
+
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -274,26 +274,73 @@ def test_commands_can_be_added_from_another_module(tok):
     assert "unknown command /count" in transcript(echo_session(tok), ["hi", "/count"])
 
 
+def test_input_that_is_not_utf8_and_a_binary_load_never_end_the_chat(tok, tmp_path):
+    """Bad bytes become U+FFFD (with a note), so the reply and /save work; /load of a binary file is one line."""
+    binary = tmp_path / "photo.jpg"
+    binary.write_bytes(b"\xff\xd8\xff\xe0 JFIF \x00\x01")
+    saved = tmp_path / "c.jsonl"
+    lines = [b"caf\xe9 ol\xe9\n", f"/load {binary}\n".encode(), f"/save {saved}\n".encode(), b"still here\n"]
+    session = echo_session(tok)
+    text = transcript(session, lines)
+    assert "not valid UTF-8" in text and f"/load {binary}: not UTF-8 text" in text
+    assert json.loads(saved.read_text())["messages"][0]["content"] == "caf\ufffd ol\ufffd"
+    assert text.endswith("#2 still here\n")
+    session.add_user("lone \udcff surrogate")  # what a terminal hands over for an undecodable byte
+    assert session.messages[-1]["content"] == "lone \ufffd surrogate"
+
+
+def test_an_unexpected_error_saves_the_conversation_and_the_chat_goes_on(tok, monkeypatch):
+    from minigpt.chat import loop
+
+    session = echo_session(tok)
+    real, calls = loop.respond, []
+
+    def flaky(s, io):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("a bug")
+        return real(s, io)
+
+    monkeypatch.setattr(loop, "respond", flaky)
+    text = transcript(session, ["first", "second", "third"])
+    saved = sorted((Path(os.environ["MINIGPT_HOME"]) / "chats").glob("rescued-*.jsonl"))
+    assert len(saved) == 1 and f"unexpected RuntimeError: a bug; the conversation is saved in {saved[0]}" in text
+    assert [m["content"] for m in json.loads(saved[0].read_text())["messages"]] == ["first", "#1 first", "second"]
+    assert text.endswith("#3 third\n")  # the chat went on
+    assert "RuntimeError: a bug" in saved[0].with_suffix(".traceback.txt").read_text()
+
+
+def test_ctrl_c_at_the_prompt_exits_only_when_pressed_twice_within_two_seconds():
+    from minigpt.chat.io import CtrlC
+
+    now = [100.0]
+    rule = CtrlC(clock=lambda: now[0])
+    assert not rule.pressed()  # the first press only arms
+    now[0] += 2.5
+    assert not rule.pressed()  # too late: arms again
+    now[0] += 1.9
+    assert rule.pressed()
+    rule.reset()  # a line was entered: start over
+    now[0] += 0.1
+    assert not rule.pressed()
+
+
+def test_commands_never_overwrite_or_create_folders_without_force_or_a_yes(tok, tmp_path):
+    session = echo_session(tok)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    out = io.StringIO()
+    lines = ["hi", f"/save {victim}", f"/save {tmp_path / 'new' / 'x.jsonl'}"]
+    run_chat(session, PlainIO(lines, out, out), default_commands())
+    text = out.getvalue()
+    assert victim.read_text() == "precious" and not (tmp_path / "new").exists()
+    assert f"{victim}: already exists" in text and "no such folder" in text
+    run_chat(session, PlainIO([f"/save {victim}", f"/save {tmp_path / 'new' / 'x.jsonl'}"], out, out),
+             default_commands(), force=True)
+    assert json.loads(victim.read_text())["messages"][0]["content"] == "hi" and (tmp_path / "new" / "x.jsonl").is_file()
+
+
 # ---------------------------------------------------------------------------------------------- the CLI
-
-
-def make_checkpoint(root: Path, stage: str) -> Path:
-    """A tiny GPT whose head never picks a special token: replies run to max_new_tokens (handy for Ctrl-C)."""
-    tok = train_char(CHARS)
-    root.mkdir(parents=True, exist_ok=True)
-    tok.save(root / "tokenizer.char")
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=2, n_head=2, n_embd=32))
-    with torch.no_grad():  # zero-initialised blocks: h = norm(embedding); dimension 0 is always positive
-        model.transformer.wte.weight.normal_()
-        model.transformer.wte.weight[:, 0] = 5.0
-        model.lm_head.weight.normal_(0, 0.6)
-        for i in tok.specials.values():
-            model.lm_head.weight[i] = 0
-            model.lm_head.weight[i, 0] = -20.0
-    run = root / f"run-{stage}"
-    save_checkpoint(run, 1, model, root / "tokenizer.char", extra={"stage": stage})
-    return run
 
 
 @pytest.fixture(scope="module")
@@ -330,6 +377,29 @@ def test_piped_stdin_is_one_turn_per_line(ckpt):
     assert r.returncode == 0, r.stderr
     expected = expected_transcript(ckpt, ["/system be nice", "hello", "and then?"], temperature=0, max_new_tokens=12)
     assert r.stdout == expected and len(r.stdout) == 2 * 13 and "\x1b" not in r.stdout
+
+
+def test_piped_slash_commands_are_text_unless_commands_is_given(ckpt, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    r = minigpt("chat", "--checkpoint", str(ckpt), "--max-new-tokens", "5", input=f"/save {victim}\n")
+    assert r.returncode == 0 and victim.read_text() == "precious" and len(r.stdout) == 6
+    assert "add --commands" in r.stderr
+    r = minigpt("chat", "--checkpoint", str(ckpt), "--commands", "--max-new-tokens", "5",
+                input=f"/save {victim}\nhello\n/attn html {victim}\n/attn html {tmp_path / 'new' / 'a.html'}\n")
+    assert r.returncode == 0 and victim.read_text() == "precious" and r.stderr.count("already exists") == 2
+    assert "no such folder" in r.stderr and not (tmp_path / "new").exists()
+    r = minigpt("chat", "--checkpoint", str(ckpt), "--commands", "--force", input=f"/save {victim}\n")
+    assert r.returncode == 0 and json.loads(victim.read_text()) == {"messages": []}
+
+
+def test_piped_bytes_that_are_not_utf8_do_not_end_the_chat(ckpt, tmp_path):
+    saved = tmp_path / "c.jsonl"
+    r = subprocess.run([sys.executable, "-m", "minigpt", "chat", "--checkpoint", str(ckpt), "--max-new-tokens", "3",
+                        "--commands"], input=b"caf\xe9\n" + f"/save {saved}\n".encode(), capture_output=True,
+                       timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0 and b"Traceback" not in r.stderr, r.stderr
+    assert json.loads(saved.read_text())["messages"][0]["content"] == "caf\ufffd"
 
 
 def test_base_checkpoint_continues_and_says_so(tmp_path):
@@ -403,7 +473,14 @@ def test_terminal_session(ckpt, tmp_path):
         child.sendline("and now?")
         child.expect(r"5 tokens · [\d.]+ tokens/s")
         at_prompt(child)
-        child.sendcontrol("c")  # Ctrl-C at an empty prompt: leave
+        child.sendcontrol("c")  # Ctrl-C at an empty prompt (e.g. meant for a reply that just ended): only arms
+        child.expect_exact("Ctrl-C again within 2 s to exit")
+        child.sendline("/set top_k 3")  # the chat goes on, conversation intact
+        child.expect_exact("top_k = 3")
+        at_prompt(child)
+        child.sendcontrol("c")
+        child.expect_exact("Ctrl-C again")
+        child.sendcontrol("c")  # a second Ctrl-C within 2 s: leave
         child.expect(pexpect_eof())
     finally:
         child.close()
@@ -432,6 +509,28 @@ def test_terminal_ctrl_d_exits(ckpt):
     finally:
         child.close()
     assert child.exitstatus == 0
+
+
+def test_terminal_asks_before_overwriting_or_creating_folders(ckpt, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    child = spawn_chat(ckpt, "--max-new-tokens", "3")
+    try:
+        at_prompt(child)
+        child.sendline(f"/save {victim}")
+        child.expect_exact("exists; overwrite it? [y/N]")
+        child.sendline("")  # the default is no
+        child.expect_exact("already exists")
+        child.sendline(f"/save {tmp_path / 'new' / 'c.jsonl'}")
+        child.expect_exact("does not exist; create it? [y/N]")
+        child.sendline("y")
+        child.expect_exact("saved 0 messages")
+        at_prompt(child)
+        child.sendcontrol("d")
+        child.expect(pexpect_eof())
+    finally:
+        child.close()
+    assert victim.read_text() == "precious" and (tmp_path / "new" / "c.jsonl").is_file()
 
 
 def pexpect_eof():

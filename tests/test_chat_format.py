@@ -52,3 +52,26 @@ def test_mask_covers_exactly_assistant_tokens(turns):
         expected_mask += [0] + [int(m["role"] == "assistant")] * (n + 1)
     assert mask == expected_mask
     assert sum(mask) == sum(len(TOK.encode(m["content"])) + 1 for m in messages if m["role"] == "assistant")
+
+
+def test_packed_batches_hold_whole_sequences_in_order_and_resume_exactly():
+    """Packing puts whole rendered sequences end to end, in the shuffled order, while they fit; each keeps its own
+    mask; the iterator's state restores the same batches."""
+    from minigpt.text.chat_data import RowBatches
+
+    rows = [([i] * n, [0] + [1] * (n - 1)) for i, n in enumerate([3, 5, 2, 7, 4, 9, 1, 6], start=1)]
+    it = RowBatches(rows, 2, list, seed=0, pack=10)
+    order = list(it.order)
+    first = next(it)
+    seen = [t for ids, _ in first for t in dict.fromkeys(ids)]
+    assert seen == [rows[k][0][0] for k in order[:len(seen)]]  # whole sequences, in the shuffled order
+    for ids, mask in first:
+        assert len(ids) <= 10 and len(ids) == len(mask)
+        for token in set(ids):  # each sequence's own mask travels with it
+            at = [i for i, t in enumerate(ids) if t == token]
+            assert [mask[i] for i in at] == rows[token - 1][1]
+    state = it.state_dict()
+    after = [next(it) for _ in range(3)]
+    again = RowBatches(rows, 2, list, seed=0, pack=10)
+    again.load_state_dict(state)
+    assert [next(again) for _ in range(3)] == after

@@ -126,6 +126,30 @@ def test_tokenizer_prepare_pretrain_sample_through_the_cli(tmp_path):
     assert sample.returncode == 0 and sample.stdout.startswith("Once upon"), sample.stdout + sample.stderr
 
 
+def test_tokenizer_encode_refuses_text_that_is_not_utf8(tmp_path):
+    tok = tmp_path / "t.char"
+    from minigpt.text.tokenizer import train_char
+
+    train_char("abc").save(tok)
+    env = {**os.environ, "COLUMNS": "200"}
+    for argv, stdin in (([b"caf\xe9"], None), ([b"-"], b"caf\xe9 au lait\n")):
+        r = subprocess.run([sys.executable, "-m", "minigpt", "tokenizer", "encode", "--tokenizer", str(tok), *argv],
+                           input=stdin, capture_output=True, timeout=120, env=env)
+        lines = r.stdout.decode().strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and "not valid UTF-8 (byte 0xe9 at offset 3)" in lines[0]
+        assert b"Traceback" not in r.stderr
+
+
+def test_tokenizer_train_refuses_to_overwrite_its_own_corpus(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("some text to learn from\n" * 30)
+    before = corpus.read_bytes()
+    for data in (corpus, tmp_path):  # the file, and a folder holding only that file
+        r = minigpt("tokenizer", "train", "--data", str(data), "--vocab-size", "270", "--out", str(corpus))
+        assert r.returncode == 2 and "the corpus the tokenizer learns from" in r.stdout, r.stdout
+    assert corpus.read_bytes() == before
+
+
 def test_real_chat_files_load(shared_data):
     """The shared SFT and preference files parse and render: Chinese conversations and HH-RLHF pairs."""
     from minigpt.text.chat_data import load_conversations, load_preferences

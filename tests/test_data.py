@@ -64,6 +64,55 @@ def test_missing_source_is_refused(tmp_path):
         open_source(str(tmp_path / "nope.txt"))
 
 
+def test_a_missing_path_is_never_taken_for_a_hub_id(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "corp").mkdir()
+    for spec in ("corp/typo.txt", "nowhere/typo.jsonl", str(tmp_path / "corp" / "typo"), "corp/typo", "a/b/c"):
+        with pytest.raises(MinigptError, match="no such file or folder"):
+            open_source(spec)
+    assert open_source("roneneldan/TinyStories").kind == "hub" and open_source("wikitext").kind == "hub"
+
+
+def test_a_folder_with_one_text_file_splits_like_the_file(text_file, tmp_path):
+    folder = tmp_path / "one"
+    folder.mkdir()
+    (folder / "only.txt").write_text(TEXT, encoding="utf-8")
+    alone, inside = open_source(str(text_file)), open_source(str(folder))
+    for split in ("train", "val"):
+        assert list(inside.documents(split)) == list(alone.documents(split)) != []
+    tok = train_char(TEXT)
+    prepared = prepare(inside, tok, out=tmp_path / "prep")
+    assert tok.decode(prepared.shard("train").tolist()[1:] + prepared.shard("val").tolist()[1:]) == TEXT
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([b'{"text": "fine"}', b'{"text": null}'], r"bad\.jsonl:2: 'text' is null, not a string"),
+    ([b'{"text": "fine"}', b'{"text": 42}'], r"bad\.jsonl:2: 'text' is int, not a string"),
+    ([b'{"text": "fine"}', b'{"body": "x"}'], r"bad\.jsonl:2: 'text' is missing"),
+    ([b'{"text": "fine"}', b'{"text": "caf\xe9"}'], r"bad\.jsonl:2: not UTF-8 \(bad byte at column 14\)"),
+    ([b'{"text": "fine"}', b'', b'{"text": "open'], r"bad\.jsonl:3: not valid JSON"),
+    ([b'{"text": "fine"}', b'["text"]'], r"bad\.jsonl:2: expected a JSON object"),
+])
+def test_bad_jsonl_rows_are_refused_with_their_line(tmp_path, rows, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(b"\n".join(rows) + b"\n")
+    with pytest.raises(MinigptError, match=message):
+        prepare(open_source(str(path)), train_char("fine"), out=tmp_path / "prep")
+
+
+def test_row_files_without_string_text_are_refused(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "rows.parquet"
+    pq.write_table(pa.table({"text": [1, 2, 3]}), path)
+    with pytest.raises(MinigptError, match="'text' column holds int64"):
+        list(open_source(str(path)).documents("train"))
+    pq.write_table(pa.table({"text": ["a", None, "c"]}), path)
+    with pytest.raises(MinigptError, match="1 row"):
+        list(open_source(str(path)).documents("train"))
+
+
 def test_jsonl_rows_and_folders(tmp_path):
     rows = tmp_path / "rows.jsonl"
     rows.write_text("".join(json.dumps({"text": f"document number {i}"}) + "\n" for i in range(40)))

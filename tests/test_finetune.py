@@ -10,20 +10,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from minigpt.train import finetune, rl
 from minigpt.text.chat_data import RowBatches, load_conversations, load_preferences, window
 from minigpt.checkpoint import load_checkpoint, resolve_step
 from minigpt.common import MinigptError
-from minigpt.models.gpt import GPTConfig
 from minigpt.train.objectives import bradley_terry_loss, dpo_loss, policy_gradient_loss, sequence_logprobs
-from minigpt.train.pretrain import pretrain
 from minigpt.train.rewards import f1, token_f1
 from minigpt.text.tokenizer import train_char
-from minigpt.train.trainer import TrainConfig
 
-FACTS = [("red", "apples are red."), ("blue", "the sky is blue."), ("green", "grass is green."),
-         ("yellow", "bananas are yellow."), ("white", "snow is white."), ("black", "coal is black."),
-         ("orange", "oranges are orange."), ("purple", "plums are purple.")]
+from conftest import stage_run as _stage
 
 
 # ---------------------------------------------------------------------------------------------- losses by hand
@@ -141,42 +135,6 @@ def test_row_batches_resume_exactly():
 # ---------------------------------------------------------------------------------------------- stages
 
 
-@pytest.fixture(scope="module")
-def base_run(tmp_path_factory):
-    """A tiny character-level GPT pretrained for a few steps on the facts, plus the stage data files."""
-    root = tmp_path_factory.mktemp("stages")
-    text = "".join(f"what colour is it? {a}\n" for _, a in FACTS) * 40
-    (root / "corpus.txt").write_text(text + "<>|" * 3)
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
-        pretrain(str(root / "corpus.txt"), tokenizer="char",
-                 model_config=GPTConfig(vocab_size=64, block_size=48, n_layer=1, n_head=2, n_embd=32),
-                 train_config=TrainConfig(max_iters=10, batch_size=4, eval_interval=10, eval_iters=1, sample_tokens=0,
-                                          device="cpu"), out=root / "base")
-    finally:
-        os.chdir(cwd)
-    conv = root / "sft.jsonl"
-    conv.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"what is {c}?"},
-                                                     {"role": "assistant", "content": a}]}) + "\n" for c, a in FACTS))
-    prefs = root / "prefs.jsonl"
-    prefs.write_text("".join(json.dumps({"prompt": f"what is {c}?", "chosen": a, "rejected": FACTS[i - 1][1]}) + "\n"
-                             for i, (c, a) in enumerate(FACTS)))
-    prompts = root / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": f"what is {c}?", "reference": a}) + "\n" for c, a in FACTS))
-    return {"root": root, "base": root / "base", "sft": conv, "reward": prefs, "dpo": prefs, "rl": prompts}
-
-
-def _stage(name, base_run, out, max_iters=6, resume=False):
-    cfg = finetune.stage_train_config(name, max_iters=max_iters, batch_size=2, eval_interval=3, eval_iters=1,
-                                      device="cpu", warmup_iters=1)
-    kw = dict(train_config=cfg, out=out, resume=resume)
-    if name == "rl":
-        kw["rl_config"] = rl.RLConfig(group_size=2, max_new_tokens=6, eval_prompts=2)
-    fn = rl.rl if name == "rl" else getattr(finetune, name)
-    return fn(None if resume else base_run["base"], None if resume else str(base_run[name]), **kw)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", ["sft", "reward", "dpo", "rl"])
 def test_every_stage_trains_and_resumes_bit_exactly(stage, base_run, tmp_path, monkeypatch):
@@ -218,3 +176,27 @@ def test_win_rate_counts_ties_half():
     from minigpt.train.objectives import win_rate
 
     assert win_rate(torch.tensor([1.0, 0.0, 2.0, 5.0]), torch.tensor([0.0, 0.0, 3.0, 1.0])) == pytest.approx(0.625)
+
+
+def test_rpo_adds_the_chosen_replies_nll_per_token():
+    """DPO with sft_weight a: at policy == reference the DPO part is ln 2, and the SFT part is the chosen rows'
+    mean token NLL (computed here directly with cross-entropy), so the loss is ln 2 + a * NLL."""
+    import copy
+    import math
+
+    import torch.nn.functional as F
+
+    from minigpt.models.gpt import GPT, GPTConfig
+    from minigpt.train.objectives import DPO
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=32, block_size=8, n_layer=1, n_head=2, n_embd=16))
+    x = torch.randint(0, 32, (4, 8))
+    y = torch.randint(0, 32, (4, 8))
+    y[:, :3] = -1  # the prompt part is not scored
+    objective = DPO(lambda *a: iter(()), copy.deepcopy(model), beta=0.1, seed=0, eval_iters=1, sft_weight=0.5)
+    loss, metrics = objective.loss(model, (x, y))
+    logits = model(x[:2])
+    nll = F.cross_entropy(logits.reshape(-1, 32), y[:2].reshape(-1), ignore_index=-1)
+    assert float(metrics["chosen_nll"]) == pytest.approx(float(nll), rel=1e-5)
+    assert float(loss) == pytest.approx(math.log(2) + 0.5 * float(nll), rel=1e-5)

@@ -2,7 +2,8 @@
 
 Each is a small function registered on the `BUILTIN` table; chat/lens_commands.py adds /attn and /probs to
 its own table the same way, and chat/app.py merges the two. A handler gets the `CommandContext` (session, io, command table) and the text after the
-command name, and reports problems by raising `MinigptError` (shown as one line; the chat goes on).
+command name, and reports problems by raising `MinigptError` (shown as one line; the chat goes on). /save asks
+`ctx.may_write` first (no overwriting, no new folders without --force or a yes); /load reads UTF-8 JSONL only.
 """
 from __future__ import annotations
 
@@ -33,8 +34,8 @@ def _help(ctx: CommandContext, arg: str) -> None:
         seen.add(cmd.handler)
         lines.append(f"  {cmd.usage:<24} {cmd.help}")
     lines += ["keys: Enter sends · Alt-Enter (or Esc then Enter) starts a new line · Tab completes commands",
-              "      Ctrl-C stops a reply (at an empty prompt: exits) · Ctrl-D exits · // sends a line starting "
-              "with /"]
+              "      Ctrl-C stops a reply (at the prompt: clears it; twice within 2 s: exits) · Ctrl-D exits · "
+              "// sends a line starting with /"]
     ctx.io.note("\n".join(lines))
 
 
@@ -88,8 +89,12 @@ def _save(ctx: CommandContext, arg: str) -> None:
     if not arg:
         raise MinigptError("usage: /save FILE")
     path = Path(arg).expanduser()
+    ctx.may_write(path)
     line = json.dumps({"messages": ctx.session.messages_for_save()}, ensure_ascii=False)
-    atomic_write_text(path, line + "\n")
+    try:
+        atomic_write_text(path, line + "\n")
+    except OSError as e:
+        raise MinigptError(f"/save {path}: cannot write ({e.strerror or e})") from None
     ctx.io.note(f"saved {len(ctx.session.messages)} messages to {path}")
 
 
@@ -100,7 +105,13 @@ def _load(ctx: CommandContext, arg: str) -> None:
     path = Path(arg).expanduser()
     if not path.is_file():
         raise MinigptError(f"/load {path}: no such file")
-    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    try:
+        lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    except UnicodeDecodeError as e:
+        raise MinigptError(f"/load {path}: not UTF-8 text (bad byte at offset {e.start}); give a file written by "
+                           "/save, one JSON line per conversation") from None
+    except OSError as e:
+        raise MinigptError(f"/load {path}: cannot read ({e.strerror or e})") from None
     if not lines:
         raise MinigptError(f"/load {path}: the file is empty")
     try:
@@ -139,11 +150,12 @@ def _tokens(ctx: CommandContext, arg: str) -> None:
 @command("stats", "model, context use, speed and settings")
 def _stats(ctx: CommandContext, arg: str) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     s, reply = ctx.session, ctx.session.last
     table = Table(show_header=False, box=None, pad_edge=False)
     for key, value in s.info.items():
-        table.add_row(key, str(value))
+        table.add_row(key, Text(str(value)))  # a checkpoint path may hold [brackets]: not markup
     limit = s.engine.context_limit
     table.add_row("mode", "chat template" if s.mode == "chat" else "continuation (base model)")
     table.add_row("messages", str(len(s.messages)))

@@ -52,6 +52,7 @@ def _attn(ctx, arg: str) -> None:
     layer, head, heatmap, html_path = _parse_view_args(arg, rec.n_layer)
     layer, head = rec.check(layer, head)
     if html_path:
+        ctx.may_write(Path(html_path).expanduser())
         path = save_html(rec, Path(html_path).expanduser(), layer=layer, head=head,
                          title="minigpt attention · last reply")
         ctx.io.note(f"wrote {path}")

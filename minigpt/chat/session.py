@@ -7,10 +7,13 @@ model's context (the system prompt stays), streams a reply and keeps everything 
 
 A base checkpoint (stage "pretrain") knows no chat template: the session then works in continuation mode,
 continuing `<|bos|>` + the conversation as plain text. User text is always ordinary text: typing "<|end|>"
-gives the tokens of those seven characters, never the special token.
+gives the tokens of those seven characters, never the special token. Text that is not valid Unicode (undecodable
+bytes that reached Python as lone surrogates, from a terminal, an argument or a loaded file) is stored with
+U+FFFD in their place (`clean_text`), so every message can be encoded, tokenized and saved.
 """
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -21,6 +24,12 @@ from ..infer.sampling import SamplingConfig
 from ..text.chat_format import render_prompt
 
 CHAT_STAGES = ("sft", "dpo", "rl")  # checkpoints of these stages know the chat template
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """`text` with each lone surrogate (an undecodable byte, or a broken escape in JSON) replaced by U+FFFD."""
+    return _SURROGATES.sub("\ufffd", text)
 
 
 @dataclass
@@ -102,13 +111,14 @@ class ChatSession:
         return self.messages[0]["content"] if self.messages and self.messages[0]["role"] == "system" else None
 
     def set_system(self, text: str) -> None:
+        text = clean_text(text)
         if self.system is not None:
             self.messages[0] = {"role": "system", "content": text}
         else:
             self.messages.insert(0, {"role": "system", "content": text})
 
     def add_user(self, text: str) -> None:
-        self.messages.append({"role": "user", "content": text})
+        self.messages.append({"role": "user", "content": clean_text(text)})
 
     def clear(self) -> None:
         """Forget the conversation; the system prompt stays."""
@@ -119,7 +129,7 @@ class ChatSession:
         return [{"role": m["role"], "content": m["content"]} for m in self.messages]
 
     def load_messages(self, messages: list[dict[str, str]]) -> None:
-        self.messages = [dict(m) for m in messages]
+        self.messages = [{**m, "content": clean_text(m["content"])} for m in messages]
         self.last, self.replies = None, 0
 
     # -------------------------------------------------------------------------------------- prompts

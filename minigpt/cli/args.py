@@ -130,7 +130,7 @@ def model_config(args: argparse.Namespace, base: dict | None = None):
 
 def add_train(p: argparse.ArgumentParser, shown: dict[str, Any] | None = None) -> None:
     from ..config import add_dataclass_args
-    from ..train.trainer import TrainConfig
+    from ..train.settings import TrainConfig
 
     add_dataclass_args(p, TrainConfig, title="training", shown=shown)
 
@@ -139,7 +139,7 @@ def train_config(args: argparse.Namespace, base: dict | None = None):
     """The training config: defaults < base < --config file < flags. `--max-seconds` given without
     `--max-iters` makes the clock the only limit (the schedule follows elapsed time)."""
     from ..config import resolve_config
-    from ..train.trainer import TrainConfig
+    from ..train.settings import TrainConfig
 
     time_only = getattr(args, "max_seconds", None) is not None and getattr(args, "max_iters", None) is None
     return resolve_config(TrainConfig, args, base=base, overrides={"max_iters": 10**9} if time_only else None)

@@ -25,12 +25,18 @@ def register(sub) -> None:
     p = sub.add_parser("chat", help="talk to a checkpoint in the terminal (streamed, multi-turn, slash commands)",
                        description="Chat with a fine-tuned checkpoint (a base model is continued as plain text). "
                                    "Enter sends, Alt-Enter (or Esc Enter) inserts a new line, Ctrl-C stops a "
-                                   "reply, Ctrl-D exits, /help lists commands. With -p: answer once and exit; with "
-                                   "a pipe on stdin: each line is a user turn, output is plain text.")
+                                   "reply (at the prompt it clears the line; twice within 2 s exits), Ctrl-D "
+                                   "exits, /help lists commands. With -p: answer once and exit; with a pipe on "
+                                   "stdin: each line is a user turn (slash commands only with --commands), "
+                                   "output is plain text.")
     p.add_argument("--system", default=None, help="system prompt")
     p.add_argument("-p", "--prompt", default=None, help="ask one question, print the answer, exit")
     p.add_argument("--mode", choices=("auto", "chat", "continue"), default="auto",
                    help="chat template or plain continuation (default: auto, from the checkpoint's stage)")
+    p.add_argument("--commands", action="store_true", help="with a pipe or -p: run lines starting with / as "
+                   "slash commands (default: they are sent as text)")
+    p.add_argument("--force", action="store_true", help="let /save and /attn html overwrite files and create "
+                   "folders without asking (default: refuse in a pipe, ask at a terminal)")
     add_sampling(p)
     p.set_defaults(func=_chat)
 
@@ -106,4 +112,5 @@ def _chat(args: argparse.Namespace) -> int:
     from ..chat.app import chat_main
 
     return chat_main(args.checkpoint, device=args.device, sampling=sampling_config(args), system=args.system,
-                     prompt=args.prompt, mode=args.mode, use_cache=args.use_cache)
+                     prompt=args.prompt, mode=args.mode, use_cache=args.use_cache, commands=args.commands,
+                     force=args.force)

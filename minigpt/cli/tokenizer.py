@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ..common import MinigptError, console
@@ -40,7 +41,9 @@ def _tokenizer_train(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
+    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
     from ..text.shards import tokenizer_cache_path
     from ..text.sources import open_source
@@ -50,6 +53,10 @@ def _tokenizer_train(args: argparse.Namespace) -> int:
     pattern = resolve_pattern(args.pattern)
     source = open_source(args.data)
     out = Path(args.out) if args.out else tokenizer_cache_path(source, args.vocab_size, args.kind)
+    corpus = {f.resolve() for f in (*source.files, *([source.path] if source.path else []))}
+    if out.resolve() in corpus:
+        raise MinigptError(f"--out {out}: that is the corpus the tokenizer learns from (--data {args.data}); "
+                           "write the tokenizer to another file")
     if not args.out and args.kind == "bpe" and args.pattern != "minigpt":  # not what --tokenizer auto would use
         out = out.with_name(f"{out.stem}-{args.pattern if args.pattern in ('gpt2', 'gpt4') else 'custom'}.bpe")
     start = time.perf_counter()
@@ -60,13 +67,13 @@ def _tokenizer_train(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - start
     tok.save(out)
     val = "".join(source.documents("val"))
-    table = Table(title=f"{tok.kind} tokenizer trained on {source.spec}", show_header=False)
+    table = Table(title=escape(f"{tok.kind} tokenizer trained on {source.spec}"), show_header=False)
     table.add_row("vocab size", f"{tok.vocab_size:,} (special tokens {min(tok.specials.values())}.."
                                 f"{max(tok.specials.values())})")
     table.add_row("training time", f"{elapsed:.1f} s")
     table.add_row("bytes/token (val)", f"{bytes_per_token(tok, val):.3f} on {len(val.encode()):,} bytes"
                   if val else "no val text")
-    table.add_row("file", f"{out} (sha256 {tok.sha256[:12]})")
+    table.add_row("file", Text(f"{out} (sha256 {tok.sha256[:12]})"))
     console.print(table)
     return 0
 
@@ -77,7 +84,8 @@ def _tokenizer_encode(args: argparse.Namespace) -> int:
     from ..text.tokenizer import load_tokenizer
 
     tok = load_tokenizer(args.tokenizer)
-    text = sys.stdin.read() if args.text == "-" else args.text
+    text = utf8_text(sys.stdin.buffer.read() if args.text == "-" else os.fsencode(args.text),
+                     "standard input" if args.text == "-" else "the text")
     ids = tok.encode(text)
     view = Text()
     for n, i in enumerate(ids):
@@ -89,6 +97,15 @@ def _tokenizer_encode(args: argparse.Namespace) -> int:
     n_bytes = len(text.encode("utf-8"))
     console.print(f"{len(ids)} tokens, {n_bytes} bytes ({n_bytes / max(1, len(ids)):.2f} bytes/token)")
     return 0
+
+
+def utf8_text(data: bytes, what: str) -> str:
+    """Bytes a user gave (an argument, standard input) as text, or one line naming the first bad byte."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise MinigptError(f"{what} is not valid UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start}); give UTF-8 "
+                           "text, e.g. convert it with `iconv -t UTF-8`") from None
 
 
 def _tokenizer_info(args: argparse.Namespace) -> int:
@@ -116,7 +133,7 @@ def _tokenizer_info(args: argparse.Namespace) -> int:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError:
             raise MinigptError(f"--text {path}: not UTF-8 text") from None
-        table.add_row("bytes/token", f"{bytes_per_token(tok, text):.3f} on {path.name}")
+        table.add_row("bytes/token", Text(f"{bytes_per_token(tok, text):.3f} on {path.name}"))
     console.print(table)
     ordinary = [i for i in range(tok.vocab_size) if not tok.is_special(i)]
     if tok.kind == "char":

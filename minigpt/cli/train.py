@@ -6,20 +6,28 @@ needs a folder that holds no run, checked before any tokenizer or data work; `--
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from ..common import console
-from . import args as shared
+from rich.markup import escape
 
+from ..common import MinigptError, console
+from .args import add_checkpoint, add_data, add_model, add_run, add_train, model_config, require_out, train_config
+
+_SOURCES = ".jsonl/.json/.parquet/.csv file or Hub dataset id"
 STAGES = {
     "sft": ("supervised fine-tuning on conversations (loss on assistant replies only)",
-            "conversations JSONL: {\"messages\": [...]} or {\"prompt\", \"completion\"} (default: built-in chat "
-            "tasks)"),
+            f"conversations ({_SOURCES}): {{\"messages\": [...]}} or {{\"prompt\", \"completion\"}} (default: "
+            "built-in chat tasks)"),
     "reward": ("train a Bradley-Terry reward model on preference pairs",
-               "preferences JSONL: {\"prompt\", \"chosen\", \"rejected\"} (default: built-in pairs)"),
+               f"preferences ({_SOURCES}): {{\"prompt\", \"chosen\", \"rejected\"}} as strings, or TRL's "
+               "conversational form (chosen/rejected as message lists, prompt explicit or implicit) (default: "
+               "built-in pairs)"),
     "dpo": ("direct preference optimisation against a frozen copy of the parent",
-            "preferences JSONL: {\"prompt\", \"chosen\", \"rejected\"} (default: built-in pairs)"),
+            f"preferences ({_SOURCES}): {{\"prompt\", \"chosen\", \"rejected\"}} as strings, or TRL's "
+            "conversational form (chosen/rejected as message lists, prompt explicit or implicit) (default: "
+            "built-in pairs)"),
     "rl": ("on-policy policy gradient against a reward, with a KL leash to the parent",
-           "prompts JSONL: {\"prompt\", ...extra fields for the reward} (default: built-in questions)"),
+           f"prompts ({_SOURCES}): {{\"prompt\", ...extra fields for the reward}} (default: built-in questions)"),
 }
 
 
@@ -27,7 +35,7 @@ def register(sub) -> None:
     p = sub.add_parser("prepare", help="tokenize a text source into train/val token shards",
                        description="Tokenize a source into data/<name>/{train,val}.bin (memory-mapped) + meta.json "
                                    "($MINIGPT_DATA instead of data/ when set).")
-    shared.add_data(p)
+    add_data(p)
     p.add_argument("--out", default=None, help="output folder (default: data/<source>-<tokenizer>)")
     p.add_argument("--num-proc", type=int, default=None, help="tokenizer processes (default: by corpus size)")
     p.add_argument("--force", action="store_true", help="re-tokenize even when the shards are current")
@@ -36,11 +44,12 @@ def register(sub) -> None:
     p = sub.add_parser("pretrain", help="train a language model on next-token prediction",
                        description="Train a GPT (or a baseline) on a text source. With no arguments: the tiny GPT "
                                    "on the built-in pydocs corpus, a few minutes on 2 CPU cores.")
-    shared.add_data(p)
-    shared.add_run(p, "run folder (default: checkpoints/<source>-<model>)")
+    add_data(p)
+    add_run(p, "run folder (default: checkpoints/<source>-<model>)")
     p.add_argument("--sample-prompt", default="", help="prompt for the sample printed at each evaluation")
-    shared.add_model(p)
-    shared.add_train(p)
+    _add_init_from(p)
+    add_model(p)
+    add_train(p)
     p.set_defaults(func=_pretrain)
 
     for name in STAGES:
@@ -57,7 +66,7 @@ def _prepare(args: argparse.Namespace) -> int:
     for split, s in prepared.meta["splits"].items():
         console.print(f"{split}: {s['tokens']:,} tokens, {s['bytes']:,} bytes "
                       f"({s['bytes'] / max(1, s['tokens']):.2f} bytes/token)")
-    console.print(f"wrote {prepared.path}")
+    console.print(f"wrote {escape(str(prepared.path))}")
     return 0
 
 
@@ -66,13 +75,26 @@ def _pretrain(args: argparse.Namespace) -> int:
     from ..train.pretrain import pretrain
 
     if args.resume:
-        info = read_run_info(shared.require_out(args))
-        result = pretrain(resume=True, out=args.out, train_config=shared.train_config(args, info.get("train")),
+        info = read_run_info(require_out(args))
+        result = pretrain(resume=True, out=args.out, train_config=train_config(args, info.get("train")),
                           sample_prompt=args.sample_prompt)
+    elif args.init_from:
+        from ..checkpoint import read_config, resolve_step
+        from ..models.hf import hf_start
+
+        if args.preset or args.depth:
+            raise MinigptError("--preset/--depth: the model's size comes from --init-from; drop them")
+        start = hf_start(args.init_from)
+        base = read_config(resolve_step(start))["model"]
+        result = pretrain(args.data, model_config=model_config(args, base=base), init_from=start,
+                          train_config=train_config(args), out=args.out, sample_prompt=args.sample_prompt)
     else:
+        shaped = args.preset or args.depth or any(hasattr(args, f) for f in ("n_layer", "n_embd", "n_head"))
         result = pretrain(args.data, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
-                          model_config=shared.model_config(args), train_config=shared.train_config(args),
-                          out=args.out, sample_prompt=args.sample_prompt)
+                          model_config=model_config(args), train_config=train_config(args),
+                          out=args.out, sample_prompt=args.sample_prompt,
+                          autosize=getattr(args, "max_seconds", None) is not None and not shaped
+                          and args.model in (None, "gpt"))
     return _done(result)
 
 
@@ -82,23 +104,31 @@ def _register_stage(sub, name: str) -> None:
     summary, data_help = STAGES[name]
     p = sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ". The model shape and "
                        "tokenizer come from the parent checkpoint.")
-    shared.add_checkpoint(p, required=False, help="parent run folder, RUN/best, or a step_* folder; required "
+    add_checkpoint(p, required=False, help="parent run folder, RUN/best, or a step_* folder; required "
                           "unless --resume")
     p.add_argument("--data", default=None, help=data_help)
-    shared.add_run(p, f"run folder (default: <parent run>-{name})")
+    add_run(p, f"run folder (default: <parent run>-{name})")
+    if name == "sft":
+        _add_init_from(p)
     if name == "dpo":
+        from ..train.finetune import RPO_ALPHA
+
         p.add_argument("--beta", type=float, default=0.1, help="DPO temperature: how far from the reference the "
                        "policy may move (default: 0.1)")
+        p.add_argument("--rpo-alpha", type=float, default=RPO_ALPHA, help="weight of the SFT loss on the chosen "
+                       f"reply (RPO; 0 = plain DPO) (default: {RPO_ALPHA:g})")
     if name == "rl":
         from ..config import add_dataclass_args
         from ..train.rl import RLConfig
 
-        p.add_argument("--reward", default="python:minigpt.train.rewards:token_f1",
-                       help="rm:RUN_DIR (a reward model) or python:module:function (default: token F1 against "
-                            "each prompt's 'reference'). python: imports that module, so it runs its code; "
-                            "modules in the current folder are found first")
+        p.add_argument("--reward", default=None,
+                       help="rm:RUN_DIR (a reward model) or python:module:function (default: "
+                            "python:minigpt.train.rewards:token_f1, token F1 against each prompt's 'reference'). "
+                            "python: is code execution: it imports that module, which runs its code, and under "
+                            "`python -m minigpt` the current folder comes first on the import path. On --resume "
+                            "a run's own non-default reward must be given again (never taken from run.json alone)")
         add_dataclass_args(p, RLConfig, title="rl")
-    shared.add_train(p, shown=STAGE_DEFAULTS[name])
+    add_train(p, shown=STAGE_DEFAULTS[name])
     p.set_defaults(func=_stage, stage=name)
 
 
@@ -109,10 +139,17 @@ def _stage(args: argparse.Namespace) -> int:
 
     base = dict(finetune.STAGE_DEFAULTS[args.stage])
     if args.resume:
-        base.update(read_run_info(shared.require_out(args)).get("train", {}))
-    common = dict(train_config=shared.train_config(args, base), out=args.out, resume=args.resume)
+        base.update(read_run_info(require_out(args)).get("train", {}))
+    common = dict(train_config=train_config(args, base), out=args.out, resume=args.resume)
+    if getattr(args, "init_from", None) and not args.resume:
+        from ..models.hf import hf_start
+
+        if args.checkpoint:
+            raise MinigptError("--checkpoint and --init-from both name the parent; give one of them")
+        args.checkpoint = hf_start(args.init_from)
+        common["out"] = args.out or Path("checkpoints") / f"{Path(str(args.init_from).rstrip('/')).name}-{args.stage}"
     if args.stage == "dpo":
-        result = finetune.dpo(args.checkpoint, args.data, beta=args.beta, **common)
+        result = finetune.dpo(args.checkpoint, args.data, beta=args.beta, rpo_alpha=args.rpo_alpha, **common)
     elif args.stage == "rl":
         rl_config = resolve_config(rl.RLConfig, args)
         result = rl.rl(args.checkpoint, args.data, reward=args.reward, rl_config=rl_config, **common)
@@ -121,10 +158,17 @@ def _stage(args: argparse.Namespace) -> int:
     return _done(result)
 
 
+def _add_init_from(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--init-from", default=None, metavar="DIR_OR_HUB_ID",
+                   help="start from a Hugging Face GPT-2 (a local folder, or a Hub id such as "
+                   "openai-community/gpt2 when online) or a minigpt run: its weights and its tokenizer (GPT-2's "
+                   "ids, minigpt's 5 special tokens appended, their embedding rows mean-initialised)")
+
+
 def _done(result) -> int:
     if result.interrupted:
         return 130
     shown = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if k.startswith("val/"))
     best = f", best {result.best_val:.4f}" if getattr(result, "best_val", None) is not None else ""
-    console.print(f"[green]done[/]: step {result.step}, {shown}{best} -> {result.run_dir}")
+    console.print(f"[green]done[/]: step {result.step}, {shown}{best} -> {escape(str(result.run_dir))}")
     return 0

@@ -99,6 +99,7 @@ def speedrun(budget: float = 1800.0, out: str | Path = "checkpoints/speedrun", *
     report = write_report_card(out, state)
     state["elapsed"] = time.perf_counter() - started
     _save_state(out, state)
-    console.print(f"\n[bold green]speedrun finished[/] in {state['elapsed'] / 60:.1f} min. Report: {escape(str(report))}")
+    console.print(f"\n[bold green]speedrun finished[/] in {state['elapsed'] / 60:.1f} min. "
+                  f"Report: {escape(str(report))}")
     console.print(f"Chat with the final model:\n  [bold]minigpt chat --checkpoint {escape(str(out / 'rl'))}[/]")
     return report

@@ -7,6 +7,11 @@ and the shards are written batch by batch. A prepared folder holds its own copy 
 while the source's fingerprint and the tokenizer's hash match. `resolve_tokenizer()` turns `--tokenizer`
 (auto, char or a file) into a tokenizer, training and caching a BPE under data/tokenizers/ for `auto`.
 
+Concurrency: `prepare` holds the data folder's lock (runlock.py) while it checks, writes and opens the shards, so
+two `prepare`s of the same data run one after the other (the second waits, then reuses the first's shards);
+shards are written under unique temp names, fsynced and renamed, meta.json last. `Prepared.fingerprint()` (the
+meta and the shard sizes) is what a resumed run checks its data against.
+
 Batches: `TokenWindows` draws random windows with its own `torch.Generator`, whose state is the whole data
 position, so a resumed run sees exactly the batches an uninterrupted run would. Under DDP every rank draws the
 global batch and keeps its slice, so N processes see the same data as one process with N times the batch.
@@ -16,14 +21,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from rich.markup import escape
 
-from ..common import MinigptError, atomic_write_text, console, print0
+from ..common import MinigptError, atomic_write_text, console, fsync_dir, print0
 from .sources import TextSource, open_source
 
 FORMAT_VERSION = 1
@@ -44,18 +51,20 @@ def tokenizer_cache_path(source: TextSource, vocab_size: int, kind: str = "bpe")
 
 
 def resolve_tokenizer(spec: str, source: TextSource, vocab_size: int = DEFAULT_VOCAB):
-    """'char' -> a character vocabulary of the source; 'auto' -> a BPE trained on the source's train split
-    (cached by source fingerprint and size); a path -> that file (minigpt .bpe/.char or a .tiktoken file)."""
+    """'char' -> a character vocabulary of the source; 'auto' -> a BPE trained on the source's train split (both
+    cached by source fingerprint, and size); a path -> that file (minigpt .bpe/.char or a .tiktoken file)."""
     from .tokenizer import load_tokenizer, train_bpe, train_char
 
-    if spec == "char":
-        return train_char(doc for split in ("train", "val") for doc in source.documents(split))
-    if spec != "auto":
+    if spec not in ("auto", "char"):
         return load_tokenizer(spec)
-    path = tokenizer_cache_path(source, vocab_size)
+    path = tokenizer_cache_path(source, vocab_size, "char" if spec == "char" else "bpe")
     if path.is_file():
         return load_tokenizer(path)
-    print0(f"training a {vocab_size}-token BPE tokenizer on {source.spec} (cached at {path})")
+    if spec == "char":  # every character of both splits, like nanoGPT; cached like a BPE
+        tokenizer = train_char(doc for split in ("train", "val") for doc in source.documents(split))
+        tokenizer.save(path)
+        return tokenizer
+    print0(f"training a {vocab_size}-token BPE tokenizer on {source.spec} (cached at {path})", markup=False)
     tokenizer = train_bpe(source.documents("train"), vocab_size)
     tokenizer.save(path)
     return tokenizer
@@ -66,9 +75,27 @@ class Prepared:
 
     path: Path
     meta: dict[str, Any]
+    _shards: dict[str, np.memmap] = field(default_factory=dict, repr=False, compare=False)
+
+    def open(self) -> "Prepared":
+        """Map both shards now (under the folder's lock): a later re-prepare replaces the files, never these."""
+        try:
+            for split in ("train", "val"):
+                self.shard(split)
+        except (OSError, ValueError, KeyError) as e:
+            raise MinigptError(f"{self.path}: a shard is missing or damaged ({e}); prepare the data again "
+                               "(`minigpt prepare --force`)") from None
+        return self
 
     def shard(self, split: str) -> np.memmap:
-        return np.memmap(self.path / f"{split}.bin", dtype=np.dtype(self.meta["dtype"]), mode="r")
+        if split not in self._shards:
+            self._shards[split] = np.memmap(self.path / f"{split}.bin", dtype=np.dtype(self.meta["dtype"]), mode="r")
+        return self._shards[split]
+
+    def fingerprint(self) -> str:
+        """sha256 of meta.json (source fingerprint, tokenizer hash, token counts) and the shard sizes."""
+        sizes = [(self.path / f"{split}.bin").stat().st_size for split in ("train", "val")]
+        return hashlib.sha256(json.dumps([self.meta, sizes], sort_keys=True).encode()).hexdigest()
 
     def tokens(self, split: str) -> int:
         return int(self.meta["splits"][split]["tokens"])
@@ -103,16 +130,25 @@ def _encode_rows(batch: dict[str, list], indices: list[int], *, tokenizer, rows_
 def _write_shard(encoded, path: Path, dtype: np.dtype) -> int:
     """Stream the `ids` column of an encoded dataset into a memmap file; returns the token count."""
     total = int(np.sum(encoded["n_tokens"], dtype=np.int64)) if len(encoded) else 0
-    tmp = path.with_suffix(".bin.tmp")
-    arr = np.memmap(tmp, dtype=dtype, mode="w+", shape=(max(total, 1),))
-    pos = 0
-    for batch in encoded.select_columns(["ids"]).iter(batch_size=1024):
-        for row in batch["ids"]:
-            arr[pos:pos + len(row)] = row
-            pos += len(row)
-    arr.flush()
-    del arr
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        arr = np.memmap(tmp, dtype=dtype, mode="w+", shape=(max(total, 1),))
+        pos = 0
+        for batch in encoded.select_columns(["ids"]).iter(batch_size=1024):
+            for row in batch["ids"]:
+                arr[pos:pos + len(row)] = row
+                pos += len(row)
+        arr.flush()
+        del arr
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
     return total
 
 
@@ -124,17 +160,38 @@ def prepared_name(source: TextSource, tokenizer) -> str:
 
 def prepare(source: TextSource | str, tokenizer, *, out: Path | None = None, num_proc: int | None = None,
             force: bool = False) -> Prepared:
-    """Tokenize `source` with `tokenizer` into `out` (default data/<source>-<tokenizer>/); reuse if current."""
+    """Tokenize `source` with `tokenizer` into `out` (default data/<source>-<tokenizer>/); reuse if current.
+    Holds the folder's lock throughout: a concurrent prepare of the same data waits, then reuses these shards."""
+    from ..runlock import FolderLock
+
     source = open_source(source) if isinstance(source, str) else source
     out = Path(out) if out else default_data_root() / prepared_name(source, tokenizer)
-    meta_path = out / "meta.json"
-    if meta_path.is_file() and not force:
-        meta = json.loads(meta_path.read_text())
-        if (meta.get("format") == FORMAT_VERSION and meta.get("source_fingerprint") == source.fingerprint
-                and meta.get("tokenizer_sha256") == tokenizer.sha256):
-            return Prepared(out, meta)
-    out.mkdir(parents=True, exist_ok=True)
+    with FolderLock(out, "data folder", wait=True):
+        current = None if force else _current(out, source, tokenizer)
+        if current is not None:
+            return current.open()
+        for leftover in out.glob(".*.tmp"):  # a killed prepare's partial shard
+            leftover.unlink(missing_ok=True)
+        return _write_prepared(source, tokenizer, out, num_proc).open()
+
+
+def _current(out: Path, source: TextSource, tokenizer) -> Prepared | None:
+    """The prepared folder when it holds this source tokenized by this tokenizer (a torn meta.json: no)."""
+    try:
+        meta = json.loads((out / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if (isinstance(meta, dict) and meta.get("format") == FORMAT_VERSION
+            and meta.get("source_fingerprint") == source.fingerprint
+            and meta.get("tokenizer_sha256") == tokenizer.sha256
+            and all((out / f"{split}.bin").is_file() for split in ("train", "val"))):
+        return Prepared(out, meta)
+    return None
+
+
+def _write_prepared(source: TextSource, tokenizer, out: Path, num_proc: int | None) -> Prepared:
     tok_file = "tokenizer.char" if tokenizer.kind == "char" else "tokenizer.bpe"
+    (out / "meta.json").unlink(missing_ok=True)  # the shards change first: no meta describes them until the end
     tokenizer.save(out / tok_file)
     dtype = np.dtype(np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32)
     splits = {}
@@ -143,7 +200,7 @@ def prepare(source: TextSource | str, tokenizer, *, out: Path | None = None, num
         if len(data) == 0:
             raise MinigptError(f"--data {source.spec}: the {split} split is empty; give more text")
         procs = num_proc or (min(os.cpu_count() or 1, 8) if data.data.nbytes > 32 << 20 else 1)
-        with console.status(f"tokenizing {source.spec} [{split}] with {procs} process(es)"):
+        with console.status(escape(f"tokenizing {source.spec} [{split}] with {procs} process(es)")):
             encoded = data.map(_encode_rows, batched=True, batch_size=1000, with_indices=True,
                                remove_columns=data.column_names, num_proc=procs if procs > 1 else None,
                                fn_kwargs={"tokenizer": tokenizer, "rows_are_documents": source.rows_are_documents},
@@ -156,7 +213,7 @@ def prepare(source: TextSource | str, tokenizer, *, out: Path | None = None, num
     meta = {"format": FORMAT_VERSION, "source": source.spec, "source_fingerprint": source.fingerprint,
             "tokenizer_file": tok_file, "tokenizer_sha256": tokenizer.sha256, "tokenizer_kind": tokenizer.kind,
             "vocab_size": tokenizer.vocab_size, "dtype": dtype.name, "splits": splits}
-    atomic_write_text(meta_path, json.dumps(meta, indent=2))
+    atomic_write_text(out / "meta.json", json.dumps(meta, indent=2))
     return Prepared(out, meta)
 
 
@@ -165,7 +222,12 @@ def load_prepared(path: str | Path) -> Prepared:
     meta_path = path / "meta.json"
     if not meta_path.is_file():
         raise MinigptError(f"{path}: not a prepared data folder (no meta.json); run `minigpt prepare` first")
-    return Prepared(path, json.loads(meta_path.read_text()))
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as e:
+        raise MinigptError(f"{meta_path}: unreadable ({e}); prepare the data again "
+                           "(`minigpt prepare --force`)") from None
+    return Prepared(path, meta).open()
 
 
 # ---------------------------------------------------------------------------------------------- batches

@@ -3,21 +3,26 @@
 A source is a built-in corpus (`pydocs`, see corpora/), a text file, a folder of .txt/.md files, a
 .jsonl/.json/.parquet/.csv file with a `text` column, or a Hub dataset id (online only). `open_source(spec)`
 refuses what cannot work with one line naming the problem; `TextSource.dataset(split)` gives a `datasets.Dataset`
-with a `text` column and `documents(split)` the plain texts (for tokenizer training).
+with a `text` column and `documents(split)` the plain texts (for tokenizer training). A spec that looks like a
+path (a file suffix, an existing parent folder, more than one `/`) is never sent to the Hub: it is a local path,
+and missing is "no such file". A .jsonl file is checked line by line first, so a bad line (not UTF-8, not JSON,
+no string "text") is reported with its line number; other row files get their "text" column's type checked.
 
 Splits: a text file is cut at the first line break after 90% of its bytes (nanoGPT's 90/10 split, made
-line-exact); a folder sends every 10th file (by a hash of its name) to val; row datasets use their own
+line-exact), and so is a folder holding one text file; a folder of several sends every 10th file (by a hash
+of its name) to val; row datasets use their own
 validation split when they have one, else a seeded 5% split; the built-in corpora split by module.
 """
 from __future__ import annotations
 
 import codecs
 import hashlib
+import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from ..common import MinigptError, minigpt_home
 from . import corpora
@@ -108,7 +113,9 @@ class TextSource:
                                    cache_dir=_cache_dir())
         return self._row_split(split)
 
-    def _row_split(self, split: str):
+    def rows(self) -> tuple[Any, Any | None]:
+        """(train, validation or None) `datasets.Dataset`s of a row file or Hub dataset, with every column: the
+        "train" split (else the first), and "validation", "val" or "test" when the source has one."""
         ds = _datasets()
         try:
             if self.kind == "rows":
@@ -120,20 +127,37 @@ class TextSource:
         except Exception as e:  # datasets raises many types; the user needs one line
             raise MinigptError(f"--data {self.spec}: cannot load ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
                                "check the path, or your network for a Hub id") from None
-        train = loaded["train"] if "train" in loaded else loaded[next(iter(loaded))]
-        if "text" not in train.column_names:
-            raise MinigptError(f"--data {self.spec}: no 'text' column (columns: {', '.join(train.column_names)}); "
-                               "rename the field holding the text to 'text'")
         val_name = next((s for s in ("validation", "val", "test") if s in loaded), None)
-        if val_name is None:
+        train_name = "train" if "train" in loaded else next((s for s in loaded if s != val_name), val_name)
+        return loaded[train_name], (loaded[val_name] if val_name not in (None, train_name) else None)
+
+    def _row_split(self, split: str):
+        if self.kind == "rows" and self.path.suffix.lower() == ".jsonl":
+            check_jsonl_text(self.path, self.fingerprint)
+        train, val = self.rows()
+        for part in (train, val) if val is not None else (train,):
+            self._check_text_column(part)
+        if val is None:
             if len(train) < 2:
                 raise MinigptError(f"--data {self.spec}: needs at least 2 rows to hold some out for validation")
             parts = train.train_test_split(test_size=max(1, int(0.05 * len(train))), seed=0)
             train, val = parts["train"], parts["test"]
-        else:
-            val = loaded[val_name]
         chosen = train if split == "train" else val
         return chosen.select_columns(["text"])
+
+    def _check_text_column(self, data) -> None:
+        """A string "text" column without nulls, checked from the Arrow schema and null count (no scan)."""
+        if "text" not in data.column_names:
+            raise MinigptError(f"--data {self.spec}: no 'text' column (columns: {', '.join(data.column_names)}); "
+                               "rename the field holding the text to 'text'")
+        dtype = getattr(data.features["text"], "dtype", type(data.features["text"]).__name__)
+        if dtype not in ("string", "large_string"):
+            raise MinigptError(f"--data {self.spec}: the 'text' column holds {dtype}, not strings; give each row "
+                               "its text as a string")
+        nulls = data.data.column("text").null_count
+        if nulls:
+            raise MinigptError(f"--data {self.spec}: {nulls} row(s) have no text ('text' is null or missing); drop "
+                               "them or give them a string")
 
     def documents(self, split: str) -> Iterator[str]:
         """Plain-text documents of a split (for tokenizer training). Lines of a text file come joined in
@@ -147,9 +171,40 @@ class TextSource:
             yield "".join(batch["text"])
 
 
+_CHECKED: set[str] = set()  # fingerprints of .jsonl files already checked in this process
+
+
+def check_jsonl_text(path: Path, fingerprint: str) -> None:
+    """Every line of a .jsonl text source: UTF-8, a JSON object, a string "text"; else one line naming the line."""
+    if fingerprint in _CHECKED:
+        return
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise MinigptError(f"{path}:{n}: not UTF-8 (bad byte at column {e.start + 1}); convert the file, "
+                                   "e.g. `iconv -t UTF-8`") from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as e:
+                raise MinigptError(f"{path}:{n}: not valid JSON ({getattr(e, 'msg', e)} at column "
+                                   f"{getattr(e, 'colno', '?')}); fix that line") from None
+            if not isinstance(row, dict):
+                raise MinigptError(f"{path}:{n}: expected a JSON object per line, like {{\"text\": \"...\"}}")
+            if n == 1 and "text" not in row:
+                raise MinigptError(f"--data {path}: no 'text' column (columns: {', '.join(row)}); rename the field "
+                                   "holding the text to 'text'")
+            if not isinstance(row.get("text"), str):
+                found = ("missing" if "text" not in row else "null" if row["text"] is None
+                         else type(row["text"]).__name__)
+                raise MinigptError(f"{path}:{n}: 'text' is {found}, not a string; give every row its text as a string")
+    _CHECKED.add(fingerprint)
+
+
 def _folder_split(path: Path, files: tuple[Path, ...]) -> str:
-    if len(files) == 1:
-        return "train"
     h = hashlib.sha256(path.name.encode("utf-8")).digest()[0]
     if any(hashlib.sha256(f.name.encode("utf-8")).digest()[0] % 10 == 0 for f in files):
         return "val" if h % 10 == 0 else "train"
@@ -172,8 +227,10 @@ def open_source(spec: str = "pydocs") -> TextSource:
         for f in files:
             check_text_file(f)
         stamp = ";".join(f"{f.relative_to(path)}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
-        return TextSource(spec, _slug(path.resolve().name), hashlib.sha256(stamp.encode()).hexdigest(), "folder",
-                          path, files)
+        fp = hashlib.sha256(stamp.encode()).hexdigest()
+        if len(files) == 1:  # one file: split it at a line like a text file (a folder split needs two files)
+            return TextSource(spec, _slug(path.resolve().name), fp, "file", files[0], files)
+        return TextSource(spec, _slug(path.resolve().name), fp, "folder", path, files)
     if path.is_file():
         stat = path.stat()
         fp = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
@@ -183,10 +240,20 @@ def open_source(spec: str = "pydocs") -> TextSource:
             return TextSource(spec, _slug(path.stem), fp, "rows", path)
         check_text_file(path)
         return TextSource(spec, _slug(path.stem), fp, "file", path)
-    if os.sep in spec and not re.fullmatch(r"[\w.-]+/[\w.-]+", spec) or spec.startswith((".", "~")):
+    if looks_like_path(spec):
         raise MinigptError(f"--data {spec}: no such file or folder")
     if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", spec):
         raise MinigptError(f"--data {spec}: not a file, folder, built-in corpus ({', '.join(corpora.CORPORA)}) or a Hub dataset id")
     return TextSource(spec, _slug(spec.replace("/", "--")), f"hub:{spec}", "hub")
 
 
+PATH_SUFFIXES = TEXT_SUFFIXES + tuple(ROW_FORMATS) + (".gz", ".zst", ".bz2", ".xz", ".arrow", ".tsv")
+
+
+def looks_like_path(spec: str) -> bool:
+    """A --data value that names a local path even though nothing is there (so it is never sent to the Hub): a
+    file suffix (corp/typo.txt), a parent folder that exists (corp/typo), or more than `owner/name`."""
+    parts = spec.replace(os.sep, "/").split("/")
+    if spec.startswith((".", "~", "/")) or Path(spec).suffix.lower() in PATH_SUFFIXES or len(parts) > 2:
+        return True
+    return len(parts) == 2 and Path(parts[0]).expanduser().is_dir()

@@ -7,18 +7,22 @@
 
 Every stage inherits the model shape and tokenizer from its parent checkpoint, records its parent in run.json,
 and resumes exactly like pretraining (`resume=True` reads everything back from the run folder). With no data
-argument each stage uses the built-in data generated from the pydocs corpus (text/chat_tasks.py): questions about
-standard-library functions answered with their docstring's first sentence, with 1 in 10 functions held out.
+argument each stage uses the built-in chat data (text/chat_tasks.py): questions about standard-library functions
+(from memory, about a pasted function, follow-ups), identity and out-of-world questions, with 1 function in 10
+and 1 phrasing in 4 held out.
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
+
+from rich.markup import escape
 
 from ..text import chat_tasks
 from ..text.chat_data import Rows, RowBatches, lm_collate, load_conversations, load_preferences, pair_collate
 from ..checkpoint import Checkpoint, check_run_dir, load_checkpoint, read_run_info
-from ..common import MinigptError, print0, seed_everything
+from ..common import MinigptError, print0, seed_everything, sha256_file
 from ..config import to_dict
 from .objectives import DPO, NextToken, RewardPairwise
 from .trainer import TrainConfig, TrainResult, train
@@ -36,6 +40,9 @@ STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+RPO_ALPHA = 1.0  # weight of the SFT term in DPO (README: "DPO that keeps the answers")
+
+
 def stage_train_config(stage: str, **overrides: Any) -> TrainConfig:
     return TrainConfig(**{**STAGE_DEFAULTS[stage], **overrides})
 
@@ -43,9 +50,9 @@ def stage_train_config(stage: str, **overrides: Any) -> TrainConfig:
 # ---------------------------------------------------------------------------------------------- plumbing
 
 
-def rows_factory(rows: Rows, batch_size: int, collate):
+def rows_factory(rows: Rows, batch_size: int, collate, pack: int | None = None):
     def make(split: str, seed: int, rank: int, world: int) -> RowBatches:
-        return RowBatches(rows.split(split), batch_size, collate, seed=seed, rank=rank, world=world)
+        return RowBatches(rows.split(split), batch_size, collate, seed=seed, rank=rank, world=world, pack=pack)
     return make
 
 
@@ -57,11 +64,18 @@ def _parent(checkpoint: str | Path, out: str | Path | None, stage: str, resume: 
             raise MinigptError("--resume needs --out RUN_DIR (the run to continue)")
         info = read_run_info(check_run_dir(out, resume=True))
         if info.get("stage") != stage:
-            raise MinigptError(f"--resume: {out} is not a {stage} run (run.json says {info.get('stage')!r})")
+            raise MinigptError(f"--resume: {out} is not a {stage} run (run.json says {info.get('stage')!r}); "
+                               f"continue it with `minigpt {info.get('stage')} --out {out} --resume`")
         checkpoint = info["parent"]
     if checkpoint is None:
         raise MinigptError(f"{stage} needs --checkpoint PARENT_RUN (e.g. a pretrain run folder)")
-    parent = load_checkpoint(checkpoint)
+    try:
+        parent = load_checkpoint(checkpoint)
+    except MinigptError as e:
+        if not resume:
+            raise
+        raise MinigptError(f"--resume: cannot load the parent {checkpoint} that {out}/run.json records ({e}); "
+                           "the run needs it (its tokenizer, and for dpo and rl the reference): restore it") from None
     if parent.config["model"].get("kind") == "reward":
         raise MinigptError(f"--checkpoint {checkpoint}: a reward model cannot be fine-tuned as a policy; "
                            "give a language model run")
@@ -75,8 +89,28 @@ def _data(info: dict, data, default) -> tuple[Any, str]:
     return (default() if spec == "pydocs" else spec), str(spec)
 
 
-def _run_info(stage: str, parent: Checkpoint, data: str, model, extra: dict | None = None) -> dict:
-    return {"stage": stage, "parent": str(parent.path), "data": data, "model": to_dict(model.config), **(extra or {})}
+def facts_of(parent: Checkpoint) -> chat_tasks.Facts:
+    """What the built-in identity answers say about the model being fine-tuned (its parameter count)."""
+    return chat_tasks.Facts(params=parent.model.num_params())
+
+
+def _run_info(stage: str, parent: Checkpoint, data: str, model, extra: dict | None = None, *,
+              rows: Rows | None = None) -> dict:
+    """run.json's content. `data_sha256` (of the rendered rows) and `parent_sha256` (of the parent's weights) are
+    what a resume is checked against (trainer._check_resume): other data or another parent is refused."""
+    return {"stage": stage, "parent": str(parent.path), "data": data, "model": to_dict(model.config),
+            "data_sha256": rows_sha256(rows) if rows is not None else None,
+            "parent_sha256": sha256_file(parent.path / "model.safetensors"), **(extra or {})}
+
+
+def rows_sha256(rows: Rows) -> str:
+    """A hash of the rendered rows of both splits: the data, its split and the tokenizer in one number."""
+    h = hashlib.sha256()
+    for split in (rows.train, rows.val):
+        for row in split:
+            h.update(repr(row).encode("utf-8", "surrogatepass"))
+        h.update(b"|")
+    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------- stages
@@ -87,14 +121,16 @@ def sft(checkpoint: str | Path | None = None, data: str | None = None, *, train_
     """Supervised fine-tuning on conversations: loss on the assistant's tokens only."""
     parent, out, info = _parent(checkpoint, out, "sft", resume)
     cfg = train_config or stage_train_config("sft")
-    records, spec = _data(info, data, chat_tasks.sft_records)
+    records, spec = _data(info, data, lambda: chat_tasks.sft_records(facts_of(parent)))
     tok, model = parent.tokenizer, parent.model
     rows = load_conversations(records, tok, source=spec)
     collate = lm_collate(model.config.block_size, tok.special_id("<|end|>"))
-    objective = NextToken(rows_factory(rows, cfg.batch_size, collate), seed=cfg.seed, eval_iters=cfg.eval_iters)
-    print0(f"[bold]sft[/] {len(rows.train):,} train / {len(rows.val):,} val conversations from {spec} -> {out}")
+    batches = rows_factory(rows, cfg.batch_size, collate, pack=model.config.block_size + 1)  # packed rows
+    objective = NextToken(batches, seed=cfg.seed, eval_iters=cfg.eval_iters)
+    print0(f"[bold]sft[/] {len(rows.train):,} train / {len(rows.val):,} val conversations from {escape(spec)} "
+           f"-> {escape(str(out))}")
     return train(model, objective, cfg, out, tokenizer_path=parent.tokenizer_path, resume=resume, title="sft",
-                 run_info=_run_info("sft", parent, spec, model))
+                 run_info=_run_info("sft", parent, spec, model, rows=rows))
 
 
 def reward(checkpoint: str | Path | None = None, data: str | None = None, *,
@@ -104,7 +140,7 @@ def reward(checkpoint: str | Path | None = None, data: str | None = None, *,
 
     parent, out, info = _parent(checkpoint, out, "reward", resume)
     cfg = train_config or stage_train_config("reward")
-    records, spec = _data(info, data, chat_tasks.preference_records)
+    records, spec = _data(info, data, lambda: chat_tasks.preference_records(facts_of(parent)))
     tok = parent.tokenizer
     seed_everything(cfg.seed)
     model = RewardModel(RewardConfig(base=to_dict(parent.model.config)))
@@ -112,24 +148,28 @@ def reward(checkpoint: str | Path | None = None, data: str | None = None, *,
     rows = load_preferences(records, tok, source=spec)
     collate = pair_collate(model.config.block_size, tok.special_id("<|end|>"))
     objective = RewardPairwise(rows_factory(rows, cfg.batch_size, collate), seed=cfg.seed, eval_iters=cfg.eval_iters)
-    print0(f"[bold]reward[/] {len(rows.train):,} train / {len(rows.val):,} val pairs from {spec} -> {out}")
+    print0(f"[bold]reward[/] {len(rows.train):,} train / {len(rows.val):,} val pairs from {escape(spec)} "
+           f"-> {escape(str(out))}")
     return train(model, objective, cfg, out, tokenizer_path=parent.tokenizer_path, resume=resume, title="reward",
-                 run_info=_run_info("reward", parent, spec, model))
+                 run_info=_run_info("reward", parent, spec, model, rows=rows))
 
 
 def dpo(checkpoint: str | Path | None = None, data: str | None = None, *, beta: float = 0.1,
-        train_config: TrainConfig | None = None, out: str | Path | None = None, resume: bool = False) -> TrainResult:
-    """Direct preference optimisation against a frozen copy of the parent."""
+        rpo_alpha: float = RPO_ALPHA, train_config: TrainConfig | None = None, out: str | Path | None = None,
+        resume: bool = False) -> TrainResult:
+    """Direct preference optimisation against a frozen copy of the parent, plus `rpo_alpha` times the chosen
+    replies' SFT loss (objectives.DPO)."""
     parent, out, info = _parent(checkpoint, out, "dpo", resume)
-    beta = info.get("beta", beta)
+    beta, rpo_alpha = info.get("beta", beta), info.get("rpo_alpha", rpo_alpha)
     cfg = train_config or stage_train_config("dpo")
-    records, spec = _data(info, data, chat_tasks.preference_records)
+    records, spec = _data(info, data, lambda: chat_tasks.preference_records(facts_of(parent)))
     tok, model = parent.tokenizer, parent.model
     reference = load_checkpoint(parent.path).model
     rows = load_preferences(records, tok, source=spec)
     collate = pair_collate(model.config.block_size, tok.special_id("<|end|>"))
     objective = DPO(rows_factory(rows, cfg.batch_size, collate), reference, beta=beta, seed=cfg.seed,
-                    eval_iters=cfg.eval_iters)
-    print0(f"[bold]dpo[/] beta {beta}, {len(rows.train):,} train / {len(rows.val):,} val pairs from {spec} -> {out}")
+                    eval_iters=cfg.eval_iters, sft_weight=rpo_alpha)
+    print0(f"[bold]dpo[/] beta {beta}, rpo_alpha {rpo_alpha}, {len(rows.train):,} train / {len(rows.val):,} val pairs from "
+           f"{escape(spec)} -> {escape(str(out))}")
     return train(model, objective, cfg, out, tokenizer_path=parent.tokenizer_path, resume=resume, title="dpo",
-                 run_info=_run_info("dpo", parent, spec, model, {"beta": beta}))
+                 run_info=_run_info("dpo", parent, spec, model, {"beta": beta, "rpo_alpha": rpo_alpha}, rows=rows))

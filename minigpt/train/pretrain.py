@@ -7,9 +7,12 @@ with a 4096-token BPE trained on the spot (cached under data/tokenizers/).
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+from rich.markup import escape
 
 from ..common import MinigptError, init_distributed, print0, rank_zero_first, resolve_device, seed_everything
 from ..config import to_dict
@@ -45,37 +48,148 @@ def sample_callback(tokenizer, prompt: str = "", max_new_tokens: int = 64):
 
 def pretrain(data: str = "pydocs", *, tokenizer: str = "auto", vocab_size: int = DEFAULT_VOCAB,
              model_config: Any = None, train_config: TrainConfig | None = None, out: str | Path | None = None,
-             resume: bool = False, sample_prompt: str = "") -> TrainResult:
+             resume: bool = False, sample_prompt: str = "", init_from: str | Path | None = None,
+             autosize: bool = False) -> TrainResult:
     """Train a language model on `data`. `model_config` is any registered config (vocab_size is set from the
-    tokenizer); the default is the GPT `tiny` preset. On `resume`, everything comes from the run's run.json."""
-    from ..checkpoint import check_run_dir, read_run_info
+    tokenizer); the default is the GPT `tiny` preset. On `resume`, everything comes from the run's run.json.
+    `init_from`: a checkpoint (e.g. GPT-2 imported by models/hf.py `hf_start`) whose weights and tokenizer
+    start the run; `model_config` may then differ from its config only in dropout and a shorter block_size.
+    `autosize`: pick the GPT's depth and width for the time budget `train_config.max_seconds` (train/autosize.py)."""
+    from ..checkpoint import check_run_dir
     from ..models import build_model, config_from_dict
     from ..models.gpt import GPTConfig, PRESETS
 
     cfg = train_config or TrainConfig()
     if resume:
-        info = read_run_info(Path(out)) if out else {}
-        if not info:
-            raise MinigptError(f"--resume: {out} has no run.json to resume; give the --out of an earlier run")
+        out, info = _resume_info(out)
         data, tokenizer, vocab_size = info["data"], info["tokenizer"], info.get("vocab_size", vocab_size)
         model_config = config_from_dict(info["model"])
-    source = open_source(data)
-    kind = model_config.kind if model_config is not None else "gpt"
-    out = check_run_dir(out if out else Path("checkpoints") / f"{source.name}-{kind}", resume)
+    start = None
+    if init_from is not None and not resume:
+        from ..checkpoint import load_checkpoint
+
+        start = load_checkpoint(init_from)
+        tokenizer, model_config = str(start.tokenizer_path), _start_config(start.model.config, model_config)
+    if not resume:  # a resume never re-reads the source: it continues on the shards it recorded
+        source = open_source(data)
+        kind = model_config.kind if model_config is not None else "gpt"
+        out = check_run_dir(out if out else Path("checkpoints") / f"{source.name}-{kind}", resume)
     with rank_zero_first(init_distributed(resolve_device(cfg.device))):
-        tok = resolve_tokenizer(tokenizer, source, vocab_size)
-        prepared = prepare(source, tok)
+        if resume:
+            tok, prepared = _resume_data(out, info)
+        else:
+            tok = resolve_tokenizer(tokenizer, source, vocab_size)
+            prepared = prepare(source, tok)
     if model_config is None:
         model_config = GPTConfig(**{**PRESETS["tiny"], "vocab_size": tok.vocab_size})
     model_config = replace(model_config, vocab_size=tok.vocab_size)
+    if autosize and not resume:
+        model_config = _autosize(model_config, cfg, prepared)
     seed_everything(cfg.seed)  # the initial weights depend on --seed only
     model = build_model(model_config)
+    if start is not None:
+        _load_start(model, start.model)
     objective = lm_objective(prepared, model_config.block_size, cfg.batch_size, seed=cfg.seed,
                              eval_iters=cfg.eval_iters)
     print0(f"[bold]{model_config.kind}[/] {model.num_params() / 1e6:.2f}M parameters, "
-                  f"vocab {tok.vocab_size}, block {model_config.block_size}; data {prepared.path} "
-                  f"({prepared.tokens('train'):,} train / {prepared.tokens('val'):,} val tokens) -> {out}")
+           f"vocab {tok.vocab_size}, block {model_config.block_size}; data {escape(str(prepared.path))} "
+           f"({prepared.tokens('train'):,} train / {prepared.tokens('val'):,} val tokens) -> {escape(str(out))}")
     run_info = {"stage": "pretrain", "parent": None, "data": data, "tokenizer": tokenizer, "vocab_size": vocab_size,
-                "prepared": str(prepared.path), "model": to_dict(model_config)}
+                "prepared": str(prepared.path), "model": to_dict(model_config),
+                "init_from": str(start.path) if start is not None else info.get("init_from") if resume else None,
+                "source_fingerprint": prepared.meta["source_fingerprint"], "data_sha256": prepared.fingerprint()}
     return train(model, objective, cfg, out, tokenizer_path=prepared.tokenizer_path, run_info=run_info,
                  resume=resume, on_eval=sample_callback(tok, sample_prompt, cfg.sample_tokens), title="pretrain")
+
+
+def _autosize(model_config: Any, cfg: TrainConfig, prepared: Prepared) -> Any:
+    from .autosize import choose
+
+    if model_config.kind != "gpt" or not cfg.max_seconds:
+        raise MinigptError("sizing the model to the budget needs a GPT and --max-seconds; give the shape instead")
+    choice = choose(model_config, cfg.max_seconds, prepared.tokens("train"), batch_size=cfg.batch_size,
+                    device=cfg.device, shard=prepared.shard("train"))
+    print0(choice.why, markup=False)
+    return choice.config
+
+
+def _resume_info(out: str | Path | None) -> tuple[Path, dict]:
+    """The run folder to resume and its run.json, refused unless it is a pretraining run."""
+    from ..checkpoint import check_run_dir, read_run_info
+
+    if not out:
+        raise MinigptError("--resume needs --out RUN_DIR (the run to continue)")
+    out = check_run_dir(out, resume=True)
+    info = read_run_info(out)
+    if info.get("stage") != "pretrain":
+        stage = info.get("stage")
+        raise MinigptError(f"--resume: {out} is a {stage} run, not a pretraining run; continue it with `minigpt "
+                           f"{stage} --out {out} --resume`" if stage else f"--resume: {out}/run.json names no stage; "
+                           "restore it, or start a new run with another --out")
+    missing = [k for k in ("data", "tokenizer", "model", "prepared") if k not in info]
+    if missing:
+        raise MinigptError(f"{out}/run.json: no {missing[0]!r}; the file is damaged: restore it, or start a new run")
+    return out, info
+
+
+def _resume_data(out: Path, info: dict) -> tuple[Any, Prepared]:
+    """A resumed run's tokenizer and shards: the tokenizer in its checkpoint and the shards run.json records,
+    both checked unchanged (shards that were deleted are made again when the source is unchanged), so --resume
+    never switches either, whatever happened to the corpus or a --tokenizer file since."""
+    from ..checkpoint import read_config, resolve_step, tokenizer_file
+    from ..common import sha256_file
+    from ..text.shards import load_prepared
+    from ..text.tokenizer import load_tokenizer
+
+    step = resolve_step(out)
+    tok_file = tokenizer_file(step)
+    if tok_file is None or sha256_file(tok_file) != read_config(step).get("tokenizer_sha256"):
+        raise MinigptError(f"--resume: {step} has no intact tokenizer file; resume needs it, so restore it")
+    ckpt_tok = load_tokenizer(tok_file)
+    path = Path(info["prepared"])
+    if (path / "meta.json").is_file():
+        prepared = load_prepared(path)
+    else:
+        source = open_source(info["data"])
+        if source.fingerprint != info.get("source_fingerprint"):
+            raise MinigptError(f"--resume: the run's shards {path} are gone and --data {info['data']} has changed "
+                               "since the run started; restore one of them, or start a new run with another --out")
+        prepared = prepare(source, ckpt_tok, out=path)
+    if prepared.meta.get("tokenizer_sha256") != ckpt_tok.sha256:
+        raise MinigptError(f"--resume: the shards in {path} were made with another tokenizer than {out}'s "
+                           "checkpoint (re-prepared since the run started?); restore them, or start a new run")
+    if info.get("data_sha256") not in (None, prepared.fingerprint()):
+        raise MinigptError(f"--resume: the shards in {path} changed since {out} started (re-prepared from an "
+                           "edited source?); restore them, or start a new run with another --out")
+    with contextlib.suppress(MinigptError):
+        if open_source(info["data"]).fingerprint != prepared.meta.get("source_fingerprint"):
+            print0(f"note: --data {info['data']} changed since this run started; the run continues on the shards "
+                   f"it was started with ({path})", markup=False)
+    return ckpt_tok, prepared
+
+
+def _start_config(start: Any, asked: Any) -> Any:
+    """The config of a run that starts from `start`'s weights: `asked` (flags on top of `start`) may change
+    only what keeps the weights' shapes, dropout and a shorter context."""
+    from ..config import flag
+
+    if asked is None:
+        return start
+    if asked.kind != start.kind:
+        raise MinigptError(f"--model {asked.kind}: --init-from holds a {start.kind} model; drop --model")
+    for name, value in vars(asked).items():
+        if name not in ("dropout", "block_size", "vocab_size") and value != getattr(start, name):
+            raise MinigptError(f"{flag(name)} {value}: the model's shape and options come from --init-from "
+                               f"({getattr(start, name)}); only --dropout and a smaller --block-size may change")
+    if asked.block_size > start.block_size and getattr(start, "positions", None) == "learned":
+        raise MinigptError(f"--block-size {asked.block_size}: the --init-from model learned only "
+                           f"{start.block_size} positions; give at most that")
+    return asked
+
+
+def _load_start(model: Any, start: Any) -> None:
+    """Copy `start`'s weights into `model` (a learned position table is cut to the model's context)."""
+    weights = start.state_dict()
+    if "transformer.wpe.weight" in weights:
+        weights["transformer.wpe.weight"] = weights["transformer.wpe.weight"][:model.config.block_size]
+    model.load_state_dict(weights)

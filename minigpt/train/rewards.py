@@ -4,6 +4,11 @@ A reward function takes `(prompt, completion, record)` and returns a float: `pro
 `completion` the generated reply text, `record` the whole prompt record (e.g. its `reference`). `--reward`
 accepts `python:module:function` (any importable function of that signature, such as this module's
 `token_f1`, the built-in example) or `rm:RUN` (a reward model checkpoint trained by `minigpt reward`).
+
+`python:` is code execution: importing the module runs it, with your rights (and under `python -m minigpt` the
+current folder is first on the import path, so a `mod.py` there is what `python:mod:f` imports). So a spec is
+only ever taken from you: `--resume` of a run whose run.json names a reward other than the built-in one asks
+for `--reward` again (`reward_spec`) rather than import what a shared run folder says.
 """
 from __future__ import annotations
 
@@ -14,9 +19,10 @@ from typing import Callable
 
 import torch
 
-from ..common import MinigptError
+from ..common import MinigptError, print0
 
 RewardFn = Callable[[list, str, dict], float]
+DEFAULT_REWARD = "python:minigpt.train.rewards:token_f1"
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -39,6 +45,19 @@ def token_f1(prompt: list, completion: str, record: dict) -> float:
     if "reference" not in record:
         raise MinigptError("the token_f1 reward needs a 'reference' field in each prompt record")
     return f1(completion, record["reference"])
+
+
+def reward_spec(flag: str | None, stored: str | None, run_dir=None) -> str:
+    """The reward to use: the flag when given (it wins over run.json); else the run's own when it is the
+    built-in one; else refused, asking for the flag, since a run folder alone must never pick code to run."""
+    if flag is not None:
+        if stored is not None and flag != stored:
+            print0(f"note: --reward {flag} replaces this run's {stored}", markup=False)
+        return flag
+    if stored in (None, DEFAULT_REWARD):
+        return DEFAULT_REWARD
+    raise MinigptError(f"--resume: {run_dir} was trained with --reward {stored}; give --reward {stored} to resume "
+                       "with it (minigpt never imports a module because run.json names it)")
 
 
 def load_reward(spec: str, device: str | torch.device = "cpu") -> RewardFn:

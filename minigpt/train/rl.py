@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.markup import escape
 
 from ..checkpoint import load_checkpoint
 from ..common import print0
 from ..config import check, option, to_dict
 from ..text import chat_tasks
 from ..text.chat_data import RowBatches, lm_collate, load_prompts
-from .finetune import _data, _parent, _run_info, stage_train_config
+from .finetune import _data, _parent, _run_info, facts_of, stage_train_config
 from .objectives import PolicyGradient
 from .trainer import TrainConfig, TrainResult, train
 
@@ -61,17 +62,16 @@ class Rollouts:
 
         picked = next(self.prompts)
         self.count += 1
-        engine = Engine(self.policy, self.tokenizer)
+        seed = int.from_bytes(hashlib.sha256(f"{self.seed}:{self.count}".encode()).digest()[:4], "little")
+        gens = Engine(self.policy, self.tokenizer).generate_batch(
+            [ids for ids, _ in picked], n=self.rl.group_size, seed=seed, **_rollout(self.rl))  # one batch
         rows, advantages, rewards, lengths = [], [], [], []
         for j, (prompt_ids, record) in enumerate(picked):
-            seed = int.from_bytes(hashlib.sha256(f"{self.seed}:{self.count}:{j}".encode()).digest()[:4], "little")
-            gens = engine.generate_many(prompt_ids, self.rl.group_size, max_new_tokens=self.rl.max_new_tokens,
-                                        temperature=self.rl.temperature, top_k=0, top_p=1.0, min_p=0.0,
-                                        repetition_penalty=1.0, seed=seed)
+            group = gens[j * self.rl.group_size:(j + 1) * self.rl.group_size]
             messages = _messages(record)
-            scores = [float(self.reward_fn(messages, g.text, record)) for g in gens]
+            scores = [float(self.reward_fn(messages, g.text, record)) for g in group]
             mean = sum(scores) / len(scores)
-            for g, s in zip(gens, scores):
+            for g, s in zip(group, scores):
                 reply = list(g.ids)
                 rows.append((prompt_ids + reply, [0] * len(prompt_ids) + [1] * len(reply)))
                 advantages.append(s - mean)
@@ -89,6 +89,12 @@ class Rollouts:
         self.count = int(state["count"])
 
 
+def _rollout(rl: RLConfig) -> dict[str, Any]:
+    """Sampling settings of rollouts: the policy's own distribution at the rollout temperature."""
+    return dict(max_new_tokens=rl.max_new_tokens, temperature=rl.temperature, top_k=0, top_p=1.0, min_p=0.0,
+                repetition_penalty=1.0)
+
+
 def _messages(record: dict) -> list:
     from ..text.chat_format import prompt_messages
 
@@ -96,37 +102,37 @@ def _messages(record: dict) -> list:
 
 
 @torch.no_grad()
-def answer_eval(model, tokenizer, rows: list, reward_fn, *, n: int, samples: int, temperature: float,
-                max_new_tokens: int, seed: int = 0) -> dict[str, float]:
-    """Replies to the first n prompt rows. `reward`: the mean reward of `samples` replies per prompt sampled at
-    the rollout temperature with fixed seeds (what RL optimises, measured the same way at every evaluation);
-    `greedy_reward`: of the one greedy reply; `length`: mean sampled reply length in tokens."""
+def answer_eval(model, tokenizer, rows: list, reward_fn, *, n: int, samples: int, rl: RLConfig,
+                seed: int = 0) -> dict[str, float]:
+    """Replies to the first n prompt rows, all in one batch each way. `reward`: the mean reward of `samples`
+    replies per prompt sampled at the rollout temperature with fixed seeds (what RL optimises, measured the
+    same way at every evaluation); `greedy_reward`: of the one greedy reply; `length`: mean sampled reply
+    length in tokens."""
     from ..infer.engine import Engine
 
-    engine = Engine(model, tokenizer)
-    rewards, greedy, lengths = [], [], []
-    for i, (prompt_ids, record) in enumerate(rows[:n]):
-        messages = _messages(record)
-        gens = engine.generate_many(prompt_ids, samples, max_new_tokens=max_new_tokens, temperature=temperature,
-                                    top_k=0, top_p=1.0, min_p=0.0, repetition_penalty=1.0, seed=seed + samples * i)
-        rewards += [float(reward_fn(messages, g.text, record)) for g in gens]
-        lengths += [len(g.ids) for g in gens]
-        g = engine.generate(prompt_ids, max_new_tokens=max_new_tokens, temperature=0.0)
-        greedy.append(float(reward_fn(messages, g.text, record)))
+    engine, picked = Engine(model, tokenizer), rows[:n]
+    prompts = [ids for ids, _ in picked]
+    sampled = engine.generate_batch(prompts, n=samples, seed=seed, **_rollout(rl))
+    greedy = engine.generate_batch(prompts, **{**_rollout(rl), "temperature": 0.0})
+    score = lambda g, record: float(reward_fn(_messages(record), g.text, record))  # noqa: E731
+    rewards = [score(g, picked[i // samples][1]) for i, g in enumerate(sampled)]
     mean = lambda xs: sum(xs) / max(1, len(xs))  # noqa: E731
-    return {"reward": mean(rewards), "greedy_reward": mean(greedy), "length": mean(lengths)}
+    return {"reward": mean(rewards), "greedy_reward": mean([score(g, r) for g, (_, r) in zip(greedy, picked)]),
+            "length": mean([len(g.ids) for g in sampled])}
 
 
-def rl(checkpoint: str | Path | None = None, prompts: str | None = None, *, reward: str = "python:minigpt.train.rewards:token_f1",
+def rl(checkpoint: str | Path | None = None, prompts: str | None = None, *, reward: str | None = None,
        rl_config: RLConfig | None = None, train_config: TrainConfig | None = None, out: str | Path | None = None,
        resume: bool = False) -> TrainResult:
-    """On-policy policy gradient against a reward, with a KL leash to the parent (the reference)."""
-    from .rewards import load_reward
+    """On-policy policy gradient against a reward, with a KL leash to the parent (the reference). `reward`:
+    a spec for rewards.load_reward (default: token F1); on resume it must repeat a run's own python: reward."""
+    from .rewards import load_reward, reward_spec
 
     parent, out, info = _parent(checkpoint, out, "rl", resume)
-    reward, rl_cfg = info.get("reward", reward), RLConfig(**info["rl"]) if "rl" in info else (rl_config or RLConfig())
+    reward = reward_spec(reward, info.get("reward"), out)
+    rl_cfg = RLConfig(**info["rl"]) if "rl" in info else (rl_config or RLConfig())
     cfg = train_config or stage_train_config("rl")
-    records, spec = _data(info, prompts, chat_tasks.rl_prompts)
+    records, spec = _data(info, prompts, lambda: chat_tasks.rl_prompts(facts_of(parent)))
     tok, policy = parent.tokenizer, parent.model
     reference = load_checkpoint(parent.path).model
     reward_fn = load_reward(reward)
@@ -137,12 +143,14 @@ def rl(checkpoint: str | Path | None = None, prompts: str | None = None, *, rewa
                         seed=seed, rank=rank, world=world)
 
     def evaluate(model) -> dict[str, float]:
-        found = answer_eval(model, tok, rows.val, reward_fn, n=rl_cfg.eval_prompts, samples=4,
-                            temperature=rl_cfg.temperature, max_new_tokens=rl_cfg.max_new_tokens, seed=cfg.seed)
+        found = answer_eval(model, tok, rows.val, reward_fn, n=rl_cfg.eval_prompts, samples=4, rl=rl_cfg,
+                            seed=cfg.seed)
         return {f"val/{k}": v for k, v in found.items()}
 
     objective = PolicyGradient(make, reference, kl_coef=rl_cfg.kl_coef, seed=cfg.seed, evaluate=evaluate)
-    print0(f"[bold]rl[/] {len(rows.train):,} train / {len(rows.val):,} val prompts from {spec}, reward "
-           f"{reward}, group of {rl_cfg.group_size} replies per prompt, KL coefficient {rl_cfg.kl_coef} -> {out}")
+    print0(f"[bold]rl[/] {len(rows.train):,} train / {len(rows.val):,} val prompts from {escape(spec)}, reward "
+           f"{escape(reward)}, group of {rl_cfg.group_size} replies per prompt, KL coefficient {rl_cfg.kl_coef} -> "
+           f"{escape(str(out))}")
     return train(policy, objective, cfg, out, tokenizer_path=parent.tokenizer_path, resume=resume, title="rl",
-                 run_info=_run_info("rl", parent, spec, policy, {"reward": reward, "rl": to_dict(rl_cfg)}))
+                 run_info=_run_info("rl", parent, spec, policy, {"reward": reward, "rl": to_dict(rl_cfg)},
+                                    rows=rows))

@@ -9,8 +9,13 @@ exact resume, a rich progress bar (loss, lr, tokens/s, MFU, ETA), metrics.jsonl 
 
 Exact resume: the checkpoint holds the weights, the optimizer, the CPU/CUDA RNG states and the data iterator's
 generator state, and evaluation never touches any of them (fixed eval batches, own sampling generator). On CPU,
-N steps straight and N/2 steps then `--resume` to N give bit-identical weights (tests/test_trainer.py).
-Ctrl-C finishes the current step, saves, and prints the command that resumes.
+N steps straight and N/2 steps then `--resume` to N give bit-identical weights (tests/test_trainer.py, and
+tests/test_faults.py kills runs at random points, checkpoint writes included). Ctrl-C finishes the current step,
+saves, and prints the command that resumes.
+
+One writer per run: `train` holds the run folder's lock (runlock.py) from before it reads anything there until it
+returns. A resume is refused with one line when what the run was started with has changed: another stage's run,
+another tokenizer (sha256), other data or another parent (`data_sha256`, `parent_sha256` in run.json).
 """
 from __future__ import annotations
 
@@ -27,9 +32,13 @@ from typing import Any, Callable
 
 import torch
 import torch.nn as nn
+from rich.markup import escape
 
-from ..checkpoint import load_checkpoint, save_checkpoint, write_run_info
-from ..common import Dist, MinigptError, atomic_write_text, console, init_distributed, resolve_device, resolve_dtype, seed_everything
+from .. import OMP_WAIT
+from ..checkpoint import load_checkpoint, read_run_info, recover_run, save_checkpoint, write_run_info
+from ..common import (Dist, MinigptError, atomic_write_text, console, init_distributed, resolve_device, resolve_dtype,
+                      seed_everything, sha256_file)
+from ..runlock import is_rank_zero, run_lock
 from .metrics import plot_run
 from .objectives import EvalContext, Objective
 from .optim import lr_at, make_optimizer, set_lr
@@ -132,6 +141,10 @@ class Run:
     def restore(self) -> None:
         """Continue from the run folder's latest checkpoint: weights, optimizer, data position, RNG, progress."""
         ckpt = load_checkpoint(self.run_dir, with_trainer_state=True, build=lambda _: self.raw)
+        if ckpt.config.get("tokenizer_sha256") != sha256_file(self.tokenizer_path):
+            raise MinigptError(f"--resume: {ckpt.path} was trained with another tokenizer than {self.tokenizer_path} "
+                               "(sha256 differs); a resumed run keeps its checkpoint's tokenizer, so restore that "
+                               "file, or start a new run with another --out")
         ts = ckpt.trainer_state
         if ts is None:
             raise MinigptError(f"{ckpt.path}: has no trainer state to resume from; start a new run instead")
@@ -197,15 +210,43 @@ class Run:
 # ---------------------------------------------------------------------------------------------- the loop
 
 
-def train(model: nn.Module, objective: Objective, cfg: TrainConfig, run_dir: str | Path, *, tokenizer_path: Path,
-          run_info: dict[str, Any], resume: bool = False, on_eval: Callable[[nn.Module], str] | None = None,
-          checkpoint_extra: dict | None = None, title: str = "training") -> TrainResult:
-    """Train `model` on `objective` into `run_dir`. `run_info` is written to run.json (stage, configs, parent)."""
+def train(model: nn.Module, objective: Objective, cfg: TrainConfig, run_dir: str | Path, **kw: Any) -> TrainResult:
+    """Train `model` on `objective` into `run_dir` (see `_train` for the arguments), holding the run folder's lock
+    throughout: a second writer is refused with one line naming this one. Crash leftovers are tidied first."""
     run_dir = Path(run_dir)
+    if is_rank_zero():
+        run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(run_dir):
+        if is_rank_zero():
+            for line in recover_run(run_dir):
+                console.print(f"recovered {run_dir}: {line}", markup=False, highlight=False)
+        return _train(model, objective, cfg, run_dir, **kw)
+
+
+def _check_resume(run_dir: Path, run_info: dict[str, Any]) -> None:
+    """A resume continues the run it names, on the data and parent it started with, or is refused."""
+    stored = read_run_info(run_dir)
+    stage = run_info.get("stage")
+    if stored.get("stage") not in (None, stage):
+        raise MinigptError(f"--resume: {run_dir} is a {stored['stage']} run, not {stage}; continue it with "
+                           f"`minigpt {stored['stage']} --out {run_dir} --resume`")
+    what = {"data_sha256": f"the data ({run_info.get('data')})", "parent_sha256": f"the parent checkpoint "
+            f"({run_info.get('parent')})"}
+    for key, name in what.items():
+        if stored.get(key) and run_info.get(key) and stored[key] != run_info[key]:
+            raise MinigptError(f"--resume: {name} changed since {run_dir} started ({key} differs); restore it, "
+                               "or start a new run with another --out")
+
+
+def _train(model: nn.Module, objective: Objective, cfg: TrainConfig, run_dir: Path, *, tokenizer_path: Path,
+           run_info: dict[str, Any], resume: bool = False, on_eval: Callable[[nn.Module], str] | None = None,
+           checkpoint_extra: dict | None = None, title: str = "training") -> TrainResult:
+    """Train `model` on `objective` into `run_dir`. `run_info` is written to run.json (stage, configs, parent)."""
     seed_everything(cfg.seed)
     run = Run(model, objective, cfg, run_dir, tokenizer_path=tokenizer_path, run_info=run_info,
               checkpoint_extra=checkpoint_extra)
     if resume:
+        _check_resume(run_dir, run_info)
         run.restore()
     elif run.dist.is_main and (run_dir / "latest").exists():
         raise MinigptError(f"{run_dir}: already holds a run; add --resume to continue it, or choose another --out")
@@ -213,6 +254,8 @@ def train(model: nn.Module, objective: Objective, cfg: TrainConfig, run_dir: str
         run_dir.mkdir(parents=True, exist_ok=True)
         if resume:
             _truncate_metrics(run_dir / "metrics.jsonl", run.progress.step)
+        else:  # rows of an attempt that died before its first checkpoint
+            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
         write_run_info(run_dir, {**run_info, "train": vars(cfg).copy()})
     start, p = run.progress.step, run.progress
     log = _Logger(run_dir / "metrics.jsonl", run.dist, title, cfg, p)
@@ -233,8 +276,9 @@ def train(model: nn.Module, objective: Objective, cfg: TrainConfig, run_dir: str
             if done or interrupt.requested:
                 break
             lr = lr_at(p.step, cfg, used)
+            t_step = time.perf_counter()
             loss, metrics = run.step(lr)
-            log.observe(loss)
+            log.observe(loss, time.perf_counter() - t_step)
             if p.step % cfg.log_interval == 0 or p.step == cfg.max_iters:
                 log.train(time.perf_counter() - t_start, lr, metrics, run, used)
     interrupted = interrupt.requested and not done
@@ -244,16 +288,25 @@ def train(model: nn.Module, objective: Objective, cfg: TrainConfig, run_dir: str
     if run.dist.is_main:
         plot_run(run_dir)
         if interrupted:
-            console.print(f"[yellow]stopped at step {p.step}; checkpoint saved.[/] Resume with:\n  {resume_command()}")
+            console.print(f"[yellow]stopped at step {p.step}; checkpoint saved.[/] Resume with:\n  "
+                          f"{escape(resume_command())}")
     return TrainResult(run_dir, p.step, last_eval, p.best_val, interrupted)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop rows logged after the checkpoint we resume from (a killed run may have written some)."""
+    """Drop rows logged after the checkpoint we resume from (a killed run may have written some), and any line a
+    kill tore in the middle of a write (not JSON, or not ended by a newline)."""
     if not path.is_file():
         return
-    rows = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
-    atomic_write_text(path, "".join(r + "\n" for r in rows))
+    rows = []
+    for line in path.read_bytes().decode("utf-8", "replace").splitlines(keepends=True):
+        try:
+            row = json.loads(line) if line.endswith("\n") else None
+        except ValueError:
+            row = None
+        if isinstance(row, dict) and row.get("step", 0) <= step:
+            rows.append(line)
+    atomic_write_text(path, "".join(rows))
 
 
 def _barrier(dist: Dist) -> None:
@@ -269,8 +322,9 @@ class _Logger:
 
     def __init__(self, path: Path, dist: Dist, title: str, cfg: TrainConfig, progress: Progress):
         self.path, self.dist, self.title, self.cfg, self.p = path, dist, title, cfg, progress
-        self.loss, self.steps = 0.0, 0
+        self.loss, self.steps, self.in_steps = 0.0, 0, 0.0
         self.t_last, self.tokens_last = time.perf_counter(), progress.tokens
+        self.best_tps, self.warned = 0.0, False
 
     def __enter__(self) -> "_Logger":
         self.file = open(self.path, "a") if self.dist.is_main else None
@@ -291,16 +345,18 @@ class _Logger:
             self.file.write(json.dumps(row) + "\n")
             self.file.flush()
 
-    def observe(self, loss: torch.Tensor) -> None:
-        self.loss, self.steps = self.loss + loss, self.steps + 1
+    def observe(self, loss: torch.Tensor, seconds: float) -> None:
+        """Every step: its loss (kept on the device) and how long `Run.step` took."""
+        self.loss, self.steps, self.in_steps = self.loss + loss, self.steps + 1, self.in_steps + seconds
 
     def train(self, elapsed: float, lr: float, metrics: dict[str, Any], run: "Run", used: float | None) -> None:
         """A metrics row: mean loss since the last row (over every rank), lr, tokens/s, MFU and the last step's
         metrics. Under a time budget the bar's total is the steps the clock will allow at this pace."""
         now = time.perf_counter()
-        tps = (self.p.tokens - self.tokens_last) / max(now - self.t_last, 1e-9)
+        tps = (self.p.tokens - self.tokens_last) / max(self.in_steps, 1e-9)  # training speed: evaluations excluded
         loss = run.eval_ctx.mean({"loss": float(self.loss)}, max(1, self.steps))["loss"]
         row = {"loss": loss, "lr": lr, "tokens_per_s": tps, "mfu": run.mfu(tps),
+               "loop_share": 1 - self.in_steps / max(now - self.t_last, 1e-9),  # time outside the steps
                **{k: float(v) for k, v in metrics.items()}}
         self._write({"step": self.p.step, "kind": "train", "time": round(elapsed, 3), "tokens": self.p.tokens,
                      **{k: round(v, 6) for k, v in row.items()}})
@@ -309,7 +365,17 @@ class _Logger:
             total = min(self.cfg.max_iters, max(self.p.step, round(self.p.step / used)))
         self.bar.update(self.task, completed=self.p.step, total=total, loss=loss, lr=lr, tps=tps,
                         mfu=100 * row["mfu"])
-        self.loss, self.steps, self.t_last, self.tokens_last = 0.0, 0, now, self.p.tokens
+        self._watch_speed(tps)
+        self.loss, self.steps, self.in_steps, self.t_last, self.tokens_last = 0.0, 0, 0.0, now, self.p.tokens
+
+    def _watch_speed(self, tps: float) -> None:
+        """Say once why training slowed down 3x, when OpenMP's threads spin (minigpt/__init__.py)."""
+        self.best_tps = max(self.best_tps, tps)
+        if OMP_WAIT == "spin" and tps < self.best_tps / 3 and not self.warned and self.dist.is_main:
+            self.warned = True
+            self.bar.console.print("[yellow]note:[/] training slowed down 3x: another program is using the CPU "
+                                   "while minigpt's OpenMP threads spin-wait; on a shared machine run with "
+                                   "OMP_WAIT_POLICY=PASSIVE for a steady speed")
 
     def eval(self, metrics: dict[str, float], sample: str | None) -> None:
         self._write({"step": self.p.step, "kind": "eval", "time": round(self.p.elapsed, 3), "tokens": self.p.tokens,
