@@ -259,6 +259,32 @@ def test_disk_full_while_saving_is_one_line_and_keeps_the_previous_checkpoint(lm
     assert_same(weights(resolve_step(out)), weights(resolve_step(straight)))
 
 
+def test_disk_full_while_logging_is_one_line_and_the_run_resumes(lm_setup, tmp_path, monkeypatch):
+    """A metrics row that cannot be written stops the run with one line naming the resume command; the last
+    checkpoint is whole and the resumed run ends like a straight one."""
+    import minigpt.train.trainer as trainer
+
+    run, straight = lm_setup
+    out, real_dumps, rows = tmp_path / "full-log", trainer.json.dumps, itertools.count(1)
+
+    class FullDisk:
+        @staticmethod
+        def dumps(row, *a, **k):
+            if isinstance(row, dict) and row.get("kind") == "train" and next(rows) == 3:
+                raise OSError(28, "No space left on device")
+            return real_dumps(row, *a, **k)
+
+    monkeypatch.setattr(trainer, "json", FullDisk)
+    with pytest.raises(MinigptError, match=r"metrics\.jsonl: cannot write a metrics row \(No space left on device\)"
+                                           r".*--resume") as e:
+        run(out)
+    assert "\n" not in str(e.value)
+    monkeypatch.setattr(trainer, "json", __import__("json"))
+    check_loadable(out, straight)
+    finish(lambda resume: run(out, resume=resume), out)
+    assert_same(weights(resolve_step(out)), weights(resolve_step(straight)))
+
+
 # ---------------------------------------------------------------------------------------------- what a resume uses
 
 

@@ -94,6 +94,9 @@ def test_malformed_jsonl_names_file_and_line(tmp_path):
     path.write_text(json.dumps({"messages": [{"role": "user", "content": "a"}]}) + "\n\n{oops\n")
     with pytest.raises(MinigptError, match=r"bad\.jsonl:3: not valid JSON"):
         load_conversations(path, tok)
+    path.write_bytes(json.dumps({"messages": [{"role": "user", "content": "a"}]}).encode() + b'\n{"x": "\xff"}\n')
+    with pytest.raises(MinigptError, match=r"bad\.jsonl:2: not UTF-8 \(bad byte at column 8\)"):
+        load_conversations(path, tok)
     path.write_text(json.dumps({"prompt": "a", "chosen": "b"}) + "\n")
     with pytest.raises(MinigptError, match=r"bad\.jsonl:1: missing 'rejected'"):
         load_preferences(path, tok)

@@ -12,10 +12,10 @@ from rich.markup import escape
 
 from .. import __version__
 from ..common import MinigptError, console
-from . import generate, inspect, runs, tokenizer, train
+from . import export, generate, inspect, learn, runs, serve, tokenizer, train
 from .args import apply_config_file
 
-GROUPS = (tokenizer, train, generate, inspect, runs)  # `minigpt --help` lists their commands in this order
+GROUPS = (tokenizer, train, generate, inspect, serve, export, runs, learn)  # `minigpt --help` lists their commands in this order
 
 
 def build_parser() -> argparse.ArgumentParser:

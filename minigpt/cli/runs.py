@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from rich.markup import escape
+
 from ..common import MinigptError, console
 from .args import add_data, add_device
 
@@ -43,6 +45,8 @@ def register(sub) -> None:
     p.add_argument("--resume", action="store_true", help="accepted for symmetry: rerunning always resumes")
     p.add_argument("--report-only", action="store_true", help="regenerate report.md and curves.png from --out's "
                    "results.json without training")
+    p.add_argument("--task", default=None, metavar="NAME", help="train on a synthetic task instead of --data and "
+                   "report accuracy against the gap: recall (associative recall; see `minigpt learn why-attention`)")
     p.set_defaults(func=_compare)
     _register_speedrun(sub)
 
@@ -55,7 +59,7 @@ def _compare(args: argparse.Namespace) -> int:
     if args.report_only:
         if not args.out:
             raise MinigptError("--report-only needs --out DIR (a comparison folder)")
-        console.print(f"wrote {write_report(args.out)}")
+        console.print(f"wrote {escape(str(write_report(args.out)))}")
         return 0
     lrs = {}
     for item in filter(None, (s.strip() for s in args.lr.split(","))):
@@ -70,6 +74,11 @@ def _compare(args: argparse.Namespace) -> int:
         tokens=parse_count(args.tokens, "--tokens") if args.tokens else None, block_size=args.block_size,
         batch_size=args.batch_size, lr=lrs, evals=args.evals, eval_iters=args.eval_iters, samples=args.samples,
         line_check=args.line_check, seed=args.seed, device=args.device)
+    if args.task:
+        from ..runs.compare import compare_task
+
+        compare_task(args.task, config, out=args.out)
+        return 0
     result = compare(args.data, tokenizer=args.tokenizer, vocab_size=args.vocab_size, config=config, out=args.out)
     return 130 if result.interrupted else 0
 
@@ -96,7 +105,7 @@ def _speedrun(args: argparse.Namespace) -> int:
     from ..runs.speedrun import speedrun
 
     if args.report_only:
-        console.print(f"wrote {write_report_card(Path(args.out))}")
+        console.print(f"wrote {escape(str(write_report_card(Path(args.out))))}")
         return 0
     speedrun(parse_seconds(args.budget), args.out, seed=args.seed, device=args.device)
     return 0

@@ -36,8 +36,13 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[str, dict]]:
     path = Path(path)
     if not path.is_file():
         raise MinigptError(f"{path}: no such file")
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise MinigptError(f"{path}:{n}: not UTF-8 (bad byte at column {e.start + 1}); convert the file, "
+                                   "e.g. `iconv -t UTF-8`") from None
             if not line.strip():
                 continue
             try:

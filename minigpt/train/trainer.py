@@ -341,9 +341,14 @@ class _Logger:
             self.file.close()
 
     def _write(self, row: dict) -> None:
-        if self.file:
+        if not self.file:
+            return
+        try:
             self.file.write(json.dumps(row) + "\n")
             self.file.flush()
+        except OSError as e:  # e.g. the disk is full: stop with one line; the last checkpoint is whole
+            raise MinigptError(f"{self.path}: cannot write a metrics row ({e.strerror or e}); free some space, "
+                               f"then resume from the last checkpoint: {resume_command()}") from None
 
     def observe(self, loss: torch.Tensor, seconds: float) -> None:
         """Every step: its loss (kept on the device) and how long `Run.step` took."""

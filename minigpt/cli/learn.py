@@ -1,0 +1,44 @@
+"""`minigpt learn`: list the lessons (from a neuron to attention); `minigpt learn NAME` runs one."""
+from __future__ import annotations
+
+import argparse
+
+from ..common import MinigptError, console
+from . import args as shared
+
+
+def register(sub) -> None:
+    p = sub.add_parser("learn", help="runnable lessons: neuron, perceptron, backprop, MNIST, RNNs, attention, Chinese",
+                       description="Worked examples from a single neuron to attention, each a small module whose "
+                                   "code is the lesson: it tells its story in the terminal, draws its pictures "
+                                   "and ends with the next step. Without NAME: the list of lessons.")
+    p.add_argument("name", nargs="?", default=None, metavar="NAME", help="the lesson to run (default: list them)")
+    p.add_argument("--lang", choices=("en", "zh"), default="en", help="tell the story in English or Chinese "
+                   "(default: en)")
+    p.add_argument("--png", default="checkpoints/learn", metavar="DIR", help="folder for the pictures, the HTML "
+                   "page and the Chinese lesson's model (default: checkpoints/learn)")
+    p.add_argument("--no-png", dest="png", action="store_const", const=None, help="draw no pictures")
+    p.add_argument("--quick", action="store_true", help="a small, fast version (seconds): fewer steps, smaller tasks")
+    p.add_argument("--data", default=None, help="mnist: ylecun/mnist (Hub), a folder of IDX files or a .parquet "
+                   "file/folder (default: the shipped 8x8 digits); chinese: a UTF-8 text file (default: the "
+                   "shipped Tang poems)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    shared.add_device(p)
+    p.set_defaults(func=_learn)
+
+
+def _learn(args: argparse.Namespace) -> int:
+    from ..learn import lessons
+    from ..learn.story import Story
+
+    if args.name is None:
+        console.print(lessons.listing(args.lang))
+        console.print("run one: minigpt learn NAME [--lang zh] [--quick] [--png DIR]" if args.lang == "en" else
+                      "运行一课：minigpt learn 课程名 [--lang zh] [--quick] [--png 目录]")
+        return 0
+    lesson = lessons.find(args.name)
+    if args.data and lesson.name not in ("mnist", "chinese"):
+        raise MinigptError(f"--data applies to the mnist and chinese lessons, not {lesson.name}; drop it")
+    story = Story(lang=args.lang, png=args.png, quick=args.quick, device=args.device, data=args.data, seed=args.seed)
+    lessons.run(lesson.name, story)
+    return 0
