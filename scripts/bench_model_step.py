@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads libgomp
+import minigpt  # noqa: E402,F401  (chooses the OpenMP wait policy before torch loads libgomp)
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     g = torch.Generator().manual_seed(0)
     batches = [(torch.randint(0, a.vocab, (a.batch, a.block), generator=g),
                 torch.randint(0, a.vocab, (a.batch, a.block), generator=g)) for _ in range(16)]
-    print(f"torch {torch.__version__}, {os.cpu_count()} cores, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, "
+    print(f"torch {torch.__version__}, {os.cpu_count()} cores, OpenMP waits: {minigpt.OMP_WAIT}, "
           f"load average {os.getloadavg()[0]:.1f}; shape {a.n_layer}x{a.n_head}x{a.n_embd}, "
           f"block {a.block}, batch {a.batch}, vocab {a.vocab}; {a.rounds} rounds x {a.steps} steps", flush=True)
     rows = []

@@ -15,7 +15,8 @@ from safetensors.torch import load_file, save_file
 
 from minigpt.common import MinigptError
 from minigpt.models.base import load_state, state_dict_for_save
-from minigpt.models.gpt import GPT, PRESETS, GPTConfig, KVCache, _ReLU2, apply_rope, gpt2_compat, rms_norm, rope_tables, scaled
+from minigpt.models.elementwise import _ReLU2, apply_rope, rms_norm, rope_tables
+from minigpt.models.gpt import GPT, PRESETS, GPTConfig, KVCache, gpt2_compat, scaled
 from minigpt.models.hf import from_hf_gpt2, hf_gpt2_config
 
 V, T = 50, 16

@@ -13,7 +13,8 @@ import torch
 from minigpt.checkpoint import load_checkpoint, read_run_info
 from minigpt.cli import main
 from minigpt.models.gpt import GPT, GPTConfig
-from minigpt.models.hf import hf_start, resize_vocab
+from minigpt.export.hf_import import hf_start
+from minigpt.models.hf import resize_vocab
 from minigpt.text.hf_tokenizer import from_hf_tokenizer
 
 transformers = pytest.importorskip("transformers")

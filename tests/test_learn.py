@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from minigpt.cli import main
-from minigpt.common import MinigptError
 from minigpt.learn import lessons
 from minigpt.learn.story import Story
 

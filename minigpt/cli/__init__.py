@@ -1,7 +1,8 @@
 """The `minigpt` command. One module per command group, each `register(sub)` adding its parsers; the handlers
-import their library modules lazily so `minigpt --help` stays instant. This is the only place where errors become
-exit codes: a `MinigptError` prints one line (`error: ...`) and exits 2; Ctrl-C exits 130 after the library has
-saved what it must.
+import their library modules lazily (building the parser imports torch, for the model and sampling flags, about
+1 s; datasets, matplotlib, transformers and the web stack load only in the commands that use them). This is the
+only place where errors become exit codes: a `MinigptError` prints one line (`error: ...`) and exits 2; Ctrl-C
+exits 130 after the library has saved what it must.
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from ..common import MinigptError, console
 from . import export, generate, inspect, learn, runs, serve, tokenizer, train
 from .args import apply_config_file
 
-GROUPS = (tokenizer, train, generate, inspect, serve, export, runs, learn)  # `minigpt --help` lists their commands in this order
+# `minigpt --help` lists the groups' commands in this order
+GROUPS = (tokenizer, train, generate, inspect, serve, export, runs, learn)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..common import MinigptError, console
-from . import args as shared
+from .args import add_device
 
 
 def register(sub) -> None:
@@ -23,7 +23,7 @@ def register(sub) -> None:
                    "file/folder (default: the shipped 8x8 digits); chinese: a UTF-8 text file (default: the "
                    "shipped Tang poems)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    shared.add_device(p)
+    add_device(p)
     p.set_defaults(func=_learn)
 
 

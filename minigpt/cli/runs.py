@@ -75,9 +75,11 @@ def _compare(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, lr=lrs, evals=args.evals, eval_iters=args.eval_iters, samples=args.samples,
         line_check=args.line_check, seed=args.seed, device=args.device)
     if args.task:
-        from ..runs.compare import compare_task
+        from pathlib import Path
 
-        compare_task(args.task, config, out=args.out)
+        from ..learn.tasks import compare_task, get_task
+
+        compare_task(get_task(args.task), config, out=Path(args.out or f"checkpoints/compare-task-{args.task}"))
         return 0
     result = compare(args.data, tokenizer=args.tokenizer, vocab_size=args.vocab_size, config=config, out=args.out)
     return 130 if result.interrupted else 0

@@ -8,7 +8,7 @@ import os
 import socket
 
 from ..common import MinigptError, console
-from . import args as shared
+from .args import add_checkpoint, add_device, load
 
 
 def register(sub) -> None:
@@ -20,8 +20,8 @@ def register(sub) -> None:
                                    "(streamed or not), GET /v1/models, and a chat page at / where any reply token "
                                    "can be clicked to see its probability and attention. Requests are queued and "
                                    "generated one at a time. Needs the serve extra: pip install 'minigpt[serve]'.")
-    shared.add_checkpoint(p)
-    shared.add_device(p)
+    add_checkpoint(p)
+    add_device(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine "
                    "only; 0.0.0.0 opens it to the network, so set --api-key)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
@@ -71,7 +71,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise MinigptError(f"--queue-size {args.queue_size}: give at least 1")
     defaults = resolve_config(SamplingConfig, args)
     sock = _bind(args.host, args.port)
-    ckpt = shared.load(args)
+    ckpt = load(args)
     from ..infer.engine import Engine
 
     served = Served(Engine(ckpt.model, ckpt.tokenizer), model_id=args.model_name or ckpt.run_dir.name,

@@ -80,7 +80,7 @@ def _pretrain(args: argparse.Namespace) -> int:
                           sample_prompt=args.sample_prompt)
     elif args.init_from:
         from ..checkpoint import read_config, resolve_step
-        from ..models.hf import hf_start
+        from ..export.hf_import import hf_start
 
         if args.preset or args.depth:
             raise MinigptError("--preset/--depth: the model's size comes from --init-from; drop them")
@@ -142,7 +142,7 @@ def _stage(args: argparse.Namespace) -> int:
         base.update(read_run_info(require_out(args)).get("train", {}))
     common = dict(train_config=train_config(args, base), out=args.out, resume=args.resume)
     if getattr(args, "init_from", None) and not args.resume:
-        from ..models.hf import hf_start
+        from ..export.hf_import import hf_start
 
         if args.checkpoint:
             raise MinigptError("--checkpoint and --init-from both name the parent; give one of them")

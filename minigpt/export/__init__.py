@@ -1,4 +1,5 @@
-"""Export: a minigpt run to a Hugging Face model folder (hf.py) or a llama.cpp GGUF file (gguf.py).
+"""Models in and out: a minigpt run to a Hugging Face model folder (hf.py) or a llama.cpp GGUF file (gguf.py), and a
+Hugging Face GPT-2 folder in as a minigpt run (hf_import.py, for `--init-from`).
 
 Which options export to what (`target(config, fmt)` decides, and refuses with the option that blocks it):
 

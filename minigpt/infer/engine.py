@@ -1,8 +1,9 @@
 """The inference engine: token ids in, a stream of sampled tokens out, for every model kind.
 
-One path serves `minigpt sample`, `chat`, `inspect`, the speedrun's evaluations and RL rollouts (DESIGN section 3). `Engine.stream`
-prefills the prompt once (one forward over it, logits of the last position only), then decodes one token per
-step, passing the model's explicit decoding state (`models.base.DecodeState`) back in: a preallocated KV cache for the GPT (sized
+One path serves `minigpt sample`, `chat`, `inspect`, `serve`, the report cards and RL rollouts (DESIGN section 3).
+`Engine.stream` prefills the prompt once (one forward over it, logits of the last position only), then decodes one
+token per step, passing the model's explicit decoding state (`models.base.DecodeState`) back in: a preallocated KV
+cache for the GPT (sized
 min(prompt + max_new_tokens, block_size)), the hidden state for RNN/LSTM/GRU. n samples share one prefill:
 the state is repeated n times and the rows decode as one batch; a row that finishes is dropped from the batch.
 Models without a state (MLP, CNN, bigram: `new_cache` returns None) recompute over their last block_size

@@ -2,7 +2,8 @@
 
 Owns `GPTConfig` (every architectural choice is one field and one flag), the size `PRESETS` and `scaled(depth)`,
 `KVCache` (the explicit decoding state the engine owns), `GPT` itself.
-The Hugging Face mapping (GPT-2 import) lives in models/hf.py. Training concerns (optimizer groups, schedules, MFU) live in the trainer.
+The Hugging Face mapping (GPT-2 import) lives in models/hf.py, the elementwise pieces with their hand-written
+backward passes in models/elementwise.py. Training concerns (optimizer groups, schedules, MFU) live in train/.
 
 Two architectures share the code. `gpt2_compat` is GPT-2 (learned positions, LayerNorm with biases, GELU-tanh,
 tied head) and matches `transformers` to 1e-5 given the same weights. The default is the modern recipe of
@@ -12,11 +13,11 @@ characters, 4x4x128, block 64, batch 12, AdamW 1e-3, 2000 steps) it reaches vali
 GPT-2 architecture reaches 1.89, at the same FLOPs per token (1000 steps: 1.79 vs 2.12). Ablations at 1000 steps
 (against a zero-initialised variant at 1.87): no QK-norm +0.04; LayerNorm, or a logit softcap of 15, within 0.01.
 
-Speed (scripts/bench_model_step.py, recipe shape, one step incl. AdamW): eager fp32 the default costs ~7% more
-per step than GPT-2's layout (QK-norms, rotations, RMSNorm has no fused CPU kernel; the hand-written backwards
-below halve that cost);
-torch.compile erases the difference. Under CPU bf16 autocast (AVX512-BF16) the step is 1.4x (eager) to 1.9x
-(compiled) faster than the reference's fp32 step, with the same loss.
+Speed (scripts/bench_model_step.py, recipe shape, one step incl. fused AdamW, idle 2 cores): eager fp32 the
+default costs ~5% more per step than GPT-2's layout (QK-norms, rotations; the hand-written backwards of
+elementwise.py halve that cost), torch.compile erases the difference (+4-6%). In the whole training loop
+(scripts/bench_train.py) both run at 1.12-1.15x the reference trainer's tokens/s. Under CPU bf16 autocast
+(AVX512-BF16) the step is 1.4x (eager) to 1.9x (compiled) faster than the reference's fp32 step.
 
 Attention runs through `F.scaled_dot_product_attention` (flash kernels on CPU and CUDA). Passing `attention=[]`
 switches to the explicit softmax(QK^T / sqrt(d)) path, and each block appends its detached (B, n_head, T_q, T_k)
@@ -35,6 +36,7 @@ import torch.nn.functional as F
 from ..common import MinigptError
 from ..config import check, option
 from .base import LanguageModel
+from .elementwise import RMSNorm, apply_rope, relu2, rms_norm, rope_tables
 
 NORMS = ("rmsnorm", "layernorm")
 POSITIONS = ("rope", "learned")
@@ -173,102 +175,10 @@ class KVCache:
 # ---------------------------------------------------------------------------------------------- layers
 
 
-# Hand-written backward passes for the three elementwise pieces of the modern block. Eager PyTorch on CPU runs
-# each op as its own pass over memory, and autograd's generic backward of the composite formulas takes 2-5x more
-# passes than needed (relu(x).square() alone cost ~2 ms per layer at the recipe shape, 4x this version).
-# torch.compile traces them like any other op. tests/test_gpt.py checks each against autograd (gradcheck).
-
-
-class _RMSNorm(torch.autograd.Function):
-    """y = x / sqrt(mean(x^2) + eps) (* weight), over the last dim."""
-
-    @staticmethod
-    def forward(ctx, x, weight, eps):
-        rstd = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)  # (..., 1)
-        xhat = x * rstd
-        ctx.save_for_backward(xhat, rstd, weight)
-        return xhat if weight is None else xhat * weight
-
-    @staticmethod
-    def backward(ctx, g):
-        xhat, rstd, weight = ctx.saved_tensors
-        grad_weight = None
-        if weight is not None:
-            if ctx.needs_input_grad[1]:
-                grad_weight = (g * xhat).reshape(-1, g.size(-1)).sum(0)
-            g = g * weight
-        # d xhat/dx = rstd * (I - xhat xhat^T / C)
-        m = (g * xhat).mean(-1, keepdim=True)
-        return torch.addcmul(g, xhat, m, value=-1).mul_(rstd), grad_weight, None
-
-
-def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
-    if not torch.is_grad_enabled():  # inference: the same maths without autograd.Function's ~10 us per call
-        y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
-        return y if weight is None else y * weight
-    return _RMSNorm.apply(x, weight, eps)
-
-
-class RMSNorm(nn.Module):
-    """Parameter-free RMSNorm (as nanochat and modded-nanogpt): a learned gain would only rescale the input of
-    the linear layer that always follows it, which can learn that scale itself; dropping it saves three passes
-    over memory per norm."""
-
-    def __init__(self, eps: float):
-        super().__init__()
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return rms_norm(x, None, self.eps)
-
-
-class _ReLU2(torch.autograd.Function):
-    """relu(x)^2 (So et al. 2021, "Primer"), keeping relu(x) for the backward: d/dx = 2 relu(x)."""
-
-    @staticmethod
-    def forward(ctx, x):
-        r = F.relu(x)
-        ctx.save_for_backward(r)
-        return r * r
-
-    @staticmethod
-    def backward(ctx, g):
-        (r,) = ctx.saved_tensors
-        return (g * r).mul_(2)
-
-
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)  # (..., hd/2) each
-    return torch.cat((x2, x1), dim=-1).mul_(sin).addcmul_(x, cos)  # x*cos + (x2, x1)*(-sin, sin)
-
-
-class _Rope(torch.autograd.Function):
-    """Rotary embedding (Su et al. 2021), Llama's layout: pairs (x[i], x[i + hd/2]) turn by position * freq[i].
-    `cos` = (cos, cos) and `sin` = (-sin, sin) along the head dim. A rotation's backward is the inverse rotation."""
-
-    @staticmethod
-    def forward(ctx, x, cos, sin):
-        ctx.save_for_backward(cos, sin)
-        return _rotate(x, cos, sin)
-
-    @staticmethod
-    def backward(ctx, g):
-        cos, sin = ctx.saved_tensors
-        return _rotate(g, cos, -sin), None, None
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x (B, T, heads, hd) by the tables from `rope_tables` (cast to x's dtype)."""
-    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-    return _rotate(x, cos, sin) if not torch.is_grad_enabled() else _Rope.apply(x, cos, sin)
-
-
-def rope_tables(head_dim: int, start: int, end: int, theta: float, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(cos, cos) and (-sin, sin) of positions [start, end), each (T, 1, head_dim) to broadcast over heads."""
-    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64, device=device) / head_dim)
-    angles = torch.outer(torch.arange(start, end, dtype=torch.float64, device=device), inv_freq)  # (T, hd/2)
-    cos, sin = angles.cos(), angles.sin()
-    return torch.cat((cos, cos), -1).float()[:, None, :], torch.cat((-sin, sin), -1).float()[:, None, :]
+def _dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Dropout as a plain call, skipped when off: decoding one token runs ~100 small ops, and a module per
+    dropout site would add a call each."""
+    return F.dropout(x, p, True) if training and p else x
 
 
 def make_norm(config: GPTConfig) -> nn.Module:
@@ -284,7 +194,6 @@ class CausalSelfAttention(nn.Module):
         self.qk_norm, self.eps, self.dropout = config.qk_norm, config.norm_eps, config.dropout
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
-        self.resid_dropout = nn.Dropout(config.dropout) if config.dropout else nn.Identity()
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None,
                 kv: tuple[torch.Tensor, torch.Tensor, int] | None, mask: torch.Tensor | None,
@@ -319,7 +228,7 @@ class CausalSelfAttention(nn.Module):
         else:
             y = self._explicit(q, k, v, mask, causal, dropout, attention)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, nh*hd): heads side by side
-        return self.resid_dropout(self.c_proj(y))
+        return _dropout(self.c_proj(y), self.dropout, self.training)
 
     def _explicit(self, q, k, v, mask, causal, dropout, attention: list | None) -> torch.Tensor:
         """softmax(QK^T / sqrt(hd)) V, the same maths as SDPA; appends the weights to `attention` if given."""
@@ -342,12 +251,12 @@ class MLP(nn.Module):
         gated = 2 if config.activation == "swiglu" else 1
         self.c_fc = nn.Linear(config.n_embd, gated * config.hidden, bias=config.bias)
         self.c_proj = nn.Linear(config.hidden, config.n_embd, bias=config.bias)
-        self.dropout = nn.Dropout(config.dropout) if config.dropout else nn.Identity()
+        self.dropout = config.dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.c_fc(x)  # (B, T, hidden) or (B, T, 2*hidden) for swiglu
         if self.activation == "relu2":
-            h = _ReLU2.apply(h) if torch.is_grad_enabled() else F.relu(h).square()
+            h = relu2(h)
         elif self.activation == "gelu_tanh":
             h = F.gelu(h, approximate="tanh")
         elif self.activation == "gelu":
@@ -355,7 +264,7 @@ class MLP(nn.Module):
         else:
             gate, up = h.chunk(2, dim=-1)
             h = F.silu(gate) * up
-        return self.dropout(self.c_proj(h))
+        return _dropout(self.c_proj(h), self.dropout, self.training)
 
 
 class Block(nn.Module):
@@ -383,7 +292,6 @@ class GPT(LanguageModel):
         self.config = config
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(config.vocab_size, config.n_embd),
-            drop=nn.Dropout(config.dropout) if config.dropout else nn.Identity(),
             h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
             ln_f=make_norm(config),
         ))
@@ -429,7 +337,7 @@ class GPT(LanguageModel):
             x, rope, mask = self._positions(x, pos, T)
         else:
             x, rope, mask = self._padded_positions(x, pos, T, pad)
-        x = self.transformer.drop(x)
+        x = _dropout(x, self.config.dropout, self.training)
         for i, block in enumerate(self.transformer.h):
             kv = None if cache is None else (cache.k[i], cache.v[i], pos)
             x = block(x, rope, kv, mask, attention)

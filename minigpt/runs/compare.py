@@ -256,17 +256,6 @@ def compare(data: str = "pydocs", *, tokenizer: str = "char", vocab_size: int = 
     return CompareResult(out, results, path)
 
 
-def compare_task(task: str, config: CompareConfig, out: str | Path | None = None) -> Path:
-    """`minigpt compare --task NAME`: the same kinds, sizes and budget on a synthetic task instead of text (its
-    data, loop and accuracy-against-gap scoring live in learn/tasks.py); results.json, report.md and accuracy.png
-    go to `out` (default checkpoints/compare-task-NAME)."""
-    from ..learn.tasks import compare_task as train_on_task, get_task
-
-    folder = Path(out) if out else Path("checkpoints") / f"compare-task-{task}"
-    train_on_task(get_task(task), config, out=folder)
-    return folder / "report.md"
-
-
 def _train_one(kind: str, model_config: Any, settings: dict[str, Any], entry: dict | None, run_dir: Path,
                data: str, prepared, cfg: CompareConfig, record) -> dict[str, Any]:
     """Train (or resume) one kind; its results entry with status "running" or "interrupted". `record(entry)`

@@ -138,7 +138,8 @@ def write_report_card(out: Path, state: dict[str, Any] | None = None) -> Path:
         "| stage | measure | value |", "| --- | --- | ---: |",
         f"| pretrain | val loss (nats/token) / bits per byte, best step {pre.get('step', 'n/a')} of {pre_steps} | "
         f"{_fmt(pre.get('val/loss'))} / {_fmt(pre.get('val/bpb'))} |",
-        f"| pretrain | bits per byte on pydocs' held-out modules (the docstrings alone) | {_fmt(docs_bpb.get('bpb'))} |",
+        f"| pretrain | bits per byte on pydocs' held-out modules (the docstrings alone) | "
+        f"{_fmt(docs_bpb.get('bpb'))} |",
     ]
     for stage in MODELS:
         if stage in st:
@@ -150,7 +151,8 @@ def write_report_card(out: Path, state: dict[str, Any] | None = None) -> Path:
         lines.append(f"| {LABELS[after]} vs {LABELS[before]} | answer F1 difference (paired) | {_ci(d)} |")
     lines += [
         f"| reward | pairwise accuracy, first / last evaluation | {_fmt(rm_first)} / {_fmt(rm_last)} |",
-        f"| DPO | preference accuracy log p(chosen) > log p(rejected), SFT / DPO | {_fmt(dpo_first)} / {_fmt(dpo_last)} |",
+        f"| DPO | preference accuracy log p(chosen) > log p(rejected), SFT / DPO | {_fmt(dpo_first)} / "
+        f"{_fmt(dpo_last)} |",
         f"| RL | mean reward of sampled replies, SFT / RL | {_fmt(rl_first)} / {_fmt(rl_last)} |",
         f"| RL | KL to the SFT model per token, first / last step | {_fmt(rl_kl[0] if rl_kl else None, 4)} / "
         f"{_fmt(rl_kl[-1] if rl_kl else None, 4)} |", "",

@@ -89,12 +89,11 @@ def speedrun(budget: float = 1800.0, out: str | Path = "checkpoints/speedrun", *
     shape = GPTConfig(block_size=BLOCK_SIZE)
     run("pretrain", lambda d, s, r: pretrain(CORPUS, out=d, resume=r, model_config=shape, autosize=True,
                                              train_config=stage_config("pretrain", s, **fixed)))
-    base = checkpoint_of(out, "pretrain")
-    run("sft", lambda d, s, r: finetune.sft(base, out=d, resume=r, train_config=stage_config("sft", s, **fixed)))
-    sft = checkpoint_of(out, "sft")
-    run("reward", lambda d, s, r: finetune.reward(sft, out=d, resume=r, train_config=stage_config("reward", s, **fixed)))
-    run("dpo", lambda d, s, r: finetune.dpo(sft, out=d, resume=r, train_config=stage_config("dpo", s, **fixed)))
-    run("rl", lambda d, s, r: rl.rl(sft, out=d, resume=r, train_config=stage_config("rl", s, **fixed)))
+    for stage, fn, parent in (("sft", finetune.sft, "pretrain"), ("reward", finetune.reward, "sft"),
+                              ("dpo", finetune.dpo, "sft"), ("rl", rl.rl, "sft")):
+        start = checkpoint_of(out, parent)
+        run(stage, lambda d, s, r, fn=fn, start=start, stage=stage: fn(start, out=d, resume=r,
+                                                                       train_config=stage_config(stage, s, **fixed)))
     console.rule("report card")
     report = write_report_card(out, state)
     state["elapsed"] = time.perf_counter() - started

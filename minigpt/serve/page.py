@@ -16,12 +16,10 @@ import html
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..lens.attention import CURRENT, STRONG, WEAK
-
-if TYPE_CHECKING:
-    from .app import Served
+from .served import Served
 
 TEMPLATE = Path(__file__).with_name("page.html")
 

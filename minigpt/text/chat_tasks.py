@@ -59,7 +59,9 @@ class Facts:
     def size(self) -> str:
         if not self.params:
             return "a small model"
-        return f"about {self.params / 1e6:.1f} million parameters" if self.params >= 1e5 else f"{self.params:,} parameters"
+        if self.params < 1e5:
+            return f"{self.params:,} parameters"
+        return f"about {self.params / 1e6:.1f} million parameters"
 
 
 # intent -> (phrasings, answer template, what a correct reply must contain)

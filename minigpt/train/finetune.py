@@ -169,7 +169,7 @@ def dpo(checkpoint: str | Path | None = None, data: str | None = None, *, beta: 
     collate = pair_collate(model.config.block_size, tok.special_id("<|end|>"))
     objective = DPO(rows_factory(rows, cfg.batch_size, collate), reference, beta=beta, seed=cfg.seed,
                     eval_iters=cfg.eval_iters, sft_weight=rpo_alpha)
-    print0(f"[bold]dpo[/] beta {beta}, rpo_alpha {rpo_alpha}, {len(rows.train):,} train / {len(rows.val):,} val pairs from "
-           f"{escape(spec)} -> {escape(str(out))}")
+    print0(f"[bold]dpo[/] beta {beta}, rpo_alpha {rpo_alpha}, {len(rows.train):,} train / {len(rows.val):,} val "
+           f"pairs from {escape(spec)} -> {escape(str(out))}")
     return train(model, objective, cfg, out, tokenizer_path=parent.tokenizer_path, resume=resume, title="dpo",
                  run_info=_run_info("dpo", parent, spec, model, {"beta": beta, "rpo_alpha": rpo_alpha}, rows=rows))

@@ -20,22 +20,21 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
-from . import pydocs
+from .pydocs import SKIP_PARTS, module_name, split_of, stdlib_dir
+from .pydocs import documents as pydocs_documents
 
-# pydoc_data holds the topics (a 0.7 MB literal, already in the pydocs part); encodings are mostly code tables.
-_SKIP_PARTS = pydocs.SKIP_PARTS
 
 
 @lru_cache(maxsize=1)
 def source_files(root: str | None = None) -> tuple[tuple[str, Path], ...]:
     """(module name, path) of every source file, in sorted path order."""
-    base = Path(root) if root else pydocs.stdlib_dir()
+    base = Path(root) if root else stdlib_dir()
     out = []
     for path in sorted(base.rglob("*.py")):
         rel = path.relative_to(base).parts
-        if any(p in _SKIP_PARTS or p.startswith("config-") for p in rel):
+        if any(p in SKIP_PARTS or p.startswith("config-") for p in rel):
             continue
-        out.append((pydocs.module_name(path, base), path))
+        out.append((module_name(path, base), path))
     return tuple(out)
 
 
@@ -48,17 +47,17 @@ def _read(path: Path) -> str | None:
 
 def fingerprint() -> str:
     """Changes with the Python version and installation (what the corpus is read from)."""
-    return f"stdlib:1:{sys.version.split()[0]}:{pydocs.stdlib_dir()}"
+    return f"stdlib:1:{sys.version.split()[0]}:{stdlib_dir()}"
 
 
 def documents(split: str | None = None) -> Iterator[tuple[str, str]]:
     """(name, text): each source file (`path:<relative path>`), then every `pydocs` document, of `split`."""
-    base = pydocs.stdlib_dir()
+    base = stdlib_dir()
     for module, path in source_files():
-        if split is not None and pydocs.split_of(module) != split:
+        if split is not None and split_of(module) != split:
             continue
         text = _read(path)
         if text and text.strip():
             rel = path.relative_to(base).as_posix()
             yield f"path:{rel}", f"# {rel}\n{text}"
-    yield from pydocs.documents(split)
+    yield from pydocs_documents(split)
