@@ -138,26 +138,29 @@ def stage_run(name, base_run, out, max_iters=6, resume=False, reward=None, **tra
 CHARS = "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,:;!?#'<|>/-"  # no newline: see test_chat
 
 
-def make_checkpoint(root: Path, stage: str) -> Path:
-    """A tiny GPT whose head never picks a special token: replies run to max_new_tokens (handy for Ctrl-C)."""
+def make_checkpoint(root: Path, stage: str, end_first: bool = False, chars: str = CHARS) -> Path:
+    """A tiny GPT (2x2x32, block 64) whose head never picks a special token, so replies run to max_new_tokens
+    (handy for Ctrl-C); with `end_first` it always picks <|end|> instead (a reply that stops at once)."""
     import torch
 
     from minigpt.checkpoint import save_checkpoint
     from minigpt.models.gpt import GPT, GPTConfig
     from minigpt.text.tokenizer import train_char
 
-    tok = train_char(CHARS)
+    tok = train_char(chars)
     root.mkdir(parents=True, exist_ok=True)
     tok.save(root / "tokenizer.char")
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=2, n_head=2, n_embd=32))
-    with torch.no_grad():  # zero-initialised blocks: h = norm(embedding); dimension 0 is always positive
+    with torch.no_grad():  # tiny residual branches: h ~ norm(embedding), whose dimension 0 is always positive
         model.transformer.wte.weight.normal_()
         model.transformer.wte.weight[:, 0] = 5.0
         model.lm_head.weight.normal_(0, 0.6)
         for i in tok.specials.values():
             model.lm_head.weight[i] = 0
             model.lm_head.weight[i, 0] = -20.0
-    run = root / f"run-{stage}"
+        if end_first:
+            model.lm_head.weight[tok.special_id("<|end|>"), 0] = 20.0
+    run = root / f"run-{stage}{'-end' if end_first else ''}"
     save_checkpoint(run, 1, model, root / "tokenizer.char", extra={"stage": stage})
     return run

@@ -17,19 +17,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-import torch
 
 uvicorn = pytest.importorskip("uvicorn", reason="needs the serve extra: pip install -e '.[serve]'")
 openai = pytest.importorskip("openai", reason="needs the openai package (the test extra)")
 
-from minigpt.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from minigpt.checkpoint import load_checkpoint  # noqa: E402
 from minigpt.infer.engine import Engine  # noqa: E402
 from minigpt.infer.sampling import SamplingConfig  # noqa: E402
 from minigpt.lens import attention as insp  # noqa: E402
-from minigpt.models.gpt import GPT, GPTConfig  # noqa: E402
 from minigpt.serve.app import Served, create_app  # noqa: E402
+from conftest import make_checkpoint  # noqa: E402
 from minigpt.text.chat_format import render_prompt  # noqa: E402
-from minigpt.text.tokenizer import train_char  # noqa: E402
 
 CHARS = "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,:;!?#'<|>/-`"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -38,28 +36,6 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 QUESTION = [{"role": "user", "content": "what is a list?"}]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def make_checkpoint(root: Path, stage: str, end_first: bool = False) -> Path:
-    """A tiny GPT (2x2x32, block 64) whose head never picks a special token, so replies run to max_tokens; with
-    `end_first` it always picks <|end|> instead (a reply that stops at once)."""
-    tok = train_char(CHARS)
-    root.mkdir(parents=True, exist_ok=True)
-    tok.save(root / "tokenizer.char")
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=2, n_head=2, n_embd=32))
-    with torch.no_grad():  # tiny residual branches: h ~ norm(embedding), whose dimension 0 is always positive
-        model.transformer.wte.weight.normal_()
-        model.transformer.wte.weight[:, 0] = 5.0
-        model.lm_head.weight.normal_(0, 0.6)
-        for i in tok.specials.values():
-            model.lm_head.weight[i] = 0
-            model.lm_head.weight[i, 0] = -20.0
-        if end_first:
-            model.lm_head.weight[tok.special_id("<|end|>"), 0] = 20.0
-    run = root / f"run-{stage}{'-end' if end_first else ''}"
-    save_checkpoint(run, 1, model, root / "tokenizer.char", extra={"stage": stage})
-    return run
 
 
 class _Server(uvicorn.Server):
@@ -123,8 +99,8 @@ class Running:
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("serve_ckpt")
-    return {"sft": make_checkpoint(root, "sft"), "pretrain": make_checkpoint(root, "pretrain"),
-            "end": make_checkpoint(root, "sft", end_first=True)}
+    return {"sft": make_checkpoint(root, "sft", chars=CHARS), "pretrain": make_checkpoint(root, "pretrain", chars=CHARS),
+            "end": make_checkpoint(root, "sft", end_first=True, chars=CHARS)}
 
 
 @pytest.fixture(scope="module")

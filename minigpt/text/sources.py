@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import codecs
 import hashlib
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import Any, Iterator
 
 from ..common import MinigptError, minigpt_home
 from . import corpora
+from .jsonl import read_jsonl
 
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")
 ROW_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -178,29 +178,15 @@ def check_jsonl_text(path: Path, fingerprint: str) -> None:
     """Every line of a .jsonl text source: UTF-8, a JSON object, a string "text"; else one line naming the line."""
     if fingerprint in _CHECKED:
         return
-    with open(path, "rb") as f:
-        for n, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise MinigptError(f"{path}:{n}: not UTF-8 (bad byte at column {e.start + 1}); convert the file, "
-                                   "e.g. `iconv -t UTF-8`") from None
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as e:
-                raise MinigptError(f"{path}:{n}: not valid JSON ({getattr(e, 'msg', e)} at column "
-                                   f"{getattr(e, 'colno', '?')}); fix that line") from None
-            if not isinstance(row, dict):
-                raise MinigptError(f"{path}:{n}: expected a JSON object per line, like {{\"text\": \"...\"}}")
-            if n == 1 and "text" not in row:
-                raise MinigptError(f"--data {path}: no 'text' column (columns: {', '.join(row)}); rename the field "
-                                   "holding the text to 'text'")
-            if not isinstance(row.get("text"), str):
-                found = ("missing" if "text" not in row else "null" if row["text"] is None
-                         else type(row["text"]).__name__)
-                raise MinigptError(f"{path}:{n}: 'text' is {found}, not a string; give every row its text as a string")
+    for where, row in read_jsonl(path):
+        n = int(where.rsplit(":", 1)[1])
+        if n == 1 and "text" not in row:
+            raise MinigptError(f"--data {path}: no 'text' column (columns: {', '.join(row)}); rename the field "
+                               "holding the text to 'text'")
+        if not isinstance(row.get("text"), str):
+            found = ("missing" if "text" not in row else "null" if row["text"] is None
+                     else type(row["text"]).__name__)
+            raise MinigptError(f"{path}:{n}: 'text' is {found}, not a string; give every row its text as a string")
     _CHECKED.add(fingerprint)
 
 
