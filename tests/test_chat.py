@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -433,8 +434,11 @@ def spawn_chat(ckpt: Path, *flags: str):
     pexpect = pytest.importorskip("pexpect")
     env = {**os.environ, "PROMPT_TOOLKIT_NO_CPR": "1", "TERM": "xterm-256color", "OMP_NUM_THREADS": "1",
            "PYTHONUNBUFFERED": "1"}
+    # Ctrl-C as at a terminal, also when pytest itself was started in the background (`cmd &` in a script starts
+    # it with SIGINT ignored, and an ignored signal stays ignored in its children)
     child = pexpect.spawn(sys.executable, ["-m", "minigpt", "chat", "--checkpoint", str(ckpt), *flags], env=env,
-                          encoding="utf-8", timeout=90, dimensions=(40, 200))
+                          encoding="utf-8", timeout=90, dimensions=(40, 200),
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     child.expect_exact("/help for commands")
     return child
 

@@ -14,7 +14,7 @@ from minigpt.text.chat_data import RowBatches, load_conversations, load_preferen
 from minigpt.checkpoint import load_checkpoint, resolve_step
 from minigpt.common import MinigptError
 from minigpt.train.objectives import bradley_terry_loss, dpo_loss, policy_gradient_loss, sequence_logprobs
-from minigpt.train.rewards import f1, token_f1
+from minigpt.train.rewards import f1, task_reward, token_f1
 from minigpt.text.tokenizer import train_char
 
 from conftest import stage_run as _stage
@@ -83,6 +83,26 @@ def test_token_f1():
     # pred {return, a, list}, ref {return, a, tuple, of, items}: 2 common -> P 2/3, R 2/5 -> F1 0.5
     assert f1("Return a list", "Return a tuple of items") == pytest.approx(0.5)
     assert token_f1([], "x y", {"reference": "x y"}) == 1.0
+
+
+def test_task_reward_is_not_gamed_by_a_generic_self_description():
+    """Token F1 alone scores a wrong identity answer that shares words with the right one highly; the default
+    reward also asks for the fact (the name here), and for a decline out of its world."""
+    from minigpt.text import chat_tasks
+
+    facts = chat_tasks.Facts(params=3_342_336)
+    records = {r["messages"][0]["content"]: r for r in chat_tasks.identity_records(facts)}
+    who = {**records["Who are you?"], "reference": records["Who are you?"]["messages"][1]["content"]}
+    generic = f"I was trained on {facts.trained_on}."  # the "training" answer
+    assert token_f1([], generic, who) > 0.25  # shares "the", "python", "standard", "library" ...
+    assert task_reward([], generic, who) == pytest.approx(0.5 * token_f1([], generic, who))
+    assert task_reward([], who["reference"], who) == 1.0
+    unknown = {"family": "unknown", "reference": chat_tasks.UNKNOWN_ANSWER}
+    decline = 0.5 * f1("I don't know.", chat_tasks.UNKNOWN_ANSWER) + 0.5
+    assert task_reward([], "I don't know.", unknown) == pytest.approx(decline)
+    assert task_reward([], "It takes `x`.", unknown) == 0.0
+    plain = {"reference": "Return the sum."}  # user data: no family, plain F1
+    assert task_reward([], "Return the sum.", plain) == token_f1([], "Return the sum.", plain) == 1.0
 
 
 # ---------------------------------------------------------------------------------------------- data

@@ -25,7 +25,7 @@ from ..train.trainer import TrainConfig
 from .report_card import checkpoint_of, read_state, write_report_card
 
 # Shares of the budget left after tokenizer training and data preparation.
-SHARES = {"pretrain": 0.62, "sft": 0.09, "reward": 0.05, "dpo": 0.07, "rl": 0.13, "report": 0.04}
+SHARES = {"pretrain": 0.50, "sft": 0.24, "reward": 0.03, "dpo": 0.07, "rl": 0.12, "report": 0.04}
 
 
 def _save_state(out: Path, state: dict[str, Any]) -> None:
@@ -42,7 +42,8 @@ def stage_config(stage: str, seconds: float, **fixed: Any) -> TrainConfig:
 # cores); the model's depth and width are picked for the budget (train/autosize.py), its context is 256 tokens so
 # that a pasted function and its question fit.
 CORPUS = "stdlib"
-PRETRAIN = dict(eval_interval=250, eval_iters=10, batch_size=16, lr=2e-3, min_lr=1e-4, warmup_iters=100)
+PRETRAIN = dict(eval_interval=250, eval_iters=10, batch_size=16, optimizer="muon", lr=4e-3, min_lr=1e-4,
+                warmup_iters=100)
 BLOCK_SIZE = 256
 
 

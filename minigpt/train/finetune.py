@@ -35,11 +35,12 @@ STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
                    eval_interval=100, eval_iters=8, sample_tokens=0),
     "dpo": dict(max_iters=200, batch_size=8, lr=1e-4, min_lr=1e-5, warmup_iters=10, weight_decay=0.0,
                 eval_interval=50, eval_iters=8, sample_tokens=0),
-    "rl": dict(max_iters=100, batch_size=8, lr=2e-4, min_lr=2e-4, warmup_iters=5, weight_decay=0.0,
+    "rl": dict(max_iters=100, batch_size=8, lr=1e-4, min_lr=1e-4, warmup_iters=5, weight_decay=0.0,
                eval_interval=50, eval_iters=1, sample_tokens=0, grad_clip=1.0, schedule="constant"),
 }
 
 
+BUILT_IN = "built-in"  # the --data of a stage run on the built-in chat data (text/chat_tasks.py)
 RPO_ALPHA = 1.0  # weight of the SFT term in DPO (README: "DPO that keeps the answers")
 
 
@@ -84,9 +85,10 @@ def _parent(checkpoint: str | Path, out: str | Path | None, stage: str, resume: 
 
 
 def _data(info: dict, data, default) -> tuple[Any, str]:
-    """The records or file to use: on resume what run.json recorded, else `data`, else the built-in set."""
-    spec = info.get("data", data if data is not None else "pydocs")
-    return (default() if spec == "pydocs" else spec), str(spec)
+    """The records or file to use: on resume what run.json recorded, else `data`, else the built-in set
+    (recorded as "built-in"; runs made before the stdlib corpus recorded "pydocs")."""
+    spec = info.get("data", data if data is not None else BUILT_IN)
+    return (default() if spec in (BUILT_IN, "pydocs") else spec), str(spec)
 
 
 def facts_of(parent: Checkpoint) -> chat_tasks.Facts:

@@ -3,7 +3,7 @@
 A reward function takes `(prompt, completion, record)` and returns a float: `prompt` is the list of messages,
 `completion` the generated reply text, `record` the whole prompt record (e.g. its `reference`). `--reward`
 accepts `python:module:function` (any importable function of that signature, such as this module's
-`token_f1`, the built-in example) or `rm:RUN` (a reward model checkpoint trained by `minigpt reward`).
+`task_reward`, the default, or `token_f1`) or `rm:RUN` (a reward model checkpoint trained by `minigpt reward`).
 
 `python:` is code execution: importing the module runs it, with your rights (and under `python -m minigpt` the
 current folder is first on the import path, so a `mod.py` there is what `python:mod:f` imports). So a spec is
@@ -22,7 +22,8 @@ import torch
 from ..common import MinigptError, print0
 
 RewardFn = Callable[[list, str, dict], float]
-DEFAULT_REWARD = "python:minigpt.train.rewards:token_f1"
+DEFAULT_REWARD = "python:minigpt.train.rewards:task_reward"
+BUILT_IN_REWARDS = (DEFAULT_REWARD, "python:minigpt.train.rewards:token_f1")
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -47,6 +48,20 @@ def token_f1(prompt: list, completion: str, record: dict) -> float:
     return f1(completion, record["reference"])
 
 
+def task_reward(prompt: list, completion: str, record: dict) -> float:
+    """The default reward: token F1 against the `reference`; for the built-in identity and out-of-world
+    questions half of it is F1 and half whether the reply says what it must (`chat_tasks.correct`: the fact
+    asked for, or "I don't know"). F1 alone is gamed there: one generic self-description shares enough words
+    with every identity answer to outscore the right one (RL on F1 alone answered "Who are you?" with what it
+    was trained on)."""
+    from ..text import chat_tasks
+
+    score = token_f1(prompt, completion, record)
+    if record.get("family") in ("identity", "unknown"):
+        return 0.5 * score + 0.5 * float(chat_tasks.correct(record, completion))
+    return score
+
+
 def reward_spec(flag: str | None, stored: str | None, run_dir=None) -> str:
     """The reward to use: the flag when given (it wins over run.json); else the run's own when it is the
     built-in one; else refused, asking for the flag, since a run folder alone must never pick code to run."""
@@ -54,8 +69,8 @@ def reward_spec(flag: str | None, stored: str | None, run_dir=None) -> str:
         if stored is not None and flag != stored:
             print0(f"note: --reward {flag} replaces this run's {stored}", markup=False)
         return flag
-    if stored in (None, DEFAULT_REWARD):
-        return DEFAULT_REWARD
+    if stored is None or stored in BUILT_IN_REWARDS:
+        return stored or DEFAULT_REWARD
     raise MinigptError(f"--resume: {run_dir} was trained with --reward {stored}; give --reward {stored} to resume "
                        "with it (minigpt never imports a module because run.json names it)")
 

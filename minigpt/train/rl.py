@@ -28,7 +28,7 @@ from .trainer import TrainConfig, TrainResult, train
 @dataclass
 class RLConfig:
     group_size: int = option(8, "completions sampled per prompt: the group whose mean reward is the baseline")
-    kl_coef: float = option(0.02, "weight of the KL penalty to the reference (the parent) model")
+    kl_coef: float = option(0.05, "weight of the KL penalty to the reference (the parent) model")
     max_new_tokens: int = option(48, "longest rollout reply in tokens")
     temperature: float = option(0.8, "rollout sampling temperature (1.0 samples the policy itself; 0.8 gives "
                                      "fewer wild samples, so the group baseline is less noisy)")
