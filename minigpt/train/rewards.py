@@ -51,9 +51,10 @@ def token_f1(prompt: list, completion: str, record: dict) -> float:
 def task_reward(prompt: list, completion: str, record: dict) -> float:
     """The default reward: token F1 against the `reference`; for the built-in identity and out-of-world
     questions half of it is F1 and half whether the reply says what it must (`chat_tasks.correct`: the fact
-    asked for, or "I don't know"). F1 alone is gamed there: one generic self-description shares enough words
-    with every identity answer to outscore the right one (RL on F1 alone answered "Who are you?" with what it
-    was trained on)."""
+    asked for, or "I don't know"). F1 alone pays a generic self-description for sharing words with every
+    identity answer (RL on F1 alone drifted to answering "Who are you?" with what it was trained on). Still
+    lenient: a reply holding several intents' facts (the name answer names "minigpt" and "standard library")
+    passes all of them; intent-specific keys in `chat_tasks.IDENTITY` are the fix to make next."""
     from ..text import chat_tasks
 
     score = token_f1(prompt, completion, record)
