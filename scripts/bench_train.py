@@ -133,6 +133,7 @@ def main() -> None:
     ap.add_argument("--max-iters", type=int, default=2000)
     ap.add_argument("--quick", action="store_true", help="500 iterations, for a smoke run")
     ap.add_argument("--fp32-only", action="store_true", help="skip the bf16 autocast runs")
+    ap.add_argument("--compile", action="store_true", help="also the two fp32 runs with --compile (torch.compile)")
     ap.add_argument("--nanogpt", default=None, help="a karpathy/nanoGPT checkout: adds the whole-process rows")
     ap.add_argument("--process-iters", type=int, default=500, help="iterations of the whole-process rows")
     args = ap.parse_args()
@@ -155,6 +156,11 @@ def main() -> None:
         results = {"reference (nanoGPT recipe)": run_reference(data, iters)}
         results["minigpt (a) GPT-2 options"] = run_minigpt(data, iters, GPT2_OPTIONS, work, "gpt2")
         results["minigpt (b) default options"] = run_minigpt(data, iters, [], work, "default")
+        if args.compile:  # the same two compiled (inductor's C++ kernels on CPU; its warm-up is in "train s")
+            results["minigpt (a) GPT-2 options, compiled"] = run_minigpt(data, iters, [*GPT2_OPTIONS, "--compile"],
+                                                                          work, "gpt2-compiled")
+            results["minigpt (b) default options, compiled"] = run_minigpt(data, iters, ["--compile"], work,
+                                                                            "default-compiled")
         if not args.fp32_only:  # the same two with bf16 autocast (fast on CPUs with AVX512-BF16 or AMX)
             results["minigpt (a) GPT-2 options, bf16"] = run_minigpt(data, iters, [*GPT2_OPTIONS, "--dtype", "bfloat16"],
                                                                       work, "gpt2-bf16")

@@ -105,6 +105,69 @@ def test_task_reward_is_not_gamed_by_a_generic_self_description():
     assert task_reward([], "Return the sum.", plain) == token_f1([], "Return the sum.", plain) == 1.0
 
 
+def test_identity_keys_belong_to_their_intent():
+    """A reply passes an identity question only by stating that intent's fact: the stock self-description RL
+    once collapsed onto ("I am minigpt, ... Python's standard library") passes "Who are you?" and nothing else.
+    The one overlap is by design: a greeting says its name, so it also answers "Who are you?"."""
+    from minigpt.text import chat_tasks
+
+    facts = chat_tasks.Facts(params=1_840_000)
+    records = chat_tasks.identity_records(facts)
+    answers: dict[str, set[str]] = {}
+    for r in records:
+        answers.setdefault(r["intent"], set()).add(r["messages"][-1]["content"])
+    for r in records:
+        assert chat_tasks.correct(r, r["messages"][-1]["content"], facts), r
+        for intent, said in answers.items():
+            if intent != r["intent"] and (r["intent"], intent) != ("name", "greeting"):
+                assert not any(chat_tasks.correct(r, a, facts) for a in said), (r["intent"], intent)
+    stock = "I am minigpt, a small language model that answers questions about Python's standard library."
+    passed = {r["intent"] for r in records if chat_tasks.correct(r, stock, facts)}
+    assert passed == {"name"}
+
+
+def test_preference_pairs_reject_the_right_kind_of_wrong_answer():
+    """DPO's negatives are the mistakes a small model makes: another intent's answer to an identity question,
+    another function's arguments or module for a question about this one; never the chosen reply itself."""
+    import re
+
+    from minigpt.text import chat_tasks
+
+    facts = chat_tasks.Facts(params=1_840_000)
+    pairs = chat_tasks.preference_records(facts)
+    identity = {r["messages"][-1]["content"]: r["intent"] for r in chat_tasks.identity_records(facts)}
+    asked = {(json.dumps(p["prompt"]), p["reference"]): p for p in chat_tasks.prompts(facts)}
+    kinds = set()
+    for pair in pairs:
+        assert pair["chosen"] != pair["rejected"]
+        p = asked[(json.dumps(pair["prompt"]), pair["chosen"])]
+        if p["family"] == "identity":
+            assert identity[pair["rejected"]] != p["intent"]
+            kinds.add("identity")
+        elif p.get("ask") == "module":
+            other = re.fullmatch(r"It is in the `([\w.]+)` module\.", pair["rejected"])
+            assert other and other.group(1) != p["module"]
+            kinds.add("module")
+        elif p.get("ask") == "args":
+            assert pair["rejected"].startswith("It takes ")
+            kinds.add("args")
+    assert kinds == {"identity", "module", "args"}
+
+
+def test_rl_prompts_repeat_the_small_families_like_sft():
+    from collections import Counter
+
+    from minigpt.text import chat_tasks
+
+    facts = chat_tasks.Facts(params=1_840_000)
+    once = Counter((json.dumps(p["prompt"]), p["split"], p["family"]) for p in chat_tasks.prompts(facts))
+    rl = Counter((json.dumps(p["prompt"]), p["split"], p["family"]) for p in chat_tasks.rl_prompts(facts))
+    assert set(rl) == set(once)
+    for key, n in rl.items():
+        small = key[2] in ("identity", "unknown") and key[1] == "train"
+        assert n == once[key] * (chat_tasks.SMALL_FAMILY_REPEATS if small else 1), key
+
+
 # ---------------------------------------------------------------------------------------------- data
 
 

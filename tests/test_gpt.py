@@ -188,6 +188,25 @@ def test_hand_written_backwards_match_autograd():
                                torch.cat([a * ang.cos() - b * ang.sin(), b * ang.cos() + a * ang.sin()], -1)[:, :3])
 
 
+def test_under_torch_compile_the_plain_formulas_are_traced(monkeypatch):
+    """While torch.compile traces, each piece is the plain formula (inductor fuses it and derives the backward):
+    no hand-written autograd.Function in the graph, same values, same gradients."""
+    from minigpt.models.elementwise import relu2
+
+    x = torch.randn(2, 3, 4, 8, dtype=torch.float64, requires_grad=True)
+    cos, sin = rope_tables(8, 0, 3, 10000.0)
+    pieces = (relu2, lambda t: rms_norm(t, None, 1e-5), lambda t: apply_rope(t[:, :3], cos.double(), sin.double()))
+    hand_written = lambda y: "BackwardCFunction" in [c.__name__ for c in type(y.grad_fn).__mro__]  # noqa: E731
+    eager = [(f(x), torch.autograd.grad(f(x).sum(), x)[0]) for f in pieces]
+    assert all(hand_written(y) for y, _ in eager)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    for f, (y, g) in zip(pieces, eager):
+        y2 = f(x)
+        assert not hand_written(y2)
+        torch.testing.assert_close(y2, y)
+        torch.testing.assert_close(torch.autograd.grad(y2.sum(), x)[0], g)
+
+
 # ---------------------------------------------------------------------------------------------- variants
 
 

@@ -27,6 +27,25 @@ def run(corpus, out, **kw):
     return pretrain(str(corpus), tokenizer="char", model_config=tiny_model(), train_config=tiny_train(**kw), out=out)
 
 
+def test_compile_is_on_by_default_only_where_it_pays(monkeypatch):
+    """Unset --compile: a GPT pretraining run of 5 minutes or more compiles on CUDA or on a CPU with a C++
+    compiler; shorter runs, other models, MPS and a CPU without a compiler do not."""
+    import shutil as sh
+
+    from minigpt.train import pretrain as pt
+
+    long, short = TrainConfig(max_seconds=pt.COMPILE_MIN_SECONDS, device="cpu"), TrainConfig(max_seconds=299, device="cpu")
+    monkeypatch.setattr(sh, "which", lambda name: "/usr/bin/g++" if name == "g++" else None)
+    assert pt.compile_pays("gpt", long) and not pt.compile_pays("gpt", short)
+    assert not pt.compile_pays("lstm", long) and not pt.compile_pays("gpt", TrainConfig(max_iters=10**6, device="cpu"))
+    monkeypatch.setattr(sh, "which", lambda name: None)
+    assert not pt.compile_pays("gpt", long)
+    monkeypatch.setattr(pt, "resolve_device", lambda name: torch.device("cuda"))
+    assert pt.compile_pays("gpt", long)
+    monkeypatch.setattr(pt, "resolve_device", lambda name: torch.device("mps"))
+    assert not pt.compile_pays("gpt", long)
+
+
 def test_lr_schedule_by_hand():
     cfg = TrainConfig(lr=1e-3, min_lr=1e-4, warmup_iters=10, max_iters=110)
     assert lr_at(0, cfg) == pytest.approx(1e-3 * 1 / 11)

@@ -3,8 +3,10 @@
 Eager PyTorch on CPU runs each op as its own pass over memory, and autograd's generic backward of the composite
 formulas takes 2-5x more passes than needed (relu(x).square() alone cost ~2 ms per layer at the recipe shape, 4x
 the version here). Without gradients (evaluation, decoding) each is the plain formula instead: an
-autograd.Function costs ~10 us per call, about a fifth of a decode step of the tiny model. torch.compile traces
-them like any other op. tests/test_gpt.py checks each against autograd (gradcheck).
+autograd.Function costs ~10 us per call, about a fifth of a decode step of the tiny model. Under torch.compile
+each is the plain formula too: inductor fuses it with its neighbours and derives a fused backward, which beats
+the hand-written one (an autograd.Function is an opaque region it cannot fuse across). tests/test_gpt.py checks
+each against autograd (gradcheck).
 """
 from __future__ import annotations
 
@@ -36,8 +38,13 @@ class _RMSNorm(torch.autograd.Function):
         return torch.addcmul(g, xhat, m, value=-1).mul_(rstd), grad_weight, None
 
 
+def _plain() -> bool:
+    """Use the plain formula: no gradient needed, or torch.compile is tracing (it fuses the formula itself)."""
+    return not torch.is_grad_enabled() or torch.compiler.is_compiling()
+
+
 def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
-    if not torch.is_grad_enabled():  # inference: torch's kernel, without autograd.Function's ~10 us per call
+    if _plain():  # torch's kernel, without autograd.Function's ~10 us per call
         return F.rms_norm(x, (x.size(-1),), weight, eps)
     return _RMSNorm.apply(x, weight, eps)
 
@@ -94,7 +101,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     """Rotate x (B, T, heads, hd) by the tables from `rope_tables` (cast to x's dtype)."""
     if cos.dtype != x.dtype:
         cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-    return _rotate(x, cos, sin) if not torch.is_grad_enabled() else _Rope.apply(x, cos, sin)
+    return _rotate(x, cos, sin) if _plain() else _Rope.apply(x, cos, sin)
 
 
 def rope_tables(head_dim: int, start: int, end: int, theta: float, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,4 +114,4 @@ def rope_tables(head_dim: int, start: int, end: int, theta: float, device=None) 
 
 def relu2(x: torch.Tensor) -> torch.Tensor:
     """relu(x)^2, the MLP activation of the default options."""
-    return _ReLU2.apply(x) if torch.is_grad_enabled() else F.relu(x).square()
+    return F.relu(x).square() if _plain() else _ReLU2.apply(x)

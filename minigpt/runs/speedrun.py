@@ -6,8 +6,8 @@ schedule follows time). Progress is recorded in <out>/speedrun.json after every 
 speedrun rerun with the same --out resumes the stage it was in and skips finished ones.
 
 The report card (runs/report_card.py) measures every stage on held-out data. Pretraining and SFT hand on their
-best-val-loss step (`checkpoint_of`): on this 0.5M-token corpus both overfit within the 30-minute budget.
-"""
+best-val-loss step (`checkpoint_of`): SFT starts to overfit its few thousand conversations part-way through its
+share. Pretraining compiles the model (torch.compile) where that pays (`pretrain.compile_pays`)."""
 from __future__ import annotations
 
 import json

@@ -21,6 +21,7 @@ uses beside token F1.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -64,50 +65,52 @@ class Facts:
         return f"about {self.params / 1e6:.1f} million parameters"
 
 
-# intent -> (phrasings, answer template, what a correct reply must contain)
+# intent -> (phrasings, answer template, what a correct reply must contain). Each key belongs to its intent
+# alone (no other intent's answer contains it), so a reply that recites one stock self-description cannot pass
+# every intent at once.
 IDENTITY: dict[str, tuple[tuple[str, ...], str, str]] = {
     "name": (("Who are you?", "What is your name?", "What are you called?", "Tell me your name.",
               "What should I call you?", "Introduce yourself.", "Who am I talking to?", "Are you a person?",
               "What are you?", "Do you have a name?", "What's your name?", "May I know your name?", "Who is this?",
               "What do people call you?", "Can you tell me who you are?", "Please introduce yourself.",
-              "Are you a chatbot?", "Are you human?", "Tell me about yourself.", "你是谁？", "你叫什么名字？",
+              "Are you a chatbot?", "Are you human?", "Tell me about yourself.", "What is your name, please?", "How should I address you?", "Which model are you?", "Say your name.", "Who are you, exactly?", "What are you called, then?", "Who am I chatting with?", "Identify yourself.", "What name do you go by?", "Are you an AI?", "Give me your name.", "Who or what are you?", "Describe yourself.", "你是谁？", "你叫什么名字？",
               "你是什么？", "请介绍一下你自己。", "我该怎么称呼你？"),
              "I am {name}, a small language model that answers questions about Python's standard library.",
-             "{name}"),
+             "I am {name}"),
     "training": (("What were you trained on?", "What data did you learn from?",
                   "Where does your knowledge come from?", "How were you trained?",
                   "What did you read during training?", "What is your training data?",
                   "Which texts were you trained with?", "What did you learn from?", "What was your training data?",
                   "What corpus were you trained on?", "What have you read?", "What text did you learn from?",
                   "Where did you learn what you know?", "What did your training data contain?",
-                  "What kind of data trained you?"),
+                  "What kind of data trained you?", "What were you trained with?", "What data were you trained on?", "Which data did you see in training?", "What did you study?", "What is your knowledge based on?", "What sources did you learn from?", "Tell me about your training data.", "What was in your training set?", "Which corpus did you learn from?", "How did you learn?"),
                  "I was trained on {trained_on}.",
-                 "standard library"),
+                 "{trained_on}"),
     "size": (("How big are you?", "How many parameters do you have?", "What is your size?",
               "How large is your model?", "Are you a big model?", "What is your parameter count?",
               "How many weights do you have?", "How small are you?", "How many parameters are in you?",
               "What size are you?", "How big is your network?", "How many parameters does your model have?",
-              "Is your model large?", "What is your model size?", "Tell me your size."),
+              "Is your model large?", "What is your model size?", "Tell me your size.", "How many parameters?", "What is your number of parameters?", "How big is your model?", "Are you large or small?", "How much do you weigh in parameters?", "How large are you?", "Tell me how big you are.", "How many weights are in your network?", "What size is your network?"),
              "I have {size}: a small model that runs on a laptop.",
              "{size}"),
     "scope": (("What can you do?", "What do you know about?", "What topics can you help with?",
                "What are you good at?", "What questions can I ask you?", "What do you know?",
                "How can you help me?", "What is your speciality?", "What can I ask you about?",
                "What do you help with?", "What are your skills?", "What subjects do you know?",
-               "What kind of questions do you answer?", "What are you for?", "What can you help me with?"),
+               "What kind of questions do you answer?", "What are you for?", "What can you help me with?", "What do you do?", "What should I ask you?", "What are you able to do?", "Which topics do you cover?", "What is your area of knowledge?", "What can you answer?", "What do you specialise in?", "Can you help me with Python?", "What are you useful for?", "What kind of help do you offer?"),
               ("I know Python's standard library: ask me what a function or class does, or paste one and ask "
                "about it. I do not know much else."),
-              "standard library"),
+              "I know Python's standard library"),
     "maker": (("Who made you?", "Who trained you?", "Who built you?", "Who created you?", "Where do you come from?",
                "Which tool trained you?", "Who developed you?", "Who is your creator?", "Who wrote you?",
-               "What made you?", "Which software built you?", "Who is behind you?", "Which toolkit made you?"),
+               "What made you?", "Which software built you?", "Who is behind you?", "Which toolkit made you?", "Who is your maker?", "How were you made?", "What tool were you made with?", "Who programmed you?", "Who designed you?", "What trained you?", "Who is responsible for you?", "Which program trained you?", "Who put you together?"),
               "I was trained with minigpt, a toolkit that takes text all the way to a chat model on a laptop.",
-              "minigpt"),
+              "trained with {name}"),
     "greeting": (("Hello!", "Hi there.", "Hey, how are you?", "Good morning!", "Hello, can you help me?", "Hi!",
                   "Hey!", "Good evening.", "Greetings!", "Hello there!", "Good afternoon!", "Howdy!",
-                  "Hi, can you help?", "你好！", "您好！", "嗨！", "早上好！"),
+                  "Hi, can you help?", "Hello, anyone there?", "Hi, how are you?", "Hey there!", "Good day!", "Hello, nice to meet you.", "Hi, I have a question.", "Hello again!", "Yo!", "Morning!", "你好！", "您好！", "嗨！", "早上好！"),
                  "Hello! I am {name}. Ask me what a Python function or class does.",
-                 "{name}"),
+                 "Hello"),
 }
 UNKNOWN_TEMPLATES = (
     "What is the capital of {place}?", "How do I cook {dish}?", "Who won the football World Cup in {year}?",
@@ -252,19 +255,20 @@ VARIANTS = ("{q}", "Hey, {lower}", "Quick question: {q}", "{q} Answer briefly, p
 
 def identity_records(facts: Facts) -> list[dict[str, Any]]:
     """Every intent's phrasings, each in its variants; Chinese questions are answered in Chinese."""
-    chinese = {"name": f"我是 {facts.name}，一个回答 Python 标准库问题的小型语言模型。",
-               "greeting": f"你好！我是 {facts.name}。可以问我 Python 的函数或类是做什么的。"}
+    chinese = {"name": (f"我是 {facts.name}，一个回答 Python 标准库问题的小型语言模型。", f"我是 {facts.name}"),
+               "greeting": (f"你好！我是 {facts.name}。可以问我 Python 的函数或类是做什么的。", "你好")}
     out = []
     for intent, (phrasings, template, must_say) in IDENTITY.items():
         answer = template.format(name=facts.name, trained_on=facts.trained_on, size=facts.size)
-        key = must_say.format(name=facts.name, size=facts.size)
+        key = must_say.format(name=facts.name, trained_on=facts.trained_on, size=facts.size)
         held = set(sorted(phrasings, key=lambda q: _hash(q, 2))[:max(1, len(phrasings) // PHRASING_HELDOUT_ONE_IN)])
         for q in phrasings:
             is_zh = any("\u4e00" <= ch <= "\u9fff" for ch in q)
             asked = [q] if is_zh else [v.format(q=q, lower=q[0].lower() + q[1:]) for v in VARIANTS]
             for text in asked:
-                out.append({"family": "identity", "intent": intent, "key": key, "split": "val" if q in held else
-                            "train", "messages": [_user(text), _assistant(chinese[intent] if is_zh else answer)]})
+                said, must = chinese[intent] if is_zh else (answer, key)
+                out.append({"family": "identity", "intent": intent, "key": must, "split": "val" if q in held else
+                            "train", "messages": [_user(text), _assistant(said)]})
     return out
 
 
@@ -286,7 +290,8 @@ def correct(record: dict[str, Any], reply: str, facts: Facts | None = None) -> b
     family = record.get("family")
     if family == "identity":
         facts = facts or Facts()
-        key = record.get("key") or IDENTITY[record["intent"]][2].format(name=facts.name, size=facts.size)
+        key = record.get("key") or IDENTITY[record["intent"]][2].format(name=facts.name, trained_on=facts.trained_on,
+                                                                         size=facts.size)
         return key.lower() in reply.lower()
     if family == "unknown":
         return "don't know" in reply.lower() or "do not know" in reply.lower()
@@ -314,14 +319,19 @@ def conversations(facts: Facts | None = None, phrasings: int = 2) -> list[dict[s
     return records + identity_records(facts) + unknown_records()
 
 
+SMALL_FAMILY_REPEATS = 3  # identity and unknown training turns are few and their answers must be exact
+
+
+def _times(r: dict[str, Any]) -> int:
+    """How often a record is trained on: identity and unknown training turns SMALL_FAMILY_REPEATS times."""
+    return SMALL_FAMILY_REPEATS if r["family"] in ("identity", "unknown") and r["split"] == "train" else 1
+
+
 def sft_records(facts: Facts | None = None, phrasings: int = 2) -> list[dict[str, Any]]:
-    """{"messages", "split", "family"}: training conversations and the held-out ones (the SFT val loss).
-    Identity and unknown turns are repeated 3 times: there are few of them and the answers must be exact."""
-    out = []
-    for r in conversations(facts, phrasings):
-        times = 3 if r["family"] in ("identity", "unknown") and r["split"] == "train" else 1
-        out += [{"messages": r["messages"], "split": r["split"], "family": r["family"]}] * times
-    return out
+    """{"messages", "split", "family"}: training conversations (identity and unknown ones repeated, `_times`)
+    and the held-out ones (the SFT val loss)."""
+    return [{"messages": r["messages"], "split": r["split"], "family": r["family"]}
+            for r in conversations(facts, phrasings) for _ in range(_times(r))]
 
 
 def prompts(facts: Facts | None = None) -> list[dict[str, Any]]:
@@ -332,34 +342,55 @@ def prompts(facts: Facts | None = None) -> list[dict[str, Any]]:
 
 def rl_prompts(facts: Facts | None = None) -> list[dict[str, Any]]:
     """{"prompt", "reference", "split", "family", ...}: the prompts RL trains on and is evaluated on, every
-    family (without the out-of-world questions RL forgets how to decline them)."""
-    return prompts(facts)
+    family (out-of-world questions included: without them RL forgets how to decline), identity and unknown ones
+    repeated as in SFT: at their natural 5% of the batches RL drifted the held-out identity answers unchecked."""
+    return [p for p in prompts(facts) for _ in range(_times(p))]
 
 
 def preference_records(facts: Facts | None = None) -> list[dict[str, Any]]:
-    """{"prompt", "chosen", "rejected", "split"}: chosen = the reference reply; rejected = the summary of
-    another function of the same module (a hard negative) or, for half of them, the right answer cut short;
-    identity and unknown prompts are paired with a confident wrong answer."""
+    """{"prompt", "chosen", "rejected", "split"}: chosen = the reference reply; rejected = the mistake a small
+    model actually makes, the right kind of answer about the wrong thing: for a function, the same answer for
+    another function of its module (its summary, its arguments, its module) or, for half of the summaries, the
+    right one cut short; for an identity question, another intent's answer (asked its name, it states its
+    training data); an out-of-world question is paired with a confident docstring."""
     facts = facts or Facts()
     by_module: dict[str, list[Entry]] = {}
     for e in task_entries():
         by_module.setdefault(e.module, []).append(e)
+    modules = sorted(by_module)
+    answer_of = {"args": arguments_answer, "returns": returns_answer}
+
+    @functools.cache
+    def siblings(module: str, ask: str) -> list[tuple[str, str]]:
+        """(name, answer) of every function of the module for that kind of question."""
+        return [(o.name, (answer_of[ask](o) if ask in answer_of else None) or o.summary) for o in by_module[module]]
+
+    identity = {}
+    for r in identity_records(facts):
+        identity.setdefault(r["intent"], set()).add(r["messages"][-1]["content"])
     out = []
     for p in prompts(facts):
-        chosen, rejected = p["reference"], None
-        if p["family"] == "identity":
-            rejected = "I am ChatGPT, a large language model trained by OpenAI on the whole internet."
-        elif p["family"] == "unknown":
+        chosen, rejected, family = p["reference"], None, p["family"]
+        if family == "identity":
+            zh = any("\u4e00" <= ch <= "\u9fff" for ch in chosen)
+            others = sorted(a for intent, said in identity.items() if intent != p["intent"] for a in said
+                            if any("\u4e00" <= ch <= "\u9fff" for ch in a) == zh)
+            rejected = others[_hash(f"id:{p['prompt'][-1]['content']}") % len(others)]
+        elif family == "unknown":
             rejected = "Return a list of the lines in the string, breaking at line boundaries."
         else:
-            name = p["entry"]
-            others = [o.summary for o in by_module[p["module"]] if o.summary != chosen and o.name != name]
-            words = chosen.split()
-            if others and _hash(f"neg:{name}:{p['family']}") % 2 == 0:
-                rejected = others[_hash(f"other:{name}") % len(others)]
-            elif len(words) >= 6:
-                rejected = " ".join(words[: len(words) // 2])
+            name, ask = p["entry"], p.get("ask", "does")
+            if family == "followup" and ask == "module":
+                other = modules[_hash(f"mod:{name}") % len(modules)]
+                rejected = f"It is in the `{other}` module." if other != p["module"] else None
+            else:
+                others = [a for o, a in siblings(p["module"], ask) if o != name and a != chosen]
+                words = chosen.split()
+                if others and (ask != "does" or _hash(f"neg:{name}:{family}") % 2 == 0):
+                    rejected = others[_hash(f"other:{name}:{family}") % len(others)]
+                elif len(words) >= 6:
+                    rejected = " ".join(words[: len(words) // 2])
         if rejected and rejected != chosen:
             out.append({"prompt": p["prompt"], "chosen": chosen, "rejected": rejected, "split": p["split"],
-                        "family": p["family"]})
+                        "family": family})
     return out

@@ -52,9 +52,8 @@ def task_reward(prompt: list, completion: str, record: dict) -> float:
     """The default reward: token F1 against the `reference`; for the built-in identity and out-of-world
     questions half of it is F1 and half whether the reply says what it must (`chat_tasks.correct`: the fact
     asked for, or "I don't know"). F1 alone pays a generic self-description for sharing words with every
-    identity answer (RL on F1 alone drifted to answering "Who are you?" with what it was trained on). Still
-    lenient: a reply holding several intents' facts (the name answer names "minigpt" and "standard library")
-    passes all of them; intent-specific keys in `chat_tasks.IDENTITY` are the fix to make next."""
+    identity answer (RL on F1 alone drifted to answering "Who are you?" with what it was trained on). Each
+    intent's key is its own (`chat_tasks.IDENTITY`), so one stock self-description cannot pass them all."""
     from ..text import chat_tasks
 
     score = token_f1(prompt, completion, record)
