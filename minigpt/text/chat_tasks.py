@@ -73,7 +73,11 @@ IDENTITY: dict[str, tuple[tuple[str, ...], str, str]] = {
               "What should I call you?", "Introduce yourself.", "Who am I talking to?", "Are you a person?",
               "What are you?", "Do you have a name?", "What's your name?", "May I know your name?", "Who is this?",
               "What do people call you?", "Can you tell me who you are?", "Please introduce yourself.",
-              "Are you a chatbot?", "Are you human?", "Tell me about yourself.", "What is your name, please?", "How should I address you?", "Which model are you?", "Say your name.", "Who are you, exactly?", "What are you called, then?", "Who am I chatting with?", "Identify yourself.", "What name do you go by?", "Are you an AI?", "Give me your name.", "Who or what are you?", "Describe yourself.", "你是谁？", "你叫什么名字？",
+              "Are you a chatbot?", "Are you human?", "Tell me about yourself.", "What is your name, please?",
+              "How should I address you?", "Which model are you?", "Say your name.", "Who are you, exactly?",
+              "What are you called, then?", "Who am I chatting with?", "Identify yourself.",
+              "What name do you go by?", "Are you an AI?", "Give me your name.", "Who or what are you?",
+              "Describe yourself.", "你是谁？", "你叫什么名字？",
               "你是什么？", "请介绍一下你自己。", "我该怎么称呼你？"),
              "I am {name}, a small language model that answers questions about Python's standard library.",
              "I am {name}"),
@@ -83,32 +87,46 @@ IDENTITY: dict[str, tuple[tuple[str, ...], str, str]] = {
                   "Which texts were you trained with?", "What did you learn from?", "What was your training data?",
                   "What corpus were you trained on?", "What have you read?", "What text did you learn from?",
                   "Where did you learn what you know?", "What did your training data contain?",
-                  "What kind of data trained you?", "What were you trained with?", "What data were you trained on?", "Which data did you see in training?", "What did you study?", "What is your knowledge based on?", "What sources did you learn from?", "Tell me about your training data.", "What was in your training set?", "Which corpus did you learn from?", "How did you learn?"),
+                  "What kind of data trained you?", "What were you trained with?", "What data were you trained on?",
+                  "Which data did you see in training?", "What did you study?", "What is your knowledge based on?",
+                  "What sources did you learn from?", "Tell me about your training data.",
+                  "What was in your training set?", "Which corpus did you learn from?", "How did you learn?"),
                  "I was trained on {trained_on}.",
                  "{trained_on}"),
     "size": (("How big are you?", "How many parameters do you have?", "What is your size?",
               "How large is your model?", "Are you a big model?", "What is your parameter count?",
               "How many weights do you have?", "How small are you?", "How many parameters are in you?",
               "What size are you?", "How big is your network?", "How many parameters does your model have?",
-              "Is your model large?", "What is your model size?", "Tell me your size.", "How many parameters?", "What is your number of parameters?", "How big is your model?", "Are you large or small?", "How much do you weigh in parameters?", "How large are you?", "Tell me how big you are.", "How many weights are in your network?", "What size is your network?"),
+              "Is your model large?", "What is your model size?", "Tell me your size.", "How many parameters?",
+              "What is your number of parameters?", "How big is your model?", "Are you large or small?",
+              "How much do you weigh in parameters?", "How large are you?", "Tell me how big you are.",
+              "How many weights are in your network?", "What size is your network?"),
              "I have {size}: a small model that runs on a laptop.",
              "{size}"),
     "scope": (("What can you do?", "What do you know about?", "What topics can you help with?",
                "What are you good at?", "What questions can I ask you?", "What do you know?",
                "How can you help me?", "What is your speciality?", "What can I ask you about?",
                "What do you help with?", "What are your skills?", "What subjects do you know?",
-               "What kind of questions do you answer?", "What are you for?", "What can you help me with?", "What do you do?", "What should I ask you?", "What are you able to do?", "Which topics do you cover?", "What is your area of knowledge?", "What can you answer?", "What do you specialise in?", "Can you help me with Python?", "What are you useful for?", "What kind of help do you offer?"),
+               "What kind of questions do you answer?", "What are you for?", "What can you help me with?",
+               "What do you do?", "What should I ask you?", "What are you able to do?", "Which topics do you cover?",
+               "What is your area of knowledge?", "What can you answer?", "What do you specialise in?",
+               "Can you help me with Python?", "What are you useful for?", "What kind of help do you offer?"),
               ("I know Python's standard library: ask me what a function or class does, or paste one and ask "
                "about it. I do not know much else."),
               "I know Python's standard library"),
     "maker": (("Who made you?", "Who trained you?", "Who built you?", "Who created you?", "Where do you come from?",
                "Which tool trained you?", "Who developed you?", "Who is your creator?", "Who wrote you?",
-               "What made you?", "Which software built you?", "Who is behind you?", "Which toolkit made you?", "Who is your maker?", "How were you made?", "What tool were you made with?", "Who programmed you?", "Who designed you?", "What trained you?", "Who is responsible for you?", "Which program trained you?", "Who put you together?"),
+               "What made you?", "Which software built you?", "Who is behind you?", "Which toolkit made you?",
+               "Who is your maker?", "How were you made?", "What tool were you made with?", "Who programmed you?",
+               "Who designed you?", "What trained you?", "Who is responsible for you?", "Which program trained you?",
+               "Who put you together?"),
               "I was trained with minigpt, a toolkit that takes text all the way to a chat model on a laptop.",
               "trained with {name}"),
     "greeting": (("Hello!", "Hi there.", "Hey, how are you?", "Good morning!", "Hello, can you help me?", "Hi!",
                   "Hey!", "Good evening.", "Greetings!", "Hello there!", "Good afternoon!", "Howdy!",
-                  "Hi, can you help?", "Hello, anyone there?", "Hi, how are you?", "Hey there!", "Good day!", "Hello, nice to meet you.", "Hi, I have a question.", "Hello again!", "Yo!", "Morning!", "你好！", "您好！", "嗨！", "早上好！"),
+                  "Hi, can you help?", "Hello, anyone there?", "Hi, how are you?", "Hey there!", "Good day!",
+                  "Hello, nice to meet you.", "Hi, I have a question.", "Hello again!", "Yo!", "Morning!", "你好！",
+                  "您好！", "嗨！", "早上好！"),
                  "Hello! I am {name}. Ask me what a Python function or class does.",
                  "Hello"),
 }
@@ -253,6 +271,10 @@ def followup_records(e: Entry) -> list[dict[str, Any]]:
 VARIANTS = ("{q}", "Hey, {lower}", "Quick question: {q}", "{q} Answer briefly, please.")
 
 
+def _is_chinese(text: str) -> bool:
+    return any("\u4e00" <= ch <= "\u9fff" for ch in text)
+
+
 def identity_records(facts: Facts) -> list[dict[str, Any]]:
     """Every intent's phrasings, each in its variants; Chinese questions are answered in Chinese."""
     chinese = {"name": (f"我是 {facts.name}，一个回答 Python 标准库问题的小型语言模型。", f"我是 {facts.name}"),
@@ -263,7 +285,7 @@ def identity_records(facts: Facts) -> list[dict[str, Any]]:
         key = must_say.format(name=facts.name, trained_on=facts.trained_on, size=facts.size)
         held = set(sorted(phrasings, key=lambda q: _hash(q, 2))[:max(1, len(phrasings) // PHRASING_HELDOUT_ONE_IN)])
         for q in phrasings:
-            is_zh = any("\u4e00" <= ch <= "\u9fff" for ch in q)
+            is_zh = _is_chinese(q)
             asked = [q] if is_zh else [v.format(q=q, lower=q[0].lower() + q[1:]) for v in VARIANTS]
             for text in asked:
                 said, must = chinese[intent] if is_zh else (answer, key)
@@ -372,9 +394,8 @@ def preference_records(facts: Facts | None = None) -> list[dict[str, Any]]:
     for p in prompts(facts):
         chosen, rejected, family = p["reference"], None, p["family"]
         if family == "identity":
-            zh = any("\u4e00" <= ch <= "\u9fff" for ch in chosen)
             others = sorted(a for intent, said in identity.items() if intent != p["intent"] for a in said
-                            if any("\u4e00" <= ch <= "\u9fff" for ch in a) == zh)
+                            if _is_chinese(a) == _is_chinese(chosen))
             rejected = others[_hash(f"id:{p['prompt'][-1]['content']}") % len(others)]
         elif family == "unknown":
             rejected = "Return a list of the lines in the string, breaking at line boundaries."
