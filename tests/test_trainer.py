@@ -28,16 +28,22 @@ def run(corpus, out, **kw):
 
 
 def test_compile_is_on_by_default_only_where_it_pays(monkeypatch):
-    """Unset --compile: a GPT pretraining run of 5 minutes or more compiles on CUDA; shorter runs, other models,
-    the CPU (where it measured no faster) and MPS do not."""
+    """Unset --compile: a GPT pretraining run of 5 minutes or more compiles on CUDA or on a CPU with a C++
+    compiler; shorter runs, other models, MPS and a CPU without a compiler do not."""
+    import shutil as sh
+
     from minigpt.train import pretrain as pt
 
     long, short = TrainConfig(max_seconds=pt.COMPILE_MIN_SECONDS), TrainConfig(max_seconds=299)
-    for device, expected in (("cuda", True), ("cpu", False), ("mps", False)):
+    monkeypatch.setattr(sh, "which", lambda name: "/usr/bin/g++" if name == "g++" else None)
+    for device, expected in (("cuda", True), ("cpu", True), ("mps", False)):
         monkeypatch.setattr(pt, "resolve_device", lambda name, d=device: torch.device(d))
         assert pt.compile_pays("gpt", long) is expected
         assert not pt.compile_pays("gpt", short) and not pt.compile_pays("lstm", long)
     assert not pt.compile_pays("gpt", TrainConfig(max_iters=10**6))
+    monkeypatch.setattr(sh, "which", lambda name: None)
+    monkeypatch.setattr(pt, "resolve_device", lambda name: torch.device("cpu"))
+    assert not pt.compile_pays("gpt", long)
 
 
 def test_lr_schedule_by_hand():

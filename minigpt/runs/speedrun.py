@@ -7,7 +7,7 @@ speedrun rerun with the same --out resumes the stage it was in and skips finishe
 
 The report card (runs/report_card.py) measures every stage on held-out data. Pretraining and SFT hand on their
 best-val-loss step (`checkpoint_of`): SFT starts to overfit its few thousand conversations part-way through its
-share. On CUDA pretraining compiles the model (torch.compile, `pretrain.compile_pays`)."""
+share. Pretraining compiles the model (torch.compile) where that pays (`pretrain.compile_pays`)."""
 from __future__ import annotations
 
 import json

@@ -36,9 +36,9 @@ class TrainConfig:
     seed: int = option(1337, "random seed (weights, data order, dropout)")
     device: str = option("auto", "cpu, cuda, cuda:N, mps or auto")
     dtype: str = option("auto", "autocast dtype: auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16")
-    compile: bool | None = option(None, "torch.compile the model (faster steps on CUDA after a warm-up). Unset: "
-                                        "pretraining a GPT on CUDA compiles when given --max-seconds of 300 or "
-                                        "more; other runs (and every CPU run, where it measured no faster) do not")
+    compile: bool | None = option(None, "torch.compile the model: faster steps after a warm-up of 10-20 s. Unset: "
+                                        "pretraining a GPT compiles when given --max-seconds of 300 or more on a "
+                                        "device that can (CUDA; a CPU with a C++ compiler), other runs do not")
 
     def __post_init__(self) -> None:
         check(self.max_iters >= 1, "max_iters", "must be at least 1")
