@@ -64,6 +64,10 @@ class Facts:
             return f"{self.params:,} parameters"
         return f"about {self.params / 1e6:.1f} million parameters"
 
+    def fill(self, template: str) -> str:
+        """An IDENTITY answer or key with these facts filled in."""
+        return template.format(name=self.name, trained_on=self.trained_on, size=self.size)
+
 
 # intent -> (phrasings, answer template, what a correct reply must contain). Each key belongs to its intent
 # alone (no other intent's answer contains it), so a reply that recites one stock self-description cannot pass
@@ -281,8 +285,7 @@ def identity_records(facts: Facts) -> list[dict[str, Any]]:
                "greeting": (f"你好！我是 {facts.name}。可以问我 Python 的函数或类是做什么的。", "你好")}
     out = []
     for intent, (phrasings, template, must_say) in IDENTITY.items():
-        answer = template.format(name=facts.name, trained_on=facts.trained_on, size=facts.size)
-        key = must_say.format(name=facts.name, trained_on=facts.trained_on, size=facts.size)
+        answer, key = facts.fill(template), facts.fill(must_say)
         held = set(sorted(phrasings, key=lambda q: _hash(q, 2))[:max(1, len(phrasings) // PHRASING_HELDOUT_ONE_IN)])
         for q in phrasings:
             is_zh = _is_chinese(q)
@@ -312,8 +315,7 @@ def correct(record: dict[str, Any], reply: str, facts: Facts | None = None) -> b
     family = record.get("family")
     if family == "identity":
         facts = facts or Facts()
-        key = record.get("key") or IDENTITY[record["intent"]][2].format(name=facts.name, trained_on=facts.trained_on,
-                                                                         size=facts.size)
+        key = record.get("key") or facts.fill(IDENTITY[record["intent"]][2])
         return key.lower() in reply.lower()
     if family == "unknown":
         return "don't know" in reply.lower() or "do not know" in reply.lower()
@@ -387,11 +389,13 @@ def preference_records(facts: Facts | None = None) -> list[dict[str, Any]]:
         """(name, answer) of every function of the module for that kind of question."""
         return [(o.name, (answer_of[ask](o) if ask in answer_of else None) or o.summary) for o in by_module[module]]
 
-    identity = {}
-    for r in identity_records(facts):
-        identity.setdefault(r["intent"], set()).add(r["messages"][-1]["content"])
+    asked = prompts(facts)
+    identity: dict[str, set[str]] = {}
+    for p in asked:
+        if p["family"] == "identity":
+            identity.setdefault(p["intent"], set()).add(p["reference"])
     out = []
-    for p in prompts(facts):
+    for p in asked:
         chosen, rejected, family = p["reference"], None, p["family"]
         if family == "identity":
             others = sorted(a for intent, said in identity.items() if intent != p["intent"] for a in said
