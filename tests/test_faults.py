@@ -302,7 +302,7 @@ def test_resume_keeps_its_tokenizer_and_shards_when_the_corpus_changes(corpus, t
         f.write("a brand new line with new words: zebra quokka\n")
     run(out, resume=True)
     assert (resolve_step(out) / "tokenizer.bpe").read_bytes() == first
-    assert "changed since this run started" in capsys.readouterr().out
+    assert "changed since this run started" in " ".join(capsys.readouterr().out.split())  # rich wraps long paths
     assert_same(weights(resolve_step(out)), weights(resolve_step(tmp_path / "straight")))
 
 

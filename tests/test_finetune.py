@@ -43,7 +43,7 @@ def test_sequence_logprobs_sum_only_the_reply():
     logits = torch.randn(1, 4, 5)
 
     class Fixed(torch.nn.Module):
-        def forward(self, x, y, reduction="mean"):
+        def forward(self, x, y, reduction="mean", only_targets=False):
             return torch.nn.functional.cross_entropy(logits.transpose(1, 2), y, ignore_index=-1, reduction="none")
 
     y = torch.tensor([[-1, 2, 4, -1]])
@@ -69,6 +69,45 @@ def test_policy_gradient_raises_the_probability_of_the_rewarded_token():
     assert float(torch.softmax(logits.detach(), -1)[2]) > 0.9
 
 
+def test_rl_anchor_term_is_the_sft_loss_of_the_anchor_rows(tmp_path):
+    """RL's anchor term (InstructGPT's ptx, aimed at identity and out-of-world turns): the loss is the policy
+    gradient loss plus anchor_coef times the anchor rows' mean reply NLL (computed here with cross-entropy); the
+    rollouts draw anchor rows from their own shuffled stream, which resumes exactly."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from conftest import make_checkpoint
+    from minigpt.train import rl
+    from minigpt.train.objectives import PolicyGradient
+
+    ckpt = load_checkpoint(make_checkpoint(tmp_path / "sft", "sft"))
+    tok, model = ckpt.tokenizer, ckpt.model
+    talk = [{"messages": [{"role": "user", "content": f"who is {n}?"}, {"role": "assistant", "content": f"I am {n}."}],
+             "split": "train"} for n in ("ann", "bob", "cy", "dee", "eve")]
+    anchors = load_conversations(talk, tok).train
+    rows = [(tok.encode("hi"), {"prompt": "hi", "reference": "x"}) for _ in range(4)]
+    cfg = rl.RLConfig(group_size=2, max_new_tokens=3, anchor_rows=2, anchor_coef=0.5)
+    rollouts = rl.Rollouts(model, tok, rows, lambda p, c, r: float(len(c)), cfg, prompts_per_step=2, seed=0,
+                           anchors=anchors)
+    next(rollouts)
+    state = copy.deepcopy(rollouts.state_dict())
+    batch = next(rollouts)
+    rollouts.load_state_dict(state)
+    again = next(rollouts)
+    assert all(torch.equal(a, b) for a, b in zip(batch["anchor"], again["anchor"]))
+    assert torch.equal(batch["x"], again["x"])
+    objective = PolicyGradient(lambda *a: iter(()), copy.deepcopy(model), kl_coef=0.1, seed=0, evaluate=None,
+                               anchor_coef=0.5)
+    with_anchor, metrics = objective.loss(model, batch)
+    without, _ = objective.loss(model, {k: v for k, v in batch.items() if k != "anchor"})
+    ax, ay = batch["anchor"]
+    with torch.no_grad():
+        nll = F.cross_entropy(model(ax).reshape(-1, model.config.vocab_size), ay.reshape(-1), ignore_index=-1)
+    assert float(metrics["anchor_nll"]) == pytest.approx(float(nll), rel=1e-5)
+    assert float(with_anchor) == pytest.approx(float(without) + 0.5 * float(nll), rel=1e-5)
+
+
 def test_kl_penalty_pulls_back_to_the_reference():
     logp = torch.log(torch.tensor([[0.9]])).requires_grad_(True)
     ref = torch.log(torch.tensor([[0.5]]))
@@ -87,7 +126,8 @@ def test_token_f1():
 
 def test_task_reward_is_not_gamed_by_a_generic_self_description():
     """Token F1 alone scores a wrong identity answer that shares words with the right one highly; the default
-    reward also asks for the fact (the name here), and for a decline out of its world."""
+    reward pays an identity or out-of-world reply only when it states the fact (or declines): then half for that
+    and half its F1, and nothing otherwise, so no wrong answer of a group is ever the one RL raises."""
     from minigpt.text import chat_tasks
 
     facts = chat_tasks.Facts(params=3_342_336)
@@ -95,10 +135,12 @@ def test_task_reward_is_not_gamed_by_a_generic_self_description():
     who = {**records["Who are you?"], "reference": records["Who are you?"]["messages"][1]["content"]}
     generic = f"I was trained on {facts.trained_on}."  # the "training" answer
     assert token_f1([], generic, who) > 0.25  # shares "the", "python", "standard", "library" ...
-    assert task_reward([], generic, who) == pytest.approx(0.5 * token_f1([], generic, who))
+    assert task_reward([], generic, who) == 0.0
     assert task_reward([], who["reference"], who) == 1.0
+    terse = "I am minigpt."
+    assert task_reward([], terse, who) == pytest.approx(0.5 + 0.5 * token_f1([], terse, who))
     unknown = {"family": "unknown", "reference": chat_tasks.UNKNOWN_ANSWER}
-    decline = 0.5 * f1("I don't know.", chat_tasks.UNKNOWN_ANSWER) + 0.5
+    decline = 0.5 + 0.5 * f1("I don't know.", chat_tasks.UNKNOWN_ANSWER)
     assert task_reward([], "I don't know.", unknown) == pytest.approx(decline)
     assert task_reward([], "It takes `x`.", unknown) == 0.0
     plain = {"reference": "Return the sum."}  # user data: no family, plain F1
@@ -154,18 +196,58 @@ def test_preference_pairs_reject_the_right_kind_of_wrong_answer():
     assert kinds == {"identity", "module", "args"}
 
 
-def test_rl_prompts_repeat_the_small_families_like_sft():
+def test_rl_prompts_are_questions_sft_never_trained_on():
+    """RL trains on the training functions and intents asked in ways SFT never saw (on a memorised question every
+    sampled reply is the same and RL learns nothing), never on a held-out function or phrasing; it is evaluated
+    on the report card's held-out prompts; identity and out-of-world prompts come SMALL_FAMILY_REPEATS times."""
     from collections import Counter
 
     from minigpt.text import chat_tasks
 
     facts = chat_tasks.Facts(params=1_840_000)
-    once = Counter((json.dumps(p["prompt"]), p["split"], p["family"]) for p in chat_tasks.prompts(facts))
-    rl = Counter((json.dumps(p["prompt"]), p["split"], p["family"]) for p in chat_tasks.rl_prompts(facts))
-    assert set(rl) == set(once)
-    for key, n in rl.items():
-        small = key[2] in ("identity", "unknown") and key[1] == "train"
-        assert n == once[key] * (chat_tasks.SMALL_FAMILY_REPEATS if small else 1), key
+    key = lambda r: json.dumps(r["prompt"] if "prompt" in r else r["messages"][:-1])  # noqa: E731
+    sft = {key(r) for r in chat_tasks.conversations(facts) if r["split"] == "train"}
+    held = {key(r) for r in chat_tasks.conversations(facts) if r["split"] == "val"}
+    heldout_functions = {r["entry"] for r in chat_tasks.conversations(facts) if r["split"] == "val" and "entry" in r}
+    rl = chat_tasks.rl_prompts(facts)
+    train = [p for p in rl if p["split"] == "train"]
+    assert {p["family"] for p in train} == {"recall", "context", "followup", "identity", "unknown"}
+    assert not {key(p) for p in train} & (sft | held)
+    assert not {p.get("entry") for p in train} & heldout_functions
+    assert {key(p) for p in rl if p["split"] == "val"} == held
+    counts = Counter(key(p) for p in train)
+    for p in train:
+        small = p["family"] in ("identity", "unknown")
+        assert counts[key(p)] == (chat_tasks.SMALL_FAMILY_REPEATS if small else 1), p
+    # the other context ask than SFT's for the same function: the same pasted text, another question
+    sft_asks = {(r["entry"], r["ask"]) for r in chat_tasks.conversations(facts) if r["family"] == "context"}
+    fresh_asks = {(p["entry"], p["ask"]) for p in train if p["family"] == "context"}
+    assert fresh_asks and not fresh_asks & sft_asks
+
+
+def test_identity_paraphrases_stay_off_the_heldout_phrasings():
+    """The generated identity questions teach each intent in hundreds of phrasings: none contains a held-out
+    hand-written phrasing or variant (case and punctuation aside), SFT's and RL's are disjoint, and each is
+    answered with its intent's answer, which passes its own key."""
+    from minigpt.text import chat_tasks, identity
+
+    facts = chat_tasks.Facts(params=1_840_000)
+    norm = identity._normal
+    held = {norm(r["messages"][0]["content"]) for r in identity.identity_records(facts) if r["split"] == "val"}
+    assert len(held) > 100
+    answer = {r["intent"]: r["messages"][-1]["content"] for r in identity.identity_records(facts)
+              if r["split"] == "train" and not identity.is_chinese(r["messages"][0]["content"])}
+    by_stage = {stage: identity.paraphrase_records(facts, stage) for stage in ("sft", "rl")}
+    asked = {stage: {norm(r["messages"][0]["content"]) for r in rs} for stage, rs in by_stage.items()}
+    assert not asked["sft"] & asked["rl"]
+    assert not [(q, h) for q in asked["sft"] | asked["rl"] for h in held if f" {h} " in f" {q} "]
+    for stage, records in by_stage.items():
+        per_intent = {intent: sum(r["intent"] == intent for r in records) for intent in chat_tasks.IDENTITY}
+        assert min(per_intent.values()) >= (20 if stage == "sft" else 10), (stage, per_intent)
+        for r in records:
+            assert r["split"] == "train" and chat_tasks.correct(r, r["messages"][-1]["content"], facts)
+            if not identity.is_chinese(r["messages"][0]["content"]):
+                assert r["messages"][-1]["content"] == answer[r["intent"]]
 
 
 # ---------------------------------------------------------------------------------------------- data

@@ -5,8 +5,9 @@ A model is an `nn.Module` with:
   that round-trips through JSON; it is the single statement of the model's shape;
 - `features(idx, *, cache=None, attention=None) -> (B, T, C)` hidden states;
 - `logits(h) -> (B, T, V)`: the LM head over features;
-- `forward(idx, targets=None, *, cache=None, reduction="mean", attention=None)`: logits without targets,
-  loss with them (target -1 is ignored; `reduction="none"` gives per-token loss, 0 where ignored);
+- `forward(idx, targets=None, *, cache=None, reduction="mean", attention=None, only_targets=False)`: logits
+  without targets, loss with them (target -1 is ignored; `reduction="none"` gives per-token loss, 0 where
+  ignored; `only_targets` runs the head only where a target is set: see `LanguageModel.forward`);
 - `new_cache(batch, max_len, device, dtype)`: an explicit decoding state the caller owns and passes back in
   (GPT: a preallocated KV cache; RNN: its hidden state), or None when the model has none (MLP, CNN, bigram),
   in which case the engine recomputes over the last `block_size` tokens;
@@ -74,11 +75,22 @@ class LanguageModel(nn.Module):
         raise NotImplementedError
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *, cache: Any = None,
-                reduction: str = "mean", attention: list | None = None) -> torch.Tensor:
-        logits = self.logits(self.features(idx, cache=cache, attention=attention))
+                reduction: str = "mean", attention: list | None = None, only_targets: bool = False) -> torch.Tensor:
+        """Logits (B, T, V) without targets; the loss with them. `only_targets`: compute the head and the loss only
+        at the positions with a target (not -1), the same numbers for less work when most positions have none
+        (fine-tuning: the prompt of an SFT, DPO or RL row is 60-80% of it, and the head over a 4,096-token
+        vocabulary is about as costly as the tiny model's blocks; RL's step measured 1.7x faster). It picks the
+        positions by a mask, so the shape depends on the data: a host sync on a GPU, a graph break compiled."""
+        h = self.features(idx, cache=cache, attention=attention)
         if targets is None:
-            return logits
-        return lm_loss(logits, targets, reduction)
+            return self.logits(h)
+        if not only_targets:
+            return lm_loss(self.logits(h), targets, reduction)
+        keep = targets != -1
+        loss = lm_loss(self.logits(h[keep]), targets[keep], reduction)  # (N,) for "none"
+        if reduction != "none":
+            return loss
+        return torch.zeros(targets.shape, dtype=loss.dtype, device=loss.device).masked_scatter(keep, loss)
 
     def new_cache(self, batch: int, max_len: int, device: torch.device | str, dtype: torch.dtype) -> Any:
         return None

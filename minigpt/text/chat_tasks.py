@@ -9,25 +9,27 @@ Five families, each a record with a `family` and a `split`:
 - `followup`: two turns: what a function does, then its arguments or its module ("What are its arguments?"),
   which needs the earlier turn.
 - `identity`: who the model is, what it was trained on, how big it is, what it knows; each intent asked in many
-  phrasings, some held out, answered with fixed facts (`Facts`, filled in from the model being fine-tuned).
+  phrasings, some held out, answered with fixed facts (`Facts`, filled in from the model being fine-tuned); the
+  intents, their phrasings and the generated paraphrases live in text/identity.py.
 - `unknown`: questions outside its world (cooking, geography, sport...) answered with a polite "I don't know".
 
 Held out: 1 function in 10 (by a hash of its qualified name) never appears in any SFT, DPO or RL training
-record, in any family; 1 phrasing in 4 of the identity and unknown questions is held out the same way. Only
-functions of pretraining-train modules are used, so the held-out figures measure what the model recalls and
-generalises, not what it was shown. `correct(record, reply)` is the per-family pass/fail rule the report card
-uses beside token F1.
+record, in any family; 1 phrasing in 4 of the identity and unknown questions is held out the same way. RL
+trains on its own questions (`rl_conversations`: the same training functions and intents asked in ways SFT never
+saw). Only functions of pretraining-train modules are used, so the held-out figures measure what the model
+recalls and generalises, not what it was shown. `correct(record, reply)` is the per-family pass/fail rule the
+report card uses beside token F1.
 """
 from __future__ import annotations
 
 import ast
 import functools
-import hashlib
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from .corpora.pydocs import Entry, entries, split_of
+from .identity import (IDENTITY, PHRASING_HELDOUT_ONE_IN, Facts, assistant_turn, hash_byte, identity_records,
+                       is_chinese, paraphrase_records, user_turn)
 
 QUESTIONS = (
     "What does `{name}` do?",
@@ -45,95 +47,8 @@ FOLLOWUPS = {
     "module": ("Which module is it in?", "Where is it defined?"),
 }
 HELDOUT_ONE_IN = 10
-PHRASING_HELDOUT_ONE_IN = 4
 
 
-@dataclass(frozen=True)
-class Facts:
-    """What the model says about itself."""
-
-    name: str = "minigpt"
-    params: int | None = None  # filled in from the model being fine-tuned
-    trained_on: str = "the source code and documentation of the Python standard library"
-
-    @property
-    def size(self) -> str:
-        if not self.params:
-            return "a small model"
-        if self.params < 1e5:
-            return f"{self.params:,} parameters"
-        return f"about {self.params / 1e6:.1f} million parameters"
-
-    def fill(self, template: str) -> str:
-        """An IDENTITY answer or key with these facts filled in."""
-        return template.format(name=self.name, trained_on=self.trained_on, size=self.size)
-
-
-# intent -> (phrasings, answer template, what a correct reply must contain). Each key belongs to its intent
-# alone (no other intent's answer contains it), so a reply that recites one stock self-description cannot pass
-# every intent at once.
-IDENTITY: dict[str, tuple[tuple[str, ...], str, str]] = {
-    "name": (("Who are you?", "What is your name?", "What are you called?", "Tell me your name.",
-              "What should I call you?", "Introduce yourself.", "Who am I talking to?", "Are you a person?",
-              "What are you?", "Do you have a name?", "What's your name?", "May I know your name?", "Who is this?",
-              "What do people call you?", "Can you tell me who you are?", "Please introduce yourself.",
-              "Are you a chatbot?", "Are you human?", "Tell me about yourself.", "What is your name, please?",
-              "How should I address you?", "Which model are you?", "Say your name.", "Who are you, exactly?",
-              "What are you called, then?", "Who am I chatting with?", "Identify yourself.",
-              "What name do you go by?", "Are you an AI?", "Give me your name.", "Who or what are you?",
-              "Describe yourself.", "你是谁？", "你叫什么名字？",
-              "你是什么？", "请介绍一下你自己。", "我该怎么称呼你？"),
-             "I am {name}, a small language model that answers questions about Python's standard library.",
-             "I am {name}"),
-    "training": (("What were you trained on?", "What data did you learn from?",
-                  "Where does your knowledge come from?", "How were you trained?",
-                  "What did you read during training?", "What is your training data?",
-                  "Which texts were you trained with?", "What did you learn from?", "What was your training data?",
-                  "What corpus were you trained on?", "What have you read?", "What text did you learn from?",
-                  "Where did you learn what you know?", "What did your training data contain?",
-                  "What kind of data trained you?", "What were you trained with?", "What data were you trained on?",
-                  "Which data did you see in training?", "What did you study?", "What is your knowledge based on?",
-                  "What sources did you learn from?", "Tell me about your training data.",
-                  "What was in your training set?", "Which corpus did you learn from?", "How did you learn?"),
-                 "I was trained on {trained_on}.",
-                 "{trained_on}"),
-    "size": (("How big are you?", "How many parameters do you have?", "What is your size?",
-              "How large is your model?", "Are you a big model?", "What is your parameter count?",
-              "How many weights do you have?", "How small are you?", "How many parameters are in you?",
-              "What size are you?", "How big is your network?", "How many parameters does your model have?",
-              "Is your model large?", "What is your model size?", "Tell me your size.", "How many parameters?",
-              "What is your number of parameters?", "How big is your model?", "Are you large or small?",
-              "How much do you weigh in parameters?", "How large are you?", "Tell me how big you are.",
-              "How many weights are in your network?", "What size is your network?"),
-             "I have {size}: a small model that runs on a laptop.",
-             "{size}"),
-    "scope": (("What can you do?", "What do you know about?", "What topics can you help with?",
-               "What are you good at?", "What questions can I ask you?", "What do you know?",
-               "How can you help me?", "What is your speciality?", "What can I ask you about?",
-               "What do you help with?", "What are your skills?", "What subjects do you know?",
-               "What kind of questions do you answer?", "What are you for?", "What can you help me with?",
-               "What do you do?", "What should I ask you?", "What are you able to do?", "Which topics do you cover?",
-               "What is your area of knowledge?", "What can you answer?", "What do you specialise in?",
-               "Can you help me with Python?", "What are you useful for?", "What kind of help do you offer?"),
-              ("I know Python's standard library: ask me what a function or class does, or paste one and ask "
-               "about it. I do not know much else."),
-              "I know Python's standard library"),
-    "maker": (("Who made you?", "Who trained you?", "Who built you?", "Who created you?", "Where do you come from?",
-               "Which tool trained you?", "Who developed you?", "Who is your creator?", "Who wrote you?",
-               "What made you?", "Which software built you?", "Who is behind you?", "Which toolkit made you?",
-               "Who is your maker?", "How were you made?", "What tool were you made with?", "Who programmed you?",
-               "Who designed you?", "What trained you?", "Who is responsible for you?", "Which program trained you?",
-               "Who put you together?"),
-              "I was trained with minigpt, a toolkit that takes text all the way to a chat model on a laptop.",
-              "trained with {name}"),
-    "greeting": (("Hello!", "Hi there.", "Hey, how are you?", "Good morning!", "Hello, can you help me?", "Hi!",
-                  "Hey!", "Good evening.", "Greetings!", "Hello there!", "Good afternoon!", "Howdy!",
-                  "Hi, can you help?", "Hello, anyone there?", "Hi, how are you?", "Hey there!", "Good day!",
-                  "Hello, nice to meet you.", "Hi, I have a question.", "Hello again!", "Yo!", "Morning!", "你好！",
-                  "您好！", "嗨！", "早上好！"),
-                 "Hello! I am {name}. Ask me what a Python function or class does.",
-                 "Hello"),
-}
 UNKNOWN_TEMPLATES = (
     "What is the capital of {place}?", "How do I cook {dish}?", "Who won the football World Cup in {year}?",
     "What is the weather like in {place} today?", "Can you recommend a good book about {topic}?",
@@ -151,10 +66,6 @@ UNKNOWN_FILL = {
 UNKNOWN_ANSWER = "I don't know that. I only know about Python's standard library."
 
 
-def _hash(text: str, byte: int = 0) -> int:
-    return hashlib.sha256(text.encode()).digest()[byte]
-
-
 def task_entries() -> list[Entry]:
     """Functions and classes of train modules with a clean one-sentence summary, one entry per name."""
     seen, out = set(), []
@@ -170,15 +81,15 @@ def task_entries() -> list[Entry]:
 
 def task_split(e: Entry) -> str:
     """'val' for held-out entries (by a hash of the qualified name), else 'train'."""
-    return "val" if _hash(e.name, 1) % HELDOUT_ONE_IN == 0 else "train"
+    return "val" if hash_byte(e.name, 1) % HELDOUT_ONE_IN == 0 else "train"
 
 
 def phrasing_split(text: str) -> str:
-    return "val" if _hash(text, 2) % PHRASING_HELDOUT_ONE_IN == 0 else "train"
+    return "val" if hash_byte(text, 2) % PHRASING_HELDOUT_ONE_IN == 0 else "train"
 
 
 def _pick(e: Entry, salt: str, n: int) -> int:
-    return _hash(f"{salt}:{e.name}") % n
+    return hash_byte(f"{salt}:{e.name}") % n
 
 
 def _kind(e: Entry) -> str:
@@ -236,77 +147,58 @@ def pasted(e: Entry, limit: int = 320) -> str:
     return f"```\n{head}\n    \"\"\"{body.strip()}\n    \"\"\"\n```"
 
 
-def _user(text: str) -> dict[str, str]:
-    return {"role": "user", "content": text}
-
-
-def _assistant(text: str) -> dict[str, str]:
-    return {"role": "assistant", "content": text}
-
-
 # ---------------------------------------------------------------------------------------------- families
 
 
-def recall_records(e: Entry, phrasings: int) -> list[dict[str, Any]]:
-    first = _pick(e, "q", len(QUESTIONS))
-    return [{"family": "recall", "messages": [_user(question(e, first + k)), _assistant(e.summary)]}
+def recall_records(e: Entry, phrasings: int, first: int = 0) -> list[dict[str, Any]]:
+    """The entry asked from memory in `phrasings` of the QUESTIONS, starting `first` after its own one."""
+    start = _pick(e, "q", len(QUESTIONS)) + first
+    return [{"family": "recall", "messages": [user_turn(question(e, start + k)), assistant_turn(e.summary)]}
             for k in range(phrasings)]
 
 
-def context_records(e: Entry) -> list[dict[str, Any]]:
-    """One pasted-function question per entry, asking what it does, its arguments or what it returns."""
+def context_records(e: Entry, fresh: bool = False) -> list[dict[str, Any]]:
+    """One pasted-function question per entry, asking what it does, its arguments or what it returns (picked by a
+    hash); `fresh`: one question for each of the other asks instead (RL's)."""
     asks = ["does", "args"] + (["returns"] if returns_answer(e) else [])
-    ask = asks[_pick(e, "ctx", len(asks))]
-    phrasings = CONTEXT_ASKS[ask]
-    q = phrasings[_pick(e, "ctxq", len(phrasings))].format(kind=_kind(e))
-    answer = {"does": e.summary, "args": arguments_answer(e), "returns": returns_answer(e)}[ask]
-    return [{"family": "context", "ask": ask, "messages": [_user(f"{pasted(e)}\n{q}"), _assistant(answer)]}]
+    picked = asks[_pick(e, "ctx", len(asks))]
+    out = []
+    for ask in ([a for a in asks if a != picked] if fresh else [picked]):
+        phrasings = CONTEXT_ASKS[ask]
+        q = phrasings[_pick(e, f"ctxq{fresh}", len(phrasings))].format(kind=_kind(e))
+        answer = {"does": e.summary, "args": arguments_answer(e), "returns": returns_answer(e)}[ask]
+        messages = [user_turn(f"{pasted(e)}\n{q}"), assistant_turn(answer)]
+        out.append({"family": "context", "ask": ask, "messages": messages})
+    return out
 
 
-def followup_records(e: Entry) -> list[dict[str, Any]]:
-    ask = ("args", "module")[_pick(e, "fu", 2)]
+def followup_records(e: Entry, fresh: bool = False) -> list[dict[str, Any]]:
+    """What the entry does, then its arguments or its module (picked by a hash; `fresh`: the other one)."""
+    ask = ("args", "module")[(_pick(e, "fu", 2) + fresh) % 2]
     q = FOLLOWUPS[ask][_pick(e, "fuq", len(FOLLOWUPS[ask]))]
     answer = arguments_answer(e) if ask == "args" else f"It is in the `{e.module}` module."
-    messages = [_user(question(e)), _assistant(e.summary), _user(q), _assistant(answer)]
+    messages = [user_turn(question(e)), assistant_turn(e.summary), user_turn(q), assistant_turn(answer)]
     return [{"family": "followup", "ask": ask, "messages": messages}]
 
 
-# Ways to ask the same identity question; a held-out phrasing is held out with all its variants.
-VARIANTS = ("{q}", "Hey, {lower}", "Quick question: {q}", "{q} Answer briefly, please.")
+def unknown_records(fresh: bool = False) -> list[dict[str, Any]]:
+    """Out-of-world questions: each template with 6 fillings (`fresh`: 6 others, none equal to the first 6 of
+    any template, all training ones: RL's)."""
+    def filled(i: int, template: str, j: int) -> str:
+        keys = re.findall(r"{(\w+)}", template)
+        return template.format(**{k: UNKNOWN_FILL[k][(i * 7 + j * 3 + n) % len(UNKNOWN_FILL[k])]
+                                   for n, k in enumerate(keys)})
 
-
-def _is_chinese(text: str) -> bool:
-    return any("\u4e00" <= ch <= "\u9fff" for ch in text)
-
-
-def identity_records(facts: Facts) -> list[dict[str, Any]]:
-    """Every intent's phrasings, each in its variants; Chinese questions are answered in Chinese."""
-    chinese = {"name": (f"我是 {facts.name}，一个回答 Python 标准库问题的小型语言模型。", f"我是 {facts.name}"),
-               "greeting": (f"你好！我是 {facts.name}。可以问我 Python 的函数或类是做什么的。", "你好")}
-    out = []
-    for intent, (phrasings, template, must_say) in IDENTITY.items():
-        answer, key = facts.fill(template), facts.fill(must_say)
-        held = set(sorted(phrasings, key=lambda q: _hash(q, 2))[:max(1, len(phrasings) // PHRASING_HELDOUT_ONE_IN)])
-        for q in phrasings:
-            is_zh = _is_chinese(q)
-            asked = [q] if is_zh else [v.format(q=q, lower=q[0].lower() + q[1:]) for v in VARIANTS]
-            for text in asked:
-                said, must = chinese[intent] if is_zh else (answer, key)
-                out.append({"family": "identity", "intent": intent, "key": must, "split": "val" if q in held else
-                            "train", "messages": [_user(text), _assistant(said)]})
-    return out
-
-
-def unknown_records() -> list[dict[str, Any]]:
+    first = {filled(i, t, j) for i, t in enumerate(UNKNOWN_TEMPLATES) for j in range(6)}
     out = []
     for i, template in enumerate(UNKNOWN_TEMPLATES):
-        keys = re.findall(r"{(\w+)}", template)
-        for j in range(6):
-            values = {k: UNKNOWN_FILL[k][(i * 7 + j * 3 + n) % len(UNKNOWN_FILL[k])] for n, k in enumerate(keys)}
-            q = template.format(**values)
-            out.append({"family": "unknown", "split": phrasing_split(q),
-                        "messages": [_user(q), _assistant(UNKNOWN_ANSWER)]})
-    return out
+        for j in range(6, 12) if fresh else range(6):
+            q = filled(i, template, j)
+            if fresh and q in first:
+                continue
+            out.append({"family": "unknown", "split": "train" if fresh else phrasing_split(q),
+                        "messages": [user_turn(q), assistant_turn(UNKNOWN_ANSWER)]})
+    return list({r["messages"][0]["content"]: r for r in out}.values()) if fresh else out
 
 
 def correct(record: dict[str, Any], reply: str, facts: Facts | None = None) -> bool:
@@ -331,8 +223,8 @@ def exact_match(reply: str, reference: str) -> bool:
 
 
 def conversations(facts: Facts | None = None, phrasings: int = 2) -> list[dict[str, Any]]:
-    """Every family's records, each {"family", "split", "messages", ...}; held-out functions are in 'val'
-    (asked once per family) and take part in no training record."""
+    """SFT's records of every family and the held-out ones, each {"family", "split", "messages", ...};
+    held-out functions are in 'val' (asked once per family) and take part in no training record."""
     facts = facts or Facts()
     records = []
     for e in task_entries():
@@ -340,35 +232,72 @@ def conversations(facts: Facts | None = None, phrasings: int = 2) -> list[dict[s
         for r in (recall_records(e, phrasings if split == "train" else 1) + context_records(e)
                   + followup_records(e)):
             records.append({**r, "split": split, "entry": e.name, "module": e.module})
-    return records + identity_records(facts) + unknown_records()
+    return records + identity_records(facts) + paraphrase_records(facts, "sft") + unknown_records()
 
 
+def rl_conversations(facts: Facts | None = None) -> list[dict[str, Any]]:
+    """RL's training records: the same training functions and intents as SFT's, asked in ways SFT never trained
+    on (another recall phrasing, the other context and follow-up questions, RL's share of the generated identity
+    paraphrases, other out-of-world questions). On a question the SFT model has learned by heart every sampled
+    reply is the same, the group's advantages are all 0, and RL learns nothing from it."""
+    facts = facts or Facts()
+    records = []
+    for e in task_entries():
+        if task_split(e) == "train":
+            for r in recall_records(e, 1, first=2) + context_records(e, fresh=True) + followup_records(e, fresh=True):
+                records.append({**r, "split": "train", "entry": e.name, "module": e.module})
+    records += paraphrase_records(facts, "rl") + unknown_records(fresh=True)
+    seen, out = {repr(r["messages"][:-1]) for r in conversations(facts)}, []
+    for r in records:  # two methods may share a pasted text: each question once, none of SFT's
+        if repr(r["messages"][:-1]) not in seen:
+            seen.add(repr(r["messages"][:-1]))
+            out.append(r)
+    return out
+
+
+SMALL_FAMILIES = ("identity", "unknown")
 SMALL_FAMILY_REPEATS = 3  # identity and unknown training turns are few and their answers must be exact
 
 
 def _times(r: dict[str, Any]) -> int:
-    """How often a record is trained on: identity and unknown training turns SMALL_FAMILY_REPEATS times."""
-    return SMALL_FAMILY_REPEATS if r["family"] in ("identity", "unknown") and r["split"] == "train" else 1
+    """How often SFT trains on a record: hand-written identity and out-of-world training turns
+    SMALL_FAMILY_REPEATS times (the generated paraphrases are many already), everything else once."""
+    return SMALL_FAMILY_REPEATS if r["family"] in SMALL_FAMILIES and r["split"] == "train" and not r.get(
+        "paraphrase") else 1
 
 
 def sft_records(facts: Facts | None = None, phrasings: int = 2) -> list[dict[str, Any]]:
-    """{"messages", "split", "family"}: training conversations (identity and unknown ones repeated, `_times`)
-    and the held-out ones (the SFT val loss)."""
+    """{"messages", "split", "family"}: training conversations (hand-written identity and unknown ones repeated,
+    `_times`) and the held-out ones (the SFT val loss)."""
     return [{"messages": r["messages"], "split": r["split"], "family": r["family"]}
             for r in conversations(facts, phrasings) for _ in range(_times(r))]
 
 
+def anchor_records(facts: Facts | None = None) -> list[dict[str, Any]]:
+    """RL's anchor conversations: SFT's identity and out-of-world training turns, whose exact answers RL keeps
+    likely with an SFT term (`rl.RLConfig.anchor_rows`)."""
+    return [{"messages": r["messages"], "split": "train", "family": r["family"]}
+            for r in conversations(facts) if r["family"] in SMALL_FAMILIES and r["split"] == "train"]
+
+
+def _prompt(r: dict[str, Any]) -> dict[str, Any]:
+    """A conversation as a prompt (all but its last reply) with that reply as the `reference`."""
+    return {"prompt": r["messages"][:-1], "reference": r["messages"][-1]["content"], "split": r["split"],
+            **{k: v for k, v in r.items() if k not in ("messages", "split")}}
+
+
 def prompts(facts: Facts | None = None) -> list[dict[str, Any]]:
-    """Every conversation as a prompt (all but its last reply) with that reply as the `reference`."""
-    return [{"prompt": r["messages"][:-1], "reference": r["messages"][-1]["content"], "split": r["split"],
-             **{k: v for k, v in r.items() if k not in ("messages", "split")}} for r in conversations(facts, 1)]
+    """Every SFT and held-out conversation as a prompt with its `reference` reply (DPO's pairs, the report card)."""
+    return [_prompt(r) for r in conversations(facts, 1)]
 
 
 def rl_prompts(facts: Facts | None = None) -> list[dict[str, Any]]:
-    """{"prompt", "reference", "split", "family", ...}: the prompts RL trains on and is evaluated on, every
-    family (out-of-world questions included: without them RL forgets how to decline), identity and unknown ones
-    repeated as in SFT: at their natural 5% of the batches RL drifted the held-out identity answers unchecked."""
-    return [p for p in prompts(facts) for _ in range(_times(p))]
+    """{"prompt", "reference", "split", "family", ...}: RL's training prompts (`rl_conversations`, identity and
+    out-of-world ones SMALL_FAMILY_REPEATS times: at their natural share of the batches RL drifted the held-out
+    identity answers unchecked) and the held-out prompts it is evaluated on."""
+    train = [_prompt(r) for r in rl_conversations(facts)]
+    return ([p for p in train for _ in range(SMALL_FAMILY_REPEATS if p["family"] in SMALL_FAMILIES else 1)]
+            + [p for p in prompts(facts) if p["split"] == "val"])
 
 
 def preference_records(facts: Facts | None = None) -> list[dict[str, Any]]:
@@ -399,20 +328,20 @@ def preference_records(facts: Facts | None = None) -> list[dict[str, Any]]:
         chosen, rejected, family = p["reference"], None, p["family"]
         if family == "identity":
             others = sorted(a for intent, said in identity.items() if intent != p["intent"] for a in said
-                            if _is_chinese(a) == _is_chinese(chosen))
-            rejected = others[_hash(f"id:{p['prompt'][-1]['content']}") % len(others)]
+                            if is_chinese(a) == is_chinese(chosen))
+            rejected = others[hash_byte(f"id:{p['prompt'][-1]['content']}") % len(others)]
         elif family == "unknown":
             rejected = "Return a list of the lines in the string, breaking at line boundaries."
         else:
             name, ask = p["entry"], p.get("ask", "does")
             if family == "followup" and ask == "module":
-                other = modules[_hash(f"mod:{name}") % len(modules)]
+                other = modules[hash_byte(f"mod:{name}") % len(modules)]
                 rejected = f"It is in the `{other}` module." if other != p["module"] else None
             else:
                 others = [a for o, a in siblings(p["module"], ask) if o != name and a != chosen]
                 words = chosen.split()
-                if others and (ask != "does" or _hash(f"neg:{name}:{family}") % 2 == 0):
-                    rejected = others[_hash(f"other:{name}:{family}") % len(others)]
+                if others and (ask != "does" or hash_byte(f"neg:{name}:{family}") % 2 == 0):
+                    rejected = others[hash_byte(f"other:{name}:{family}") % len(others)]
                 elif len(words) >= 6:
                     rejected = " ".join(words[: len(words) // 2])
         if rejected and rejected != chosen:

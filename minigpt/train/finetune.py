@@ -128,7 +128,7 @@ def sft(checkpoint: str | Path | None = None, data: str | None = None, *, train_
     rows = load_conversations(records, tok, source=spec)
     collate = lm_collate(model.config.block_size, tok.special_id("<|end|>"))
     batches = rows_factory(rows, cfg.batch_size, collate, pack=model.config.block_size + 1)  # packed rows
-    objective = NextToken(batches, seed=cfg.seed, eval_iters=cfg.eval_iters)
+    objective = NextToken(batches, seed=cfg.seed, eval_iters=cfg.eval_iters, only_targets=True)
     print0(f"[bold]sft[/] {len(rows.train):,} train / {len(rows.val):,} val conversations from {escape(spec)} "
            f"-> {escape(str(out))}")
     return train(model, objective, cfg, out, tokenizer_path=parent.tokenizer_path, resume=resume, title="sft",

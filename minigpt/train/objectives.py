@@ -34,7 +34,7 @@ BatchFactory = Callable[..., Iterator]  # (split, seed, rank, world) -> iterator
 
 def sequence_logprobs(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """(B,) sum over positions with y != -1 of log p(y_t | x_<=t): the log-probability of each reply."""
-    return -model(x, y, reduction="none").sum(dim=1)
+    return -model(x, y, reduction="none", only_targets=True).sum(dim=1)
 
 
 def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
@@ -176,16 +176,17 @@ class BatchObjective:
 
 class NextToken(BatchObjective):
     """Cross-entropy on the next token (targets of -1 are ignored). Reports bits per byte when it knows the
-    bytes per token of each split, so models with different vocabularies compare honestly."""
+    bytes per token of each split, so models with different vocabularies compare honestly. `only_targets`: the
+    head runs only where there is a target (SFT, whose prompts have none; `LanguageModel.forward`)."""
 
     def __init__(self, make_batches: BatchFactory, *, seed: int, eval_iters: int,
-                 bytes_per_token: dict[str, float] | None = None):
+                 bytes_per_token: dict[str, float] | None = None, only_targets: bool = False):
         super().__init__(make_batches, seed=seed, eval_iters=eval_iters)
-        self.bytes_per_token = bytes_per_token or {}
+        self.bytes_per_token, self.only_targets = bytes_per_token or {}, only_targets
 
     def loss(self, model, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
         x, y = batch
-        return model(x, y), {}
+        return model(x, y, only_targets=self.only_targets), {}
 
     def eval_metrics(self, split: str, metrics: dict[str, float]) -> dict[str, float]:
         if split in self.bytes_per_token:
@@ -233,7 +234,7 @@ class DPO(_WithReference):
 
     def loss(self, model, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
         x, y = batch
-        per_token = model(x, y, reduction="none")  # (2B, T), 0 where y == -1
+        per_token = model(x, y, reduction="none", only_targets=True)  # (2B, T), 0 where y == -1
         policy = -per_token.sum(dim=1)
         with torch.no_grad():
             ref = sequence_logprobs(self._ref(x.device), x, y)
@@ -255,20 +256,24 @@ class PolicyGradient(_WithReference):
     statistics. `evaluate` replies to held-out prompts and measures their reward (the function RL passes in)."""
 
     def __init__(self, make_batches: BatchFactory, reference, *, kl_coef: float, seed: int,
-                 evaluate: Callable[[Any], dict[str, float]]):
+                 evaluate: Callable[[Any], dict[str, float]], anchor_coef: float = 0.0):
         super().__init__(make_batches, reference, seed=seed, eval_iters=1)
-        self.kl_coef, self._evaluate = kl_coef, evaluate
+        self.kl_coef, self._evaluate, self.anchor_coef = kl_coef, evaluate, anchor_coef
 
     def tokens(self, batch: Any) -> int:
         return int(batch["x"].numel())
 
     def loss(self, model, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
         x, y = batch["x"], batch["y"]
-        logp = -model(x, y, reduction="none")
+        logp = -model(x, y, reduction="none", only_targets=True)
         with torch.no_grad():
-            ref_logp = -self._ref(x.device)(x, y, reduction="none")
+            ref_logp = -self._ref(x.device)(x, y, reduction="none", only_targets=True)
         loss, kl = policy_gradient_loss(logp, ref_logp, batch["advantages"], y != -1, self.kl_coef)
-        return loss, {"reward": batch["reward"], "kl": kl, "length": batch["length"]}
+        metrics = {"reward": batch["reward"], "kl": kl, "length": batch["length"]}
+        if "anchor" in batch:  # the SFT loss on replies RL must not forget (InstructGPT's ptx term, aimed)
+            anchor = model(*batch["anchor"], only_targets=True)
+            loss, metrics["anchor_nll"] = loss + self.anchor_coef * anchor, anchor.detach()
+        return loss, metrics
 
     def evaluate(self, model, ctx: EvalContext) -> dict[str, float]:
         return self._evaluate(model)

@@ -1,0 +1,125 @@
+"""What the RL stage's pieces are worth: RL variants from one SFT model, each scored on the report card's held-out
+prompts, with paired 95% bootstrap intervals against the SFT model (a script, not a test).
+
+Every variant trains for the same number of RL steps (not seconds, so a busy machine changes nothing) on the
+built-in prompts with the speedrun's RL settings plus its own changes, into <out>/<variant>; then the SFT model
+and every variant answer the same 614 held-out prompts greedily (`runs/heldout.py`, as the report card does).
+Prints answer F1 with its interval, the paired difference to SFT, identity accuracy and the F1 of each family.
+
+    python scripts/ablate_rl.py --sft checkpoints/speedrun/sft/best
+    python scripts/ablate_rl.py --sft checkpoints/speedrun/sft/best --steps 120 --variants default,no-anchor
+
+Variants (`VARIANTS`): default (the defaults: fresh prompts, the task reward, the anchor term), no-anchor,
+anchor-only (the reward is 0 for every reply, so only the KL and anchor terms train: what the anchor alone
+does), lr-2e-4 (with the anchor), lr-3e-5 and kl-0.2 (no anchor: the gentler updates tried before the anchor),
+no-identity (no anchor, a learning rate of 3e-5 and no identity prompts in RL: does RL on functions alone move
+the identity answers?).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+ZERO_REWARD = "python:ablate_rl:zero_reward"
+VARIANTS: dict[str, dict] = {
+    "default": {},
+    "no-anchor": {"anchor_rows": 0},
+    "anchor-only": {"reward": ZERO_REWARD},
+    "lr-2e-4": {"lr": 2e-4, "min_lr": 2e-4},
+    "lr-3e-5": {"anchor_rows": 0, "lr": 3e-5, "min_lr": 3e-5},
+    "kl-0.2": {"anchor_rows": 0, "kl_coef": 0.2},
+    "no-identity": {"anchor_rows": 0, "lr": 3e-5, "min_lr": 3e-5, "no_identity": True},
+}
+
+
+def zero_reward(prompt, completion, record) -> float:
+    """Every reply scores 0: all advantages are 0, so RL's policy-gradient term does nothing."""
+    return 0.0
+
+
+def train_variant(sft: str, out: Path, steps: int, change: dict) -> Path:
+    from minigpt.checkpoint import load_checkpoint
+    from minigpt.text import chat_tasks
+    from minigpt.train import rl
+    from minigpt.train.finetune import facts_of, stage_train_config
+
+    if (out / "latest").is_file():
+        return out
+    change = dict(change)
+    reward, no_identity = change.pop("reward", None), change.pop("no_identity", False)
+    rl_fields = set(rl.RLConfig.__dataclass_fields__)
+    rl_cfg = rl.RLConfig(**{k: v for k, v in change.items() if k in rl_fields})
+    cfg = stage_train_config("rl", max_iters=steps, eval_interval=10**9, seed=1337,
+                             **{k: v for k, v in change.items() if k not in rl_fields})
+    prompts = None
+    if no_identity:  # the built-in prompts less the identity ones, as a file (anchors need the built-in data)
+        facts = facts_of(load_checkpoint(sft))
+        prompts = str(out.parent / "prompts-no-identity.jsonl")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        Path(prompts).write_text("".join(json.dumps(p) + "\n" for p in chat_tasks.rl_prompts(facts)
+                                         if not (p["family"] == "identity" and p["split"] == "train")))
+    rl.rl(sft, prompts, reward=reward, rl_config=rl_cfg, train_config=cfg, out=out)
+    return out
+
+
+def scores(path: Path, cache: Path) -> list[dict]:
+    """Greedy answers of a checkpoint to the held-out prompts, scored (kept in `cache` as JSON)."""
+    from minigpt.checkpoint import load_checkpoint
+    from minigpt.runs.heldout import answer, heldout_prompts
+    from minigpt.text import chat_tasks
+
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    ckpt = load_checkpoint(path)
+    facts = chat_tasks.Facts(params=ckpt.model.num_params())
+    prompts = heldout_prompts(facts)
+    rows = [{**r, "family": p["family"]} for r, p in zip(answer(ckpt, prompts, facts), prompts)]
+    cache.write_text(json.dumps(rows))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sft", required=True, help="the SFT checkpoint every variant starts from")
+    p.add_argument("--out", default="/tmp/minigpt-ablate-rl", help="folder for the variants' runs")
+    p.add_argument("--steps", type=int, default=120, help="RL steps per variant (default: 120)")
+    p.add_argument("--variants", default="default,no-anchor,anchor-only",
+                   help=f"comma-separated, of: {', '.join(VARIANTS)}")
+    a = p.parse_args(argv)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # so that python:ablate_rl:zero_reward imports
+    from rich.console import Console
+    from rich.table import Table
+
+    from minigpt.runs.heldout import mean_ci, paired_ci
+
+    out = Path(a.out)
+    names = [v.strip() for v in a.variants.split(",") if v.strip()]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        p.error(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
+    runs = {"SFT": Path(a.sft)} | {n: train_variant(a.sft, out / n, a.steps, VARIANTS[n]) for n in names}
+    scored = {n: scores(path, out / f"{n}.scores.json") for n, path in runs.items()}
+    families = sorted({r["family"] for r in scored["SFT"]})
+    table = Table(title=f"RL variants, {a.steps} steps each from {a.sft}; greedy answers to "
+                        f"{len(scored['SFT'])} held-out prompts; \\[a, b] = 95% bootstrap interval")
+    for col in ("model", "answer F1", "vs SFT (paired)", "identity correct", *families):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for n, rows in scored.items():
+        f1, lo, hi = mean_ci([r["f1"] for r in rows])
+        d = paired_ci([r["f1"] for r in scored["SFT"]], [r["f1"] for r in rows]) if n != "SFT" else None
+        ident = [r["correct"] for r in rows if r["family"] == "identity"]
+        per = [sum(r["f1"] for r in rows if r["family"] == f) / sum(r["family"] == f for r in rows) for f in families]
+        diff = "" if d is None else f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]"
+        table.add_row(n, f"{f1:.3f} [{lo:.3f}, {hi:.3f}]", diff, f"{100 * sum(ident) / max(1, len(ident)):.0f}%",
+                      *(f"{v:.2f}" for v in per))
+    Console(width=200).print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
