@@ -11,7 +11,7 @@ Prints answer F1 with its interval, the paired difference to SFT, identity accur
 
 Variants (`VARIANTS`): default (the defaults: fresh prompts, the task reward, the anchor term), no-anchor,
 anchor-only (the reward is 0 for every reply, so only the KL and anchor terms train: what the anchor alone
-does), lr-2e-4 (with the anchor), lr-3e-5 and kl-0.2 (no anchor: the gentler updates tried before the anchor),
+does), lr-2e-4, t-0.6 and lr-2e-4-t-0.6 (with the anchor; t: the rollout temperature), lr-3e-5 and kl-0.2 (no anchor: the gentler updates tried before the anchor),
 no-identity (no anchor, a learning rate of 3e-5 and no identity prompts in RL: does RL on functions alone move
 the identity answers?).
 """
@@ -31,6 +31,8 @@ VARIANTS: dict[str, dict] = {
     "no-anchor": {"anchor_rows": 0},
     "anchor-only": {"reward": ZERO_REWARD},
     "lr-2e-4": {"lr": 2e-4, "min_lr": 2e-4},
+    "t-0.6": {"temperature": 0.6},
+    "lr-2e-4-t-0.6": {"lr": 2e-4, "min_lr": 2e-4, "temperature": 0.6},
     "lr-3e-5": {"anchor_rows": 0, "lr": 3e-5, "min_lr": 3e-5},
     "kl-0.2": {"anchor_rows": 0, "kl_coef": 0.2},
     "no-identity": {"anchor_rows": 0, "lr": 3e-5, "min_lr": 3e-5, "no_identity": True},
