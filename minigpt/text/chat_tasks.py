@@ -182,23 +182,17 @@ def followup_records(e: Entry, fresh: bool = False) -> list[dict[str, Any]]:
 
 
 def unknown_records(fresh: bool = False) -> list[dict[str, Any]]:
-    """Out-of-world questions: each template with 6 fillings (`fresh`: 6 others, none equal to the first 6 of
-    any template, all training ones: RL's)."""
-    def filled(i: int, template: str, j: int) -> str:
-        keys = re.findall(r"{(\w+)}", template)
-        return template.format(**{k: UNKNOWN_FILL[k][(i * 7 + j * 3 + n) % len(UNKNOWN_FILL[k])]
-                                   for n, k in enumerate(keys)})
-
-    first = {filled(i, t, j) for i, t in enumerate(UNKNOWN_TEMPLATES) for j in range(6)}
+    """Out-of-world questions: each template with 6 fillings (`fresh`: 6 others, all training ones: RL's;
+    `rl_conversations` drops any that SFT or the held-out set asks already)."""
     out = []
     for i, template in enumerate(UNKNOWN_TEMPLATES):
+        keys = re.findall(r"{(\w+)}", template)
         for j in range(6, 12) if fresh else range(6):
-            q = filled(i, template, j)
-            if fresh and q in first:
-                continue
+            values = {k: UNKNOWN_FILL[k][(i * 7 + j * 3 + n) % len(UNKNOWN_FILL[k])] for n, k in enumerate(keys)}
+            q = template.format(**values)
             out.append({"family": "unknown", "split": "train" if fresh else phrasing_split(q),
                         "messages": [user_turn(q), assistant_turn(UNKNOWN_ANSWER)]})
-    return list({r["messages"][0]["content"]: r for r in out}.values()) if fresh else out
+    return out
 
 
 def correct(record: dict[str, Any], reply: str, facts: Facts | None = None) -> bool:

@@ -6,8 +6,8 @@ learns a few dozen sentences by heart and then answers an unseen paraphrase with
 words remind it of ("Who are you?" answered with who made it). So the training side also gets `paraphrases`:
 each intent asked in hundreds of ways built from parts (a lead-in and a clause, an opener and a question, a
 salutation and a tail), so that SFT learns the words that tell the intents apart. They were written without
-looking at which hand-written phrasings are held out, and a generated question equal to a held-out one (case
-and punctuation aside) is dropped. The paraphrases are split by a hash between SFT and RL: RL's rollouts
+looking at which hand-written phrasings are held out, and a generated question that contains a held-out one
+(case and punctuation aside) is dropped. The paraphrases are split by a hash between SFT and RL: RL's rollouts
 need questions the SFT model has not memorised, or every reply in a group is the same and there is nothing to
 learn from (`chat_tasks.rl_conversations`).
 """
@@ -144,7 +144,8 @@ def identity_records(facts: Facts) -> list[dict[str, Any]]:
     out = []
     for intent, (phrasings, template, must_say) in IDENTITY.items():
         answer, key = facts.fill(template), facts.fill(must_say)
-        held = set(sorted(phrasings, key=lambda q: hash_byte(q, 2))[:max(1, len(phrasings) // PHRASING_HELDOUT_ONE_IN)])
+        ranked = sorted(phrasings, key=lambda q: hash_byte(q, 2))
+        held = set(ranked[:max(1, len(phrasings) // PHRASING_HELDOUT_ONE_IN)])
         for q in phrasings:
             is_zh = is_chinese(q)
             asked = [q] if is_zh else [v.format(q=q, lower=q[0].lower() + q[1:]) for v in VARIANTS]
@@ -246,7 +247,6 @@ def paraphrase_records(facts: Facts, stage: str) -> list[dict[str, Any]]:
     held-out questions stay unseen and the training ones are not doubled."""
     hand = identity_records(facts)
     held = [f" {_normal(r['messages'][0]['content'])} " for r in hand if r["split"] == "val"]
-    answers = {r["intent"]: r for r in hand if not is_chinese(r["messages"][0]["content"])}
     chinese = _chinese_answers(facts)
     out, seen = [], {_normal(r["messages"][0]["content"]) for r in hand}
     for intent, questions in paraphrase_questions().items():
@@ -256,8 +256,8 @@ def paraphrase_records(facts: Facts, stage: str) -> list[dict[str, Any]]:
             if norm in seen or rl != (stage == "rl") or any(h in f" {norm} " for h in held):
                 continue
             seen.add(norm)
-            said, key = chinese[intent] if is_chinese(q) else (answers[intent]["messages"][1]["content"],
-                                                                  answers[intent]["key"])
+            _, template, must_say = IDENTITY[intent]
+            said, key = chinese[intent] if is_chinese(q) else (facts.fill(template), facts.fill(must_say))
             out.append({"family": "identity", "intent": intent, "key": key, "split": "train", "paraphrase": True,
                         "messages": [user_turn(q), assistant_turn(said)]})
     return out
