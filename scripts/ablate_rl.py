@@ -85,6 +85,41 @@ def scores(path: Path, cache: Path) -> list[dict]:
     return rows
 
 
+def compare(runs: dict[str, Path], out: Path, title: str) -> None:
+    """Score every run (the first is the baseline) on the held-out prompts and print one table: answer F1 with
+    its interval, the paired difference to the baseline, identity accuracy and each family's F1."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from minigpt.runs.heldout import mean_ci, paired_ci
+
+    scored = {n: scores(path, out / f"{n}.scores.json") for n, path in runs.items()}
+    base = next(iter(scored))
+    families = sorted({r["family"] for r in scored[base]})
+    table = Table(title=f"{title}; greedy answers to {len(scored[base])} held-out prompts; "
+                        f"\\[a, b] = 95% bootstrap interval")
+    for col in ("model", "answer F1", f"vs {base} (paired)", "identity correct", *families):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for n, rows in scored.items():
+        f1, lo, hi = mean_ci([r["f1"] for r in rows])
+        d = paired_ci([r["f1"] for r in scored[base]], [r["f1"] for r in rows]) if n != base else None
+        ident = [r["correct"] for r in rows if r["family"] == "identity"]
+        per = [sum(r["f1"] for r in rows if r["family"] == f) / sum(r["family"] == f for r in rows) for f in families]
+        diff = "" if d is None else f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]"
+        table.add_row(n, f"{f1:.3f} [{lo:.3f}, {hi:.3f}]", diff, f"{100 * sum(ident) / max(1, len(ident)):.0f}%",
+                      *(f"{v:.2f}" for v in per))
+    Console(width=200).print(table)
+
+
+def variant_names(parser: argparse.ArgumentParser, text: str, known: dict) -> list[str]:
+    """The comma-separated variant names of --variants; an unknown one is a usage error naming the known ones."""
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        parser.error(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sft", required=True, help="the SFT checkpoint every variant starts from")
@@ -94,32 +129,9 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"comma-separated, of: {', '.join(VARIANTS)}")
     a = p.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))  # so that python:ablate_rl:zero_reward imports
-    from rich.console import Console
-    from rich.table import Table
-
-    from minigpt.runs.heldout import mean_ci, paired_ci
-
-    out = Path(a.out)
-    names = [v.strip() for v in a.variants.split(",") if v.strip()]
-    unknown = [n for n in names if n not in VARIANTS]
-    if unknown:
-        p.error(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
+    out, names = Path(a.out), variant_names(p, a.variants, VARIANTS)
     runs = {"SFT": Path(a.sft)} | {n: train_variant(a.sft, out / n, a.steps, VARIANTS[n]) for n in names}
-    scored = {n: scores(path, out / f"{n}.scores.json") for n, path in runs.items()}
-    families = sorted({r["family"] for r in scored["SFT"]})
-    table = Table(title=f"RL variants, {a.steps} steps each from {a.sft}; greedy answers to "
-                        f"{len(scored['SFT'])} held-out prompts; \\[a, b] = 95% bootstrap interval")
-    for col in ("model", "answer F1", "vs SFT (paired)", "identity correct", *families):
-        table.add_column(col, justify="left" if col == "model" else "right")
-    for n, rows in scored.items():
-        f1, lo, hi = mean_ci([r["f1"] for r in rows])
-        d = paired_ci([r["f1"] for r in scored["SFT"]], [r["f1"] for r in rows]) if n != "SFT" else None
-        ident = [r["correct"] for r in rows if r["family"] == "identity"]
-        per = [sum(r["f1"] for r in rows if r["family"] == f) / sum(r["family"] == f for r in rows) for f in families]
-        diff = "" if d is None else f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]"
-        table.add_row(n, f"{f1:.3f} [{lo:.3f}, {hi:.3f}]", diff, f"{100 * sum(ident) / max(1, len(ident)):.0f}%",
-                      *(f"{v:.2f}" for v in per))
-    Console(width=200).print(table)
+    compare(runs, out, f"RL variants, {a.steps} steps each from {a.sft}")
     return 0
 
 

@@ -105,7 +105,7 @@ def test_rl_anchor_term_is_the_sft_loss_of_the_anchor_rows(tmp_path):
     with torch.no_grad():
         nll = F.cross_entropy(model(ax).reshape(-1, model.config.vocab_size), ay.reshape(-1), ignore_index=-1)
     assert float(metrics["anchor_nll"]) == pytest.approx(float(nll), rel=1e-5)
-    assert float(with_anchor) == pytest.approx(float(without) + 0.5 * float(nll), rel=1e-5)
+    assert with_anchor.item() == pytest.approx(without.item() + 0.5 * float(nll), rel=1e-5)
 
 
 def test_kl_penalty_pulls_back_to_the_reference():
@@ -223,6 +223,24 @@ def test_rl_prompts_are_questions_sft_never_trained_on():
     sft_asks = {(r["entry"], r["ask"]) for r in chat_tasks.conversations(facts) if r["family"] == "context"}
     fresh_asks = {(p["entry"], p["ask"]) for p in train if p["family"] == "context"}
     assert fresh_asks and not fresh_asks & sft_asks
+
+
+def test_heldout_and_out_of_world_questions_are_distinct():
+    """Each held-out prompt is asked once (a repeated one would count its answer several times in the report
+    card's figures and narrow their intervals falsely), and every out-of-world question is a different filling."""
+    from collections import Counter
+
+    from minigpt.runs.heldout import heldout_prompts
+    from minigpt.text import chat_tasks
+
+    prompts = heldout_prompts(chat_tasks.Facts(params=1_840_000))
+    assert max(Counter(json.dumps(p["prompt"]) for p in prompts).values()) == 1
+    assert sum(p["family"] == "unknown" for p in prompts) >= 12
+    for fresh in (False, True):
+        questions = [r["messages"][0]["content"] for r in chat_tasks.unknown_records(fresh)]
+        assert len(questions) == len(set(questions)) > 12
+    sft = {r["messages"][0]["content"] for r in chat_tasks.unknown_records()}
+    assert not sft & {r["messages"][0]["content"] for r in chat_tasks.unknown_records(fresh=True)}
 
 
 def test_identity_paraphrases_stay_off_the_heldout_phrasings():

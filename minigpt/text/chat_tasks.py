@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import itertools
 import re
 from typing import Any
 
@@ -182,14 +183,15 @@ def followup_records(e: Entry, fresh: bool = False) -> list[dict[str, Any]]:
 
 
 def unknown_records(fresh: bool = False) -> list[dict[str, Any]]:
-    """Out-of-world questions: each template with 6 fillings (`fresh`: 6 others, all training ones: RL's;
-    `rl_conversations` drops any that SFT or the held-out set asks already)."""
+    """Out-of-world questions: 6 distinct fillings of each template, picked from all of its fillings by a hash
+    (`fresh`: up to 6 others, all training ones: RL's; a template with few fillings has none left)."""
     out = []
-    for i, template in enumerate(UNKNOWN_TEMPLATES):
+    for template in UNKNOWN_TEMPLATES:
         keys = re.findall(r"{(\w+)}", template)
-        for j in range(6, 12) if fresh else range(6):
-            values = {k: UNKNOWN_FILL[k][(i * 7 + j * 3 + n) % len(UNKNOWN_FILL[k])] for n, k in enumerate(keys)}
-            q = template.format(**values)
+        fillings = sorted((template.format(**dict(zip(keys, values)))
+                           for values in itertools.product(*(UNKNOWN_FILL[k] for k in keys))),
+                          key=lambda q: hash_byte(q, 5))
+        for q in fillings[6:12] if fresh else fillings[:6]:
             out.append({"family": "unknown", "split": "train" if fresh else phrasing_split(q),
                         "messages": [user_turn(q), assistant_turn(UNKNOWN_ANSWER)]})
     return out

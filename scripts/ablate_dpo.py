@@ -1,0 +1,66 @@
+"""What the DPO stage's settings are worth: DPO variants from one SFT model, each scored on the report card's
+held-out prompts, with paired 95% bootstrap intervals against the SFT model (a script, not a test).
+
+Every variant trains for the same number of DPO steps (not seconds, so a busy machine changes nothing) on the
+built-in preference pairs with the speedrun's DPO settings plus its own changes, into <out>/<variant>; then the
+SFT model and every variant answer the same held-out prompts greedily, as the report card does
+(`scripts/ablate_rl.py`'s scoring and table).
+
+    python scripts/ablate_dpo.py --sft checkpoints/speedrun/sft/best --steps 750
+    python scripts/ablate_dpo.py --sft checkpoints/speedrun/sft/best --variants rpo-1,rpo-3,beta-0.3
+
+Variants (`VARIANTS`): the weight of the SFT term on the chosen reply (`rpo-A`: --rpo-alpha A; the default is
+`finetune.RPO_ALPHA`), the DPO temperature (`beta-B`), a lower learning rate, and combinations.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+VARIANTS: dict[str, dict] = {
+    "rpo-0": {"rpo_alpha": 0.0},
+    "rpo-1": {"rpo_alpha": 1.0},
+    "rpo-3": {"rpo_alpha": 3.0},
+    "rpo-10": {"rpo_alpha": 10.0},
+    "beta-0.3": {"beta": 0.3},
+    "rpo-1-beta-0.3": {"rpo_alpha": 1.0, "beta": 0.3},
+    "rpo-3-beta-0.3": {"rpo_alpha": 3.0, "beta": 0.3},
+    "lr-5e-5": {"lr": 5e-5, "min_lr": 5e-6},
+}
+
+
+def train_variant(sft: str, out: Path, steps: int, change: dict) -> Path:
+    from minigpt.train import finetune
+
+    if (out / "latest").is_file():
+        return out
+    change = dict(change)
+    objective = {k: change.pop(k) for k in ("beta", "rpo_alpha") if k in change}
+    cfg = finetune.stage_train_config("dpo", max_iters=steps, eval_interval=10**9, seed=1337, **change)
+    finetune.dpo(sft, None, train_config=cfg, out=out, **objective)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ablate_rl import compare, variant_names
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sft", required=True, help="the SFT checkpoint every variant starts from")
+    p.add_argument("--out", default="/tmp/minigpt-ablate-dpo", help="folder for the variants' runs")
+    p.add_argument("--steps", type=int, default=750, help="DPO steps per variant (default: 750, about the "
+                   "speedrun's share on an idle 2-core machine)")
+    p.add_argument("--variants", default="rpo-1,rpo-3,beta-0.3", help=f"comma-separated, of: {', '.join(VARIANTS)}")
+    a = p.parse_args(argv)
+    out, names = Path(a.out), variant_names(p, a.variants, VARIANTS)
+    runs = {"SFT": Path(a.sft)} | {n: train_variant(a.sft, out / n, a.steps, VARIANTS[n]) for n in names}
+    compare(runs, out, f"DPO variants, {a.steps} steps each from {a.sft}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
