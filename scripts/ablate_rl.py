@@ -72,7 +72,7 @@ def train_variant(sft: str, out: Path, steps: int, change: dict) -> Path:
 def scores(path: Path, cache: Path) -> list[dict]:
     """Greedy answers of a checkpoint to the held-out prompts, scored (kept in `cache` as JSON)."""
     from minigpt.checkpoint import load_checkpoint
-    from minigpt.runs.heldout import answer, heldout_prompts
+    from minigpt.runs.heldout import answer, cluster_of, heldout_prompts
     from minigpt.text import chat_tasks
 
     if cache.is_file():
@@ -80,7 +80,8 @@ def scores(path: Path, cache: Path) -> list[dict]:
     ckpt = load_checkpoint(path)
     facts = chat_tasks.Facts(params=ckpt.model.num_params())
     prompts = heldout_prompts(facts)
-    rows = [{**r, "family": p["family"]} for r, p in zip(answer(ckpt, prompts, facts), prompts)]
+    rows = [{**r, "family": p["family"], "cluster": cluster_of(p)}
+            for r, p in zip(answer(ckpt, prompts, facts), prompts)]
     cache.write_text(json.dumps(rows))
     return rows
 
@@ -96,13 +97,14 @@ def compare(runs: dict[str, Path], out: Path, title: str) -> None:
     scored = {n: scores(path, out / f"{n}.scores.json") for n, path in runs.items()}
     base = next(iter(scored))
     families = sorted({r["family"] for r in scored[base]})
+    clusters = [r.get("cluster", i) for i, r in enumerate(scored[base])]  # older score files: by prompt
     table = Table(title=f"{title}; greedy answers to {len(scored[base])} held-out prompts; "
-                        f"\\[a, b] = 95% bootstrap interval")
+                        f"\\[a, b] = 95% cluster-bootstrap interval (by function and phrasing)")
     for col in ("model", "answer F1", f"vs {base} (paired)", "identity correct", *families):
         table.add_column(col, justify="left" if col == "model" else "right")
     for n, rows in scored.items():
-        f1, lo, hi = mean_ci([r["f1"] for r in rows])
-        d = paired_ci([r["f1"] for r in scored[base]], [r["f1"] for r in rows]) if n != base else None
+        f1, lo, hi = mean_ci([r["f1"] for r in rows], clusters)
+        d = paired_ci([r["f1"] for r in scored[base]], [r["f1"] for r in rows], clusters) if n != base else None
         ident = [r["correct"] for r in rows if r["family"] == "identity"]
         per = [sum(r["f1"] for r in rows if r["family"] == f) / sum(r["family"] == f for r in rows) for f in families]
         diff = "" if d is None else f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]"

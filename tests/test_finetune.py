@@ -384,5 +384,34 @@ def test_rpo_adds_the_chosen_replies_nll_per_token():
     loss, metrics = objective.loss(model, (x, y))
     logits = model(x[:2])
     nll = F.cross_entropy(logits.reshape(-1, 32), y[:2].reshape(-1), ignore_index=-1)
-    assert float(metrics["chosen_nll"]) == pytest.approx(float(nll), rel=1e-5)
-    assert float(loss) == pytest.approx(math.log(2) + 0.5 * float(nll), rel=1e-5)
+    assert float(metrics["chosen_nll"]) == pytest.approx(nll.item(), rel=1e-5)
+    assert loss.item() == pytest.approx(math.log(2) + 0.5 * nll.item(), rel=1e-5)
+
+
+def test_cluster_bootstrap_counts_a_repeated_answer_once():
+    """Answers that stand or fall together (a phrasing in 4 variants) are one piece of evidence: the cluster
+    bootstrap of values repeated 4 times per cluster gives exactly the interval of the values alone, while the
+    prompt-by-prompt bootstrap narrows it about 2x (sqrt 4); and every held-out identity variant of a phrasing,
+    and every question about one held-out function, share a cluster."""
+    import numpy as np
+
+    from minigpt.runs.heldout import cluster_of, heldout_prompts, mean_ci, paired_ci
+    from minigpt.text import chat_tasks
+
+    x = np.random.default_rng(1).random(40).round(3)
+    alone = mean_ci(x)
+    repeated = np.repeat(x, 4)
+    assert mean_ci(repeated, np.repeat(np.arange(40), 4)) == pytest.approx(alone)
+    narrow = mean_ci(repeated)
+    assert (narrow[2] - narrow[1]) < 0.7 * (alone[2] - alone[1])
+    assert paired_ci(np.zeros(160), repeated, np.repeat(np.arange(40), 4)) == pytest.approx(alone)
+
+    prompts = heldout_prompts(chat_tasks.Facts(params=1_840_000))
+    by = {}
+    for p in prompts:
+        by.setdefault(cluster_of(p), []).append(p)
+    identity = [g for g in by.values() if g[0]["family"] == "identity"]
+    assert len(identity) == 38 and sum(map(len, identity)) == 146
+    assert all(len({p["prompt"][-1]["content"] for p in g}) == len(g) for g in identity)  # the variants
+    functions = [g for g in by.values() if "entry" in g[0]]
+    assert max(len({p["family"] for p in g}) for g in functions) == 3  # recall, context and follow-up together

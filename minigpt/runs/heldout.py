@@ -4,9 +4,10 @@ per byte of a model on another corpus's validation split.
 `answer(ckpt, prompts)` replies greedily to held-out prompts (one batch through the engine) and scores each reply
 by token F1 against the reference, exact match, and the family's pass/fail rule (`chat_tasks.correct`: identity
 replies must state the fact, out-of-world questions must be declined). `mean_ci` and `paired_ci` are percentile
-bootstrap 95% intervals over prompts (Efron & Tibshirani 1993): paired, because every model answers the same
-prompts, so a difference between two models is resampled prompt by prompt. `corpus_bpb` scores every token of a
-source's val split in non-overlapping windows (no sampling: the same number each time).
+bootstrap 95% intervals (Efron & Tibshirani 1993): paired, because every model answers the same prompts, so a
+difference between two models is resampled on the same draws for both; and by cluster (`cluster_of`), because the
+prompts about one held-out function, or one identity phrasing in its variants, stand or fall together. `corpus_bpb`
+scores every token of a source's val split in non-overlapping windows (no sampling: the same number each time).
 """
 from __future__ import annotations
 
@@ -57,21 +58,39 @@ def answer(ckpt, prompts: Sequence[dict[str, Any]], facts: chat_tasks.Facts, *, 
     return out
 
 
-def mean_ci(values: Sequence[float], seed: int = 0) -> tuple[float, float, float]:
-    """(mean, low, high): the mean and its percentile-bootstrap 95% interval."""
+def cluster_of(prompt: dict[str, Any]) -> str:
+    """What a held-out prompt's answer is not independent of: its function (recall, context and follow-up
+    questions about one held-out function), its hand-written phrasing (an identity question in its variants,
+    "Who are you?" and "Hey, who are you?"), or else its own text."""
+    return prompt.get("entry") or prompt.get("phrasing") or repr(prompt["prompt"])
+
+
+def mean_ci(values: Sequence[float], clusters: Sequence[Any] | None = None,
+            seed: int = 0) -> tuple[float, float, float]:
+    """(mean, low, high): the mean and its percentile-bootstrap 95% interval. With `clusters` (a label per value)
+    whole clusters are resampled (the cluster bootstrap): values that share one are not independent evidence,
+    and resampling them one by one would make the interval too narrow."""
     x = np.asarray(values, dtype=np.float64)
     if len(x) == 0:
         return math.nan, math.nan, math.nan
-    idx = np.random.default_rng(seed).integers(0, len(x), size=(BOOTSTRAP, len(x)))
-    means = x[idx].mean(axis=1)
+    if clusters is None:
+        sums, sizes = x, np.ones_like(x)
+    else:
+        first: dict[Any, int] = {}  # cluster -> its number, in order of first appearance
+        index = np.asarray([first.setdefault(c, len(first)) for c in clusters])
+        sums, sizes = np.bincount(index, weights=x), np.bincount(index).astype(np.float64)
+    idx = np.random.default_rng(seed).integers(0, len(sums), size=(BOOTSTRAP, len(sums)))
+    means = sums[idx].sum(axis=1) / sizes[idx].sum(axis=1)
     return float(x.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def paired_ci(before: Sequence[float], after: Sequence[float], seed: int = 0) -> tuple[float, float, float]:
-    """(mean difference after - before, low, high) over the same prompts, paired bootstrap 95% interval."""
+def paired_ci(before: Sequence[float], after: Sequence[float], clusters: Sequence[Any] | None = None,
+              seed: int = 0) -> tuple[float, float, float]:
+    """(mean difference after - before, low, high) over the same prompts, paired bootstrap 95% interval (by
+    cluster when `clusters` is given)."""
     if len(before) != len(after):
         raise ValueError("paired scores need the same prompts on both sides")
-    return mean_ci(np.asarray(after, dtype=np.float64) - np.asarray(before, dtype=np.float64), seed)
+    return mean_ci(np.asarray(after, dtype=np.float64) - np.asarray(before, dtype=np.float64), clusters, seed)
 
 
 @torch.no_grad()

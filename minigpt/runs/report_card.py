@@ -4,7 +4,8 @@
   held-out modules (the docstring text alone, comparable with a model trained on pydocs);
 - every chat model (base, SFT, DPO, RL) answers the same held-out prompts greedily (runs/heldout.py): token F1
   against the reference, exact match, and the pass rate per family (identity facts stated, out-of-world
-  questions declined), each with a bootstrap 95% interval, and the paired differences between stages;
+  questions declined), each with a cluster-bootstrap 95% interval (`heldout.cluster_of`), and the paired
+  differences between stages;
 - the reward model's pairwise accuracy, DPO's preference accuracy, RL's sampled reward and KL;
 - the models' answers side by side. `write_report_card(out)` can be rerun at any time from a speedrun folder.
 """
@@ -69,18 +70,21 @@ def stage_answers(out: Path, facts: chat_tasks.Facts) -> dict[str, Any]:
 
 def summarise(prompts: list[dict], scored: dict[str, list[dict]]) -> dict[str, Any]:
     """Means with 95% intervals per stage (all prompts, and per family), and paired differences between stages."""
-    from .heldout import mean_ci, paired_ci
+    from .heldout import cluster_of, mean_ci, paired_ci
 
     families = sorted({p["family"] for p in prompts})
+    clusters = [cluster_of(p) for p in prompts]
     table: dict[str, Any] = {}
     for stage, rows in scored.items():
-        by = {"all": rows, **{f: [r for r, p in zip(rows, prompts) if p["family"] == f] for f in families}}
-        table[stage] = {group: {k: mean_ci([r[k] for r in rs]) for k in ("f1", "exact", "correct")}
-                        for group, rs in by.items() if rs}
+        by = {"all": range(len(rows)),
+              **{f: [i for i, p in enumerate(prompts) if p["family"] == f] for f in families}}
+        table[stage] = {group: {k: mean_ci([rows[i][k] for i in ix], [clusters[i] for i in ix])
+                                for k in ("f1", "exact", "correct")} for group, ix in by.items() if ix}
     diffs = {}
     for before, after in (("pretrain", "sft"), ("sft", "dpo"), ("sft", "rl")):
         if before in scored and after in scored:
-            diffs[f"{after}-{before}"] = paired_ci([r["f1"] for r in scored[before]], [r["f1"] for r in scored[after]])
+            diffs[f"{after}-{before}"] = paired_ci([r["f1"] for r in scored[before]], [r["f1"] for r in scored[after]],
+                                                   clusters)
     return {"stages": table, "diffs": diffs, "families": families}
 
 
@@ -134,7 +138,9 @@ def write_report_card(out: Path, state: dict[str, Any] | None = None) -> Path:
         f"Budget used: {state.get('elapsed', 0) / 60:.1f} min. Model: {_describe(base)}. "
         f"All figures on held-out data: pretraining on modules it never saw; the chat models on {n_prompts} "
         "prompts about functions no SFT, DPO or RL example mentions, and identity and out-of-world questions "
-        "asked in phrasings never trained on. [a, b] is a 95% bootstrap interval over prompts.", "",
+        "asked in phrasings never trained on. [a, b] is a 95% bootstrap interval that resamples whole held-out "
+        "functions and identity phrasings (a function's questions, or a phrasing's variants, stand or fall "
+        "together).", "",
         "| stage | measure | value |", "| --- | --- | ---: |",
         f"| pretrain | val loss (nats/token) / bits per byte, best step {pre.get('step', 'n/a')} of {pre_steps} | "
         f"{_fmt(pre.get('val/loss'))} / {_fmt(pre.get('val/bpb'))} |",

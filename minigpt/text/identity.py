@@ -151,8 +151,9 @@ def identity_records(facts: Facts) -> list[dict[str, Any]]:
             asked = [q] if is_zh else [v.format(q=q, lower=q[0].lower() + q[1:]) for v in VARIANTS]
             for text in asked:
                 said, must = chinese[intent] if is_zh else (answer, key)
-                out.append({"family": "identity", "intent": intent, "key": must, "split": "val" if q in held else
-                            "train", "messages": [user_turn(text), assistant_turn(said)]})
+                out.append({"family": "identity", "intent": intent, "key": must, "phrasing": q,
+                            "split": "val" if q in held else "train",
+                            "messages": [user_turn(text), assistant_turn(said)]})
     return out
 
 
