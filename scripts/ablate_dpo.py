@@ -14,7 +14,6 @@ Variants (`VARIANTS`): the weight of the SFT term on the chosen reply (`rpo-A`: 
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -47,19 +46,10 @@ def train_variant(sft: str, out: Path, steps: int, change: dict) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ablate_rl import compare, variant_names
+    from ablate_rl import ablate
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--sft", required=True, help="the SFT checkpoint every variant starts from")
-    p.add_argument("--out", default="/tmp/minigpt-ablate-dpo", help="folder for the variants' runs")
-    p.add_argument("--steps", type=int, default=750, help="DPO steps per variant (default: 750, about the "
-                   "speedrun's share on an idle 2-core machine)")
-    p.add_argument("--variants", default="rpo-1,rpo-3,beta-0.3", help=f"comma-separated, of: {', '.join(VARIANTS)}")
-    a = p.parse_args(argv)
-    out, names = Path(a.out), variant_names(p, a.variants, VARIANTS)
-    runs = {"SFT": Path(a.sft)} | {n: train_variant(a.sft, out / n, a.steps, VARIANTS[n]) for n in names}
-    compare(runs, out, f"DPO variants, {a.steps} steps each from {a.sft}")
-    return 0
+    # 750 steps: about the speedrun's DPO share on an idle 2-core machine
+    return ablate(argv, __doc__, "DPO", VARIANTS, train_variant, 750, "rpo-1,rpo-3,beta-0.3")
 
 
 if __name__ == "__main__":

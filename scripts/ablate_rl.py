@@ -113,28 +113,30 @@ def compare(runs: dict[str, Path], out: Path, title: str) -> None:
     Console(width=200).print(table)
 
 
-def variant_names(parser: argparse.ArgumentParser, text: str, known: dict) -> list[str]:
-    """The comma-separated variant names of --variants; an unknown one is a usage error naming the known ones."""
-    names = [v.strip() for v in text.split(",") if v.strip()]
-    unknown = [n for n in names if n not in known]
+def ablate(argv: list[str] | None, doc: str, stage: str, variants: dict[str, dict], train, steps: int,
+           default: str) -> int:
+    """The command line both ablation scripts share: --sft, --out, --steps, --variants (an unknown name is a
+    usage error naming the known ones); trains each variant with `train(sft, out, steps, change)` and prints
+    `compare`'s table against the SFT model."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--sft", required=True, help="the SFT checkpoint every variant starts from")
+    p.add_argument("--out", default=f"/tmp/minigpt-ablate-{stage.lower()}", help="folder for the variants' runs")
+    p.add_argument("--steps", type=int, default=steps, help=f"{stage} steps per variant (default: {steps})")
+    p.add_argument("--variants", default=default, help=f"comma-separated, of: {', '.join(variants)}")
+    a = p.parse_args(argv)
+    names = [v.strip() for v in a.variants.split(",") if v.strip()]
+    unknown = [n for n in names if n not in variants]
     if unknown:
-        parser.error(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(known)}")
-    return names
+        p.error(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(variants)}")
+    out = Path(a.out)
+    runs = {"SFT": Path(a.sft)} | {n: train(a.sft, out / n, a.steps, variants[n]) for n in names}
+    compare(runs, out, f"{stage} variants, {a.steps} steps each from {a.sft}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--sft", required=True, help="the SFT checkpoint every variant starts from")
-    p.add_argument("--out", default="/tmp/minigpt-ablate-rl", help="folder for the variants' runs")
-    p.add_argument("--steps", type=int, default=120, help="RL steps per variant (default: 120)")
-    p.add_argument("--variants", default="default,no-anchor,anchor-only",
-                   help=f"comma-separated, of: {', '.join(VARIANTS)}")
-    a = p.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))  # so that python:ablate_rl:zero_reward imports
-    out, names = Path(a.out), variant_names(p, a.variants, VARIANTS)
-    runs = {"SFT": Path(a.sft)} | {n: train_variant(a.sft, out / n, a.steps, VARIANTS[n]) for n in names}
-    compare(runs, out, f"RL variants, {a.steps} steps each from {a.sft}")
-    return 0
+    return ablate(argv, __doc__, "RL", VARIANTS, train_variant, 120, "default,no-anchor,anchor-only")
 
 
 if __name__ == "__main__":
