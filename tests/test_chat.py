@@ -198,6 +198,35 @@ def test_ctrl_c_and_ctrl_d_at_the_prompt_end_the_loop(tok):
     assert run_chat(echo_session(tok), Keys(EOFError()), default_commands()) == 0
 
 
+def test_a_ctrl_c_while_the_prompt_starts_counts_as_one_press(tmp_path):
+    """A Ctrl-C that arrives before prompt-toolkit has the terminal in raw mode is a SIGINT, and asyncio's runner
+    can hand it back as CancelledError: it is one press like any other (the chat goes on after one, ends cleanly
+    after two), not a traceback and exit status 1 (seen in test_terminal_session under load)."""
+    from asyncio import CancelledError
+
+    from rich.console import Console
+
+    from minigpt.chat.io import TerminalIO
+
+    class Prompt:  # prompt-toolkit's PromptSession.prompt, scripted
+        def __init__(self, *events):
+            self.events = list(events)
+
+        def prompt(self, message):
+            event = self.events.pop(0)
+            if isinstance(event, BaseException):
+                raise event
+            return event
+
+    out = io.StringIO()
+    term = TerminalIO(Console(file=out, width=120), tmp_path / "history", {})
+    term._session = Prompt(CancelledError(), "hi")
+    assert term.read() == "hi" and "Ctrl-C again within 2 s" in out.getvalue()
+    term._session = Prompt(KeyboardInterrupt(), CancelledError())
+    with pytest.raises(KeyboardInterrupt):
+        term.read()
+
+
 def test_base_model_continues_plain_text(tok):
     session = echo_session(tok, mode="continue")
     text = transcript(session, ["Once upon", "a time"])

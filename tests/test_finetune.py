@@ -259,6 +259,9 @@ def test_identity_paraphrases_stay_off_the_heldout_phrasings():
     asked = {stage: {norm(r["messages"][0]["content"]) for r in rs} for stage, rs in by_stage.items()}
     assert not asked["sft"] & asked["rl"]
     assert not [(q, h) for q in asked["sft"] | asked["rl"] for h in held if f" {h} " in f" {q} "]
+    phrasings = {r["phrasing"] for r in identity.identity_records(facts) if r["split"] == "val"}
+    assert not [(r["messages"][0]["content"], h) for rs in by_stage.values() for r in rs for h in phrasings
+                if identity.near(r["messages"][0]["content"], h)]
     for stage, records in by_stage.items():
         per_intent = {intent: sum(r["intent"] == intent for r in records) for intent in chat_tasks.IDENTITY}
         assert min(per_intent.values()) >= (20 if stage == "sft" else 10), (stage, per_intent)
@@ -266,6 +269,34 @@ def test_identity_paraphrases_stay_off_the_heldout_phrasings():
             assert r["split"] == "train" and chat_tasks.correct(r, r["messages"][-1]["content"], facts)
             if not identity.is_chinese(r["messages"][0]["content"]):
                 assert r["messages"][-1]["content"] == answer[r["intent"]]
+
+
+def test_blind_written_identity_questions_are_a_second_heldout_set():
+    """The blind-written test questions are held out like the hand-written ones: each its own phrasing, none
+    near a training question (hand-written, generated or blind-written, SFT's or RL's), and more of them than
+    the hand-written held-out phrasings; the blind-written training questions reach SFT and RL. `near`: one
+    question contains the other, case and punctuation aside, or they share 70% of their words."""
+    from minigpt.text import chat_tasks, identity
+
+    assert identity.near("So, who made you?", "Who made you?") and identity.near("WHO MADE YOU", "who made you?")
+    assert identity.near("What's the size of your neural network?", "What is the size of your neural network?")
+    assert not identity.near("Who made you?", "Who built you?")  # 2 of 4 words
+    facts = chat_tasks.Facts(params=1_840_000)
+    records = identity.identity_records(facts)
+    blind = [r for r in records if r.get("blind")]
+    hand_held = {r["phrasing"] for r in records if r["split"] == "val" and not r.get("blind")}
+    assert len(blind) > len(hand_held) and all(r["split"] == "val" for r in blind)
+    assert len({r["phrasing"] for r in blind}) == len(blind)
+    assert {r["intent"] for r in blind} == set(identity.IDENTITY)
+    training = [r["messages"][0]["content"] for r in records if r["split"] == "train"]
+    training += [r["messages"][0]["content"] for stage in ("sft", "rl")
+                 for r in identity.paraphrase_records(facts, stage)]
+    assert not [(r["phrasing"], t) for r in blind for t in training if identity.near(r["phrasing"], t)]
+    written = {q for qs in identity.BLIND_TRAIN.values() for q in qs}
+    assert len(written & set(training)) > 100
+    for r in blind:
+        assert chat_tasks.correct(r, r["messages"][-1]["content"], facts)
+        assert not chat_tasks.correct(r, "I don't know that. I only know about Python's standard library.", facts)
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -410,8 +441,10 @@ def test_cluster_bootstrap_counts_a_repeated_answer_once():
     by = {}
     for p in prompts:
         by.setdefault(cluster_of(p), []).append(p)
-    identity = [g for g in by.values() if g[0]["family"] == "identity"]
-    assert len(identity) == 38 and sum(map(len, identity)) == 146
-    assert all(len({p["prompt"][-1]["content"] for p in g}) == len(g) for g in identity)  # the variants
+    hand = [g for g in by.values() if g[0]["family"] == "identity" and not g[0].get("blind")]
+    assert len(hand) == 38 and sum(map(len, hand)) == 146
+    assert all(len({p["prompt"][-1]["content"] for p in g}) == len(g) for g in hand)  # the variants
+    blind = [g for g in by.values() if g[0].get("blind")]
+    assert len(blind) > 38 and all(len(g) == 1 for g in blind)  # each blind-written question its own cluster
     functions = [g for g in by.values() if "entry" in g[0]]
     assert max(len({p["family"] for p in g}) for g in functions) == 3  # recall, context and follow-up together

@@ -179,7 +179,11 @@ class TerminalIO:
 
     def read(self) -> str:
         """The next line. Ctrl-C on an empty line exits only when pressed twice within 2 s (KeyboardInterrupt);
-        a Ctrl-C that lands between prompts counts as one at the prompt."""
+        a Ctrl-C that lands between prompts counts as one at the prompt. One that lands while prompt-toolkit is
+        starting (the terminal not yet raw) is a SIGINT, which asyncio's runner may hand back as CancelledError
+        instead of KeyboardInterrupt: the same press (it used to end the chat with a traceback)."""
+        from asyncio import CancelledError
+
         from prompt_toolkit.formatted_text import HTML
 
         while True:
@@ -187,9 +191,9 @@ class TerminalIO:
                 line = self._session.prompt(HTML("<ansigreen><b>&gt;</b></ansigreen> "))
                 self._ctrl_c.reset()
                 return clean_text(line)
-            except KeyboardInterrupt:
+            except (KeyboardInterrupt, CancelledError):
                 if self._ctrl_c.pressed():
-                    raise
+                    raise KeyboardInterrupt from None
                 self.note(f"(Ctrl-C again within {EXIT_WINDOW_S:g} s to exit, or Ctrl-D)")
 
     def confirm(self, question: str) -> bool:

@@ -77,7 +77,8 @@ def summarise(prompts: list[dict], scored: dict[str, list[dict]]) -> dict[str, A
     table: dict[str, Any] = {}
     for stage, rows in scored.items():
         by = {"all": range(len(rows)),
-              **{f: [i for i, p in enumerate(prompts) if p["family"] == f] for f in families}}
+              **{f: [i for i, p in enumerate(prompts) if p["family"] == f] for f in families},
+              "identity-blind": [i for i, p in enumerate(prompts) if p.get("blind")]}
         table[stage] = {group: {k: mean_ci([rows[i][k] for i in ix], [clusters[i] for i in ix])
                                 for k in ("f1", "exact", "correct")} for group, ix in by.items() if ix}
     diffs = {}
@@ -149,9 +150,11 @@ def write_report_card(out: Path, state: dict[str, Any] | None = None) -> Path:
     ]
     for stage in MODELS:
         if stage in st:
-            lines.append(f"| {LABELS[stage]} | answer F1, all families / exact match / identity correct / "
-                         f"out-of-world declined | {_ci(get(stage, 'all', 'f1'))} / {_pct(get(stage, 'all', 'exact'))}"
-                         f" / {_pct(get(stage, 'identity', 'correct'))} / {_pct(get(stage, 'unknown', 'correct'))} |")
+            lines.append(f"| {LABELS[stage]} | answer F1, all families / exact match / identity correct (of them "
+                         f"the blind-written questions) / out-of-world declined | {_ci(get(stage, 'all', 'f1'))} / "
+                         f"{_pct(get(stage, 'all', 'exact'))} / {_pct(get(stage, 'identity', 'correct'))} "
+                         f"({_pct(get(stage, 'identity-blind', 'correct'))}) / "
+                         f"{_pct(get(stage, 'unknown', 'correct'))} |")
     for name, d in diffs.items():
         after, before = name.split("-")
         lines.append(f"| {LABELS[after]} vs {LABELS[before]} | answer F1 difference (paired) | {_ci(d)} |")

@@ -10,16 +10,24 @@ looking at which hand-written phrasings are held out, and a generated question t
 (case and punctuation aside) is dropped. The paraphrases are split by a hash between SFT and RL: RL's rollouts
 need questions the SFT model has not memorised, or every reply in a group is the same and there is nothing to
 learn from (`chat_tasks.rl_conversations`).
+
+identity_blind.py adds questions written blind by other writers: more training questions (split like the
+paraphrases) and a second held-out set, 3x as many phrasings as the hand-written one holds out, so that the
+identity figure rests on 100+ independent questions rather than 38.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
 from typing import Any
 
+from .identity_blind import BLIND_TEST, BLIND_TRAIN
+
 PHRASING_HELDOUT_ONE_IN = 4
 PARAPHRASE_RL_ONE_IN = 3  # 1 generated paraphrase in 3 is RL's, the rest SFT's
+NEAR_JACCARD = 0.7  # questions sharing this share of their words count as the same question (`near`)
 
 
 def hash_byte(text: str, byte: int = 0) -> int:
@@ -137,23 +145,53 @@ def _chinese_answers(facts: Facts) -> dict[str, tuple[str, str]]:
             "greeting": (f"你好！我是 {facts.name}。可以问我 Python 的函数或类是做什么的。", "你好")}
 
 
+def _normal(text: str) -> str:
+    return " ".join(re.findall(r"\w+", text.lower()))
+
+
+def near(a: str, b: str) -> bool:
+    """Whether two questions are as good as the same one for a held-out test: one contains the other (case and
+    punctuation aside: "So, who made you?" and "Who made you?"), or they share NEAR_JACCARD of their words."""
+    (pa, wa), (pb, wb) = _padded_words(a), _padded_words(b)
+    return pa in pb or pb in pa or len(wa & wb) >= NEAR_JACCARD * len(wa | wb)
+
+
+@functools.lru_cache(maxsize=None)
+def _padded_words(text: str) -> tuple[str, frozenset[str]]:
+    norm = _normal(text)
+    return f" {norm} ", frozenset(norm.split())
+
+
+def _answer(facts: Facts, intent: str, question: str) -> tuple[str, str]:
+    """(reply, key) for an intent asked in `question`'s language."""
+    if is_chinese(question):
+        return _chinese_answers(facts)[intent]
+    _, template, must_say = IDENTITY[intent]
+    return facts.fill(template), facts.fill(must_say)
+
+
 def identity_records(facts: Facts) -> list[dict[str, Any]]:
-    """Every intent's hand-written phrasings, each in its variants (1 phrasing in 4 held out with them); Chinese
-    questions are answered in Chinese."""
-    chinese = _chinese_answers(facts)
+    """Every intent's hand-written phrasings, each in its variants (1 phrasing in 4 held out with them), then the
+    blind-written test questions (`BLIND_TEST`, all held out, `"blind": True`) but those near a hand-written
+    one; Chinese questions are answered in Chinese."""
     out = []
-    for intent, (phrasings, template, must_say) in IDENTITY.items():
-        answer, key = facts.fill(template), facts.fill(must_say)
+    for intent, (phrasings, _, _) in IDENTITY.items():
         ranked = sorted(phrasings, key=lambda q: hash_byte(q, 2))
         held = set(ranked[:max(1, len(phrasings) // PHRASING_HELDOUT_ONE_IN)])
         for q in phrasings:
-            is_zh = is_chinese(q)
-            asked = [q] if is_zh else [v.format(q=q, lower=q[0].lower() + q[1:]) for v in VARIANTS]
+            asked = [q] if is_chinese(q) else [v.format(q=q, lower=q[0].lower() + q[1:]) for v in VARIANTS]
+            said, must = _answer(facts, intent, q)
             for text in asked:
-                said, must = chinese[intent] if is_zh else (answer, key)
                 out.append({"family": "identity", "intent": intent, "key": must, "phrasing": q,
                             "split": "val" if q in held else "train",
                             "messages": [user_turn(text), assistant_turn(said)]})
+    hand = [r["phrasing"] for r in out]
+    for intent, questions in BLIND_TEST.items():
+        for q in questions:
+            if not any(near(q, h) for h in hand):
+                said, must = _answer(facts, intent, q)
+                out.append({"family": "identity", "intent": intent, "key": must, "phrasing": q, "split": "val",
+                            "blind": True, "messages": [user_turn(q), assistant_turn(said)]})
     return out
 
 
@@ -221,13 +259,10 @@ CHINESE_PARAPHRASES = {"name": ("你叫什么？", "你的名字是什么？", "
                        "greeting": ("你好啊！", "你好，在吗？", "晚上好！", "下午好！", "哈喽！", "嗨，你好！", "大家好！")}
 
 
-def _normal(text: str) -> str:
-    return " ".join(re.findall(r"\w+", text.lower()))
-
-
 def paraphrase_questions() -> dict[str, list[str]]:
     """intent -> generated questions, in a fixed order: every lead with every clause, each direct question after
-    three of the openers (picked by a hash), half of the salutation x tail greetings, and the Chinese ones."""
+    three of the openers (picked by a hash), half of the salutation x tail greetings, the Chinese ones, and the
+    blind-written training questions (`BLIND_TRAIN`)."""
     out: dict[str, list[str]] = {}
     for intent, (clauses, direct) in PARAPHRASE_PARTS.items():
         qs = [lead.format(c=c) for c in clauses for lead in LEADS]
@@ -238,27 +273,27 @@ def paraphrase_questions() -> dict[str, list[str]]:
     out["greeting"] = [s + t for s in SALUTATIONS for t in TAILS if hash_byte(s + t, 3) % 2 == 0]
     for intent, qs in CHINESE_PARAPHRASES.items():
         out[intent] += list(qs)
+    for intent, qs in BLIND_TRAIN.items():
+        out[intent] += list(qs)
     return out
 
 
 def paraphrase_records(facts: Facts, stage: str) -> list[dict[str, Any]]:
-    """The generated identity questions of one stage ("sft" or "rl", `PARAPHRASE_RL_ONE_IN`), as training
-    records like `identity_records`'. None contains a held-out hand-written phrasing ("So, what is your name?"
-    would contain "What is your name?"; case and punctuation aside) or equals a hand-written training one, so the
-    held-out questions stay unseen and the training ones are not doubled."""
+    """The generated and blind-written identity questions of one stage ("sft" or "rl", `PARAPHRASE_RL_ONE_IN`),
+    as training records like `identity_records`'. None is `near` a held-out question ("So, what is your name?"
+    contains "What is your name?") or equals a hand-written training one, so the held-out questions stay unseen
+    and the training ones are not doubled."""
     hand = identity_records(facts)
-    held = [f" {_normal(r['messages'][0]['content'])} " for r in hand if r["split"] == "val"]
-    chinese = _chinese_answers(facts)
+    held = sorted({r["phrasing"] for r in hand if r["split"] == "val"})
     out, seen = [], {_normal(r["messages"][0]["content"]) for r in hand}
     for intent, questions in paraphrase_questions().items():
         for q in questions:
             norm = _normal(q)
             rl = hash_byte(q, 4) % PARAPHRASE_RL_ONE_IN == 0
-            if norm in seen or rl != (stage == "rl") or any(h in f" {norm} " for h in held):
+            if norm in seen or rl != (stage == "rl") or any(near(q, h) for h in held):
                 continue
             seen.add(norm)
-            _, template, must_say = IDENTITY[intent]
-            said, key = chinese[intent] if is_chinese(q) else (facts.fill(template), facts.fill(must_say))
+            said, key = _answer(facts, intent, q)
             out.append({"family": "identity", "intent": intent, "key": key, "split": "train", "paraphrase": True,
                         "messages": [user_turn(q), assistant_turn(said)]})
     return out
