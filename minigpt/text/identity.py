@@ -185,7 +185,7 @@ def identity_records(facts: Facts) -> list[dict[str, Any]]:
                 out.append({"family": "identity", "intent": intent, "key": must, "phrasing": q,
                             "split": "val" if q in held else "train",
                             "messages": [user_turn(text), assistant_turn(said)]})
-    hand = [r["phrasing"] for r in out]
+    hand = {r["phrasing"] for r in out}
     for intent, questions in BLIND_TEST.items():
         for q in questions:
             if not any(near(q, h) for h in hand):
