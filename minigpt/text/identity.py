@@ -280,10 +280,21 @@ def paraphrase_questions() -> dict[str, list[str]]:
 
 def paraphrase_records(facts: Facts, stage: str) -> list[dict[str, Any]]:
     """The generated and blind-written identity questions of one stage ("sft" or "rl", `PARAPHRASE_RL_ONE_IN`),
-    as training records like `identity_records`'. None is `near` a held-out question ("So, what is your name?"
-    contains "What is your name?") or equals a hand-written training one, so the held-out questions stay unseen
-    and the training ones are not doubled."""
-    hand = identity_records(facts)
+    as training records like `identity_records`'."""
+    out = []
+    for intent, q in _paraphrase_picks(stage):
+        said, key = _answer(facts, intent, q)
+        out.append({"family": "identity", "intent": intent, "key": key, "split": "train", "paraphrase": True,
+                    "messages": [user_turn(q), assistant_turn(said)]})
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _paraphrase_picks(stage: str) -> tuple[tuple[str, str], ...]:
+    """(intent, question) for `paraphrase_records`, chosen once per stage (the choice does not depend on the
+    facts). None is `near` a held-out question ("So, what is your name?" contains "What is your name?") or equals
+    a hand-written training one, so the held-out questions stay unseen and the training ones are not doubled."""
+    hand = identity_records(Facts())
     held = sorted({r["phrasing"] for r in hand if r["split"] == "val"})
     out, seen = [], {_normal(r["messages"][0]["content"]) for r in hand}
     for intent, questions in paraphrase_questions().items():
@@ -293,7 +304,5 @@ def paraphrase_records(facts: Facts, stage: str) -> list[dict[str, Any]]:
             if norm in seen or rl != (stage == "rl") or any(near(q, h) for h in held):
                 continue
             seen.add(norm)
-            said, key = _answer(facts, intent, q)
-            out.append({"family": "identity", "intent": intent, "key": key, "split": "train", "paraphrase": True,
-                        "messages": [user_turn(q), assistant_turn(said)]})
-    return out
+            out.append((intent, q))
+    return tuple(out)
