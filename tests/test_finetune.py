@@ -199,7 +199,7 @@ def test_preference_pairs_reject_the_right_kind_of_wrong_answer():
 def test_rl_prompts_are_questions_sft_never_trained_on():
     """RL trains on the training functions and intents asked in ways SFT never saw (on a memorised question every
     sampled reply is the same and RL learns nothing), never on a held-out function or phrasing; it is evaluated
-    on the report card's held-out prompts; identity and out-of-world prompts come SMALL_FAMILY_REPEATS times."""
+    on the report card's held-out prompts; identity and out-of-world prompts come RL_SMALL_FAMILY_REPEATS times."""
     from collections import Counter
 
     from minigpt.text import chat_tasks
@@ -218,7 +218,7 @@ def test_rl_prompts_are_questions_sft_never_trained_on():
     counts = Counter(key(p) for p in train)
     for p in train:
         small = p["family"] in ("identity", "unknown")
-        assert counts[key(p)] == (chat_tasks.SMALL_FAMILY_REPEATS if small else 1), p
+        assert counts[key(p)] == (chat_tasks.RL_SMALL_FAMILY_REPEATS if small else 1), p
     # the other context ask than SFT's for the same function: the same pasted text, another question
     sft_asks = {(r["entry"], r["ask"]) for r in chat_tasks.conversations(facts) if r["family"] == "context"}
     fresh_asks = {(p["entry"], p["ask"]) for p in train if p["family"] == "context"}
@@ -262,6 +262,10 @@ def test_identity_paraphrases_stay_off_the_heldout_phrasings():
     phrasings = {r["phrasing"] for r in identity.identity_records(facts) if r["split"] == "val"}
     assert not [(r["messages"][0]["content"], h) for rs in by_stage.values() for r in rs for h in phrasings
                 if identity.near(r["messages"][0]["content"], h)]
+    asked_any = {r["messages"][0]["content"] for rs in by_stage.values() for r in rs}
+    for frame in identity.ABOUT:  # each frame asked of every intent, so its words are no cue for one of them
+        uses = {intent for intent, topics in identity.TOPICS.items() for t in topics if frame.format(t=t) in asked_any}
+        assert uses == set(identity.TOPICS), (frame, uses)
     for stage, records in by_stage.items():
         per_intent = {intent: sum(r["intent"] == intent for r in records) for intent in chat_tasks.IDENTITY}
         assert min(per_intent.values()) >= (20 if stage == "sft" else 10), (stage, per_intent)
@@ -281,12 +285,17 @@ def test_blind_written_identity_questions_are_a_second_heldout_set():
     assert identity.near("So, who made you?", "Who made you?") and identity.near("WHO MADE YOU", "who made you?")
     assert identity.near("What's the size of your neural network?", "What is the size of your neural network?")
     assert not identity.near("Who made you?", "Who built you?")  # 2 of 4 words
+    assert identity.near("Who's your maker?", "Who is your maker?") and identity.near("You can't", "you can not")
     facts = chat_tasks.Facts(params=1_840_000)
     records = identity.identity_records(facts)
     blind = [r for r in records if r.get("blind")]
     hand_held = {r["phrasing"] for r in records if r["split"] == "val" and not r.get("blind")}
     assert len(blind) > len(hand_held) and all(r["split"] == "val" for r in blind)
     assert len({r["phrasing"] for r in blind}) == len(blind)
+    assert not [(a["phrasing"], b["phrasing"]) for i, a in enumerate(blind) for b in blind[i + 1:]
+                if identity.near(a["phrasing"], b["phrasing"])]  # independent questions: none near another
+    later = {q for qs in identity.BLIND_TEST_2.values() for q in qs}
+    assert len([r for r in blind if r["phrasing"] in later]) > 38
     assert {r["intent"] for r in blind} == set(identity.IDENTITY)
     training = [r["messages"][0]["content"] for r in records if r["split"] == "train"]
     training += [r["messages"][0]["content"] for stage in ("sft", "rl")

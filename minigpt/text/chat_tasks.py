@@ -253,6 +253,7 @@ def rl_conversations(facts: Facts | None = None) -> list[dict[str, Any]]:
 
 SMALL_FAMILIES = ("identity", "unknown")
 SMALL_FAMILY_REPEATS = 3  # identity and unknown training turns are few and their answers must be exact
+RL_SMALL_FAMILY_REPEATS = 12  # RL's identity and unknown prompts (about a third of its prompts; README history)
 
 
 def _times(r: dict[str, Any]) -> int:
@@ -289,10 +290,10 @@ def prompts(facts: Facts | None = None) -> list[dict[str, Any]]:
 
 def rl_prompts(facts: Facts | None = None) -> list[dict[str, Any]]:
     """{"prompt", "reference", "split", "family", ...}: RL's training prompts (`rl_conversations`, identity and
-    out-of-world ones SMALL_FAMILY_REPEATS times: at their natural share of the batches RL drifted the held-out
+    out-of-world ones RL_SMALL_FAMILY_REPEATS times: at their natural share of the batches RL drifted the held-out
     identity answers unchecked) and the held-out prompts it is evaluated on."""
     train = [_prompt(r) for r in rl_conversations(facts)]
-    return ([p for p in train for _ in range(SMALL_FAMILY_REPEATS if p["family"] in SMALL_FAMILIES else 1)]
+    return ([p for p in train for _ in range(RL_SMALL_FAMILY_REPEATS if p["family"] in SMALL_FAMILIES else 1)]
             + [p for p in prompts(facts) if p["split"] == "val"])
 
 

@@ -4,16 +4,18 @@ Six intents (name, training data, size, scope, maker, greeting), each with hand-
 4 is held out with all its variants: the report card's identity figure is measured on those. A small model
 learns a few dozen sentences by heart and then answers an unseen paraphrase with whichever intent's answer its
 words remind it of ("Who are you?" answered with who made it). So the training side also gets `paraphrases`:
-each intent asked in hundreds of ways built from parts (a lead-in and a clause, an opener and a question, a
-salutation and a tail), so that SFT learns the words that tell the intents apart. They were written without
-looking at which hand-written phrasings are held out, and a generated question that contains a held-out one
-(case and punctuation aside) is dropped. The paraphrases are split by a hash between SFT and RL: RL's rollouts
-need questions the SFT model has not memorised, or every reply in a group is the same and there is nothing to
-learn from (`chat_tasks.rl_conversations`).
+each intent asked in hundreds of ways built from parts (a lead-in and a clause, a frame and a topic, an opener
+and a question, a salutation and a tail), so that SFT learns the words that tell the intents apart: every
+lead-in and frame is asked of every intent, so it cannot be a cue for one of them. They were written without
+looking at which hand-written phrasings are held out (the frames and topics after reading which held-out
+questions a model got wrong: identity_blind.py's BLIND_TEST_2 is the test written after them), and a generated
+question `near` a held-out one is dropped. The paraphrases are split by a hash between SFT and RL: RL's
+rollouts need questions the SFT model has not memorised, or every reply in a group is the same and there is
+nothing to learn from (`chat_tasks.rl_conversations`).
 
 identity_blind.py adds questions written blind by other writers: more training questions (split like the
-paraphrases) and a second held-out set, 3x as many phrasings as the hand-written one holds out, so that the
-identity figure rests on 100+ independent questions rather than 38.
+paraphrases) and two more held-out sets, so that the identity figure rests on 181 independent questions (38
+hand-written phrasings in 4 variants, 143 blind-written ones) rather than 38.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .identity_blind import BLIND_TEST, BLIND_TRAIN
+from .identity_blind import BLIND_TEST, BLIND_TEST_2, BLIND_TRAIN
 
 PHRASING_HELDOUT_ONE_IN = 4
 PARAPHRASE_RL_ONE_IN = 3  # 1 generated paraphrase in 3 is RL's, the rest SFT's
@@ -145,8 +147,16 @@ def _chinese_answers(facts: Facts) -> dict[str, tuple[str, str]]:
             "greeting": (f"你好！我是 {facts.name}。可以问我 Python 的函数或类是做什么的。", "你好")}
 
 
+# "who's your maker" is "who is your maker" to `near` (the possessive 's too: harmless, both sides read alike)
+CONTRACTIONS = (("can't", "can not"), ("won't", "will not"), ("n't", " not"), ("'re", " are"), ("'m", " am"),
+                ("'ve", " have"), ("'ll", " will"), ("'s", " is"))
+
+
 def _normal(text: str) -> str:
-    return " ".join(re.findall(r"\w+", text.lower()))
+    text = text.lower().replace("\u2019", "'")
+    for short, long in CONTRACTIONS:
+        text = text.replace(short, long)
+    return " ".join(re.findall(r"\w+", text))
 
 
 def near(a: str, b: str) -> bool:
@@ -172,8 +182,8 @@ def _answer(facts: Facts, intent: str, question: str) -> tuple[str, str]:
 
 def identity_records(facts: Facts) -> list[dict[str, Any]]:
     """Every intent's hand-written phrasings, each in its variants (1 phrasing in 4 held out with them), then the
-    blind-written test questions (`BLIND_TEST`, all held out, `"blind": True`) but those near a hand-written
-    one; Chinese questions are answered in Chinese."""
+    blind-written test questions (`BLIND_TEST`, then `BLIND_TEST_2`; all held out, `"blind": True`) but those
+    near a hand-written one or an earlier test question; Chinese questions are answered in Chinese."""
     out = []
     for intent, (phrasings, _, _) in IDENTITY.items():
         ranked = sorted(phrasings, key=lambda q: hash_byte(q, 2))
@@ -185,13 +195,13 @@ def identity_records(facts: Facts) -> list[dict[str, Any]]:
                 out.append({"family": "identity", "intent": intent, "key": must, "phrasing": q,
                             "split": "val" if q in held else "train",
                             "messages": [user_turn(text), assistant_turn(said)]})
-    hand = {r["phrasing"] for r in out}
-    for intent, questions in BLIND_TEST.items():
-        for q in questions:
-            if not any(near(q, h) for h in hand):
-                said, must = _answer(facts, intent, q)
-                out.append({"family": "identity", "intent": intent, "key": must, "phrasing": q, "split": "val",
-                            "blind": True, "messages": [user_turn(q), assistant_turn(said)]})
+    taken = {r["phrasing"] for r in out}
+    for intent, q in [(i, q) for tests in (BLIND_TEST, BLIND_TEST_2) for i, qs in tests.items() for q in qs]:
+        if not any(near(q, h) for h in taken):
+            taken.add(q)
+            said, must = _answer(facts, intent, q)
+            out.append({"family": "identity", "intent": intent, "key": must, "phrasing": q, "split": "val",
+                        "blind": True, "messages": [user_turn(q), assistant_turn(said)]})
     return out
 
 
@@ -250,6 +260,23 @@ LEADS = ("Tell me {c}.", "Can you tell me {c}?", "Could you tell me {c}?", "Plea
          "Let me know {c}.", "I wonder {c}.", "Would you tell me {c}?", "Explain {c}.")
 OPENERS = ("", "So, ", "OK, ", "Hi, ", "By the way, ", "Out of curiosity, ", "Sorry, ", "Just wondering: ",
            "One more thing: ")
+# intent -> what is asked about, as a noun phrase for any of ABOUT's frames. Each frame is asked of every intent,
+# so that a frame's words ("Describe", "Tell me about") are never a cue for one intent's answer: only the topic is.
+TOPICS: dict[str, tuple[str, ...]] = {
+    "name": ("yourself", "who you are", "your name", "what you are", "this assistant", "the bot I am talking to",
+             "your identity"),
+    "training": ("your training data", "the data you were trained on", "your training corpus",
+                 "the texts you learned from", "your sources", "your dataset", "what you read in training"),
+    "size": ("your size", "your parameter count", "how big you are", "your model size", "the size of your network",
+             "the number of weights you have", "how many parameters you have"),
+    "scope": ("your skills", "what you can do", "your abilities", "what you know", "the topics you cover",
+              "the questions I can ask you", "your area of knowledge"),
+    "maker": ("your creator", "who made you", "who built you", "the toolkit that trained you", "how you were made",
+              "the software that created you", "who trained you"),
+}
+ABOUT = ("Describe {t}.", "Tell me about {t}.", "What can you say about {t}?", "I have a question about {t}.",
+         "Say something about {t}.", "Give me a short summary of {t}.", "A question about {t}, please.",
+         "Talk to me about {t}.", "Any details on {t}?", "Explain {t}, briefly.")
 SALUTATIONS = ("Hello", "Hi", "Hey", "Hi there", "Hello there", "Good morning", "Good afternoon", "Good evening",
                "Greetings", "Hiya", "Howdy", "Hey there", "Morning", "Evening")
 TAILS = ("!", ".", ", how are you?", ", can you help me?", ", I have a question.", ", nice to meet you.",
@@ -260,12 +287,13 @@ CHINESE_PARAPHRASES = {"name": ("你叫什么？", "你的名字是什么？", "
 
 
 def paraphrase_questions() -> dict[str, list[str]]:
-    """intent -> generated questions, in a fixed order: every lead with every clause, each direct question after
-    three of the openers (picked by a hash), half of the salutation x tail greetings, the Chinese ones, and the
-    blind-written training questions (`BLIND_TRAIN`)."""
+    """intent -> generated questions, in a fixed order: every lead with every clause, every ABOUT frame with every
+    topic, each direct question after three of the openers (picked by a hash), half of the salutation x tail
+    greetings, the Chinese ones, and the blind-written training questions (`BLIND_TRAIN`)."""
     out: dict[str, list[str]] = {}
     for intent, (clauses, direct) in PARAPHRASE_PARTS.items():
         qs = [lead.format(c=c) for c in clauses for lead in LEADS]
+        qs += [frame.format(t=t) for t in TOPICS[intent] for frame in ABOUT]
         for q in direct:
             picks = sorted(OPENERS, key=lambda o: hash_byte(f"{o}|{q}", 3))[:3]
             qs += [o + (q[0].lower() + q[1:] if o else q) for o in picks]

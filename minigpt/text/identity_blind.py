@@ -1,4 +1,4 @@
-"""Identity questions written blind, for training (`BLIND_TRAIN`) and as a second held-out test (`BLIND_TEST`).
+"""Identity questions written blind, for training (`BLIND_TRAIN`) and as held-out tests (`BLIND_TEST`, `BLIND_TEST_2`).
 
 Two writers (helper agents, one per list) were given only the six intents' one-line descriptions and answers
 (identity.py's IDENTITY), never the phrasings there nor each other's list, and asked for questions as different
@@ -10,6 +10,12 @@ out-of-world family answers by declining; they were taken out before any model a
 The same writer style shows: many test questions are, or nearly are, training ones. identity.py keeps the test
 honest mechanically: a test question near a hand-written training phrasing is dropped from the test, and a
 training question (written or generated) near any held-out question is dropped from training (`near`).
+
+`BLIND_TEST_2` came from a third writer with the same brief (25 per intent, +8 Chinese for name and greeting),
+asked after the last change to the training questions (identity.py's TOPICS x ABOUT), which had been made
+after reading which questions of the first two held-out sets the model got wrong: no training question was
+chosen with it in view (RL's identity share, chat_tasks.RL_SMALL_FAMILY_REPEATS, later was). Its questions near a
+hand-written or an earlier test question are dropped too.
 """
 from __future__ import annotations
 
@@ -159,4 +165,74 @@ BLIND_TEST: dict[str, tuple[str, ...]] = {
                  "Yo, what's up?", "Hello again, how have you been?", "Hey, buddy!", "Morning! How are things?",
                  "Hi, pleased to meet you.", "Hello, hope all is well with you.", "Hiya, how are you feeling today?",
                  "Good day to you!", "你好！", "早上好！", "嗨，你最近怎么样？", "晚上好，很高兴认识你。"),
+}
+
+# Written by a third writer (same brief, 25 per intent + 8 Chinese for name and greeting) after the training
+# questions of identity.py's TOPICS x ABOUT were fixed (module docstring).
+BLIND_TEST_2: dict[str, tuple[str, ...]] = {
+    "name": ("who are you", "What's your name?", "Are you a human or a bot?", "Introduce yourself, please.",
+             "hey, what should I call you?", "Am I talking to a real person right now?", "What are you exactly?",
+             "Could you tell me a little about who I'm chatting with?", "are you an AI", "Name?",
+             "Is this an automated assistant or is someone typing these replies?",
+             "What is this thing I'm typing into?", "identify yourself", "Do you have a name?",
+             "I'm new here - what kind of program are you?", "Whom am I addressing, if I may ask?", "r u a robot",
+             "Give me a quick self-introduction.", "So what exactly am I speaking with here?", "Are you ChatGPT?",
+             "Tell me who you are in one sentence.", "what's this assistant called",
+             "Before we start, could you introduce yourself?", "Are you some kind of language model?",
+             "Please state your name.", "你是谁？", "你叫什么名字", "请介绍一下你自己。", "你是人还是机器人？",
+             "你是AI吗", "我在跟谁聊天？", "请问怎么称呼你？", "你是什么东西呀"),
+    "training": ("What were you trained on?", "where does your knowledge come from", "What data did you learn from?",
+                 "Which texts were used to train you?", "how did you learn what you know",
+                 "What was in your training set?", "Training data?",
+                 "Could you describe the corpus you were trained with?",
+                 "What sources did you study to learn all this?",
+                 "Were you trained on the whole internet or something narrower?",
+                 "what did they feed you during training",
+                 "I'm curious - what reading material went into your training?",
+                 "Where did you get your information?", "Did you learn from Stack Overflow posts?",
+                 "Tell me about your training data.", "How do you know so much about Python?",
+                 "What documents were you exposed to while learning?",
+                 "Was your training based on books, websites, or code?", "whats ur knowledge based on",
+                 "What kind of text went into teaching you?", "Which body of text is your knowledge derived from?",
+                 "Were you trained on the CPython source code?", "learning material?",
+                 "Can you tell me what examples you were trained with?",
+                 "What did you read to become what you are?"),
+    "size": ("How many parameters do you have?", "how big are you", "What's your model size?", "Parameter count?",
+             "How large is this model?", "How many weights are in your network?",
+             "Are you a big model or a small one?", "roughly how many params",
+             "Could you tell me the size of your neural network?", "Are you as large as GPT-4?",
+             "How many million parameters are you?", "Just how tiny are you?",
+             "how many numbers make up your weights", "Is it true you're only a few million parameters?",
+             "I'd like to know how big this language model is, please.", "What's your parameter budget?", "size?",
+             "How many trainable parameters does this model contain?",
+             "are u billions of parameters like the big ones", "How much does your model weigh in parameters?",
+             "Would you describe yourself as a large language model in terms of size?",
+             "Give me your number of parameters.", "How heavy is the model, roughly speaking?",
+             "How compact is this model?", "Tell me your size in millions or billions of parameters."),
+    "scope": ("What can you do?", "what do you know about", "What are you good at?",
+              "What kinds of questions can I ask you?", "How can you help me?", "What topics do you cover?",
+              "What's your area of expertise?", "capabilities?", "what are you useful for",
+              "What should I ask you about?", "Could you explain what sort of help you offer?",
+              "What are your strengths and limitations?", "Tell me what you're able to answer.",
+              "what's your specialty", "What subjects are you knowledgeable in?",
+              "I just opened this chat - what is it for?", "How much do you know, and about what?",
+              "what r u capable of", "What's the range of your knowledge?", "What are you designed to help with?",
+              "Give me an idea of what I can use you for.",
+              "Is there anything you're especially knowledgeable about?", "how can i use you",
+              "What's the purpose of this assistant?", "What features do you have?"),
+    "maker": ("Who made you?", "who created you", "Who built this bot?", "Who developed you?", "Who trained you?",
+              "Who is your creator?", "What company is behind you?", "who's responsible for making you",
+              "Which tool was used to build you?", "How were you made?", "Who programmed you?",
+              "Are you made by OpenAI?", "Who designed you?", "Did Google make you?", "creator?",
+              "What software was used to create you?", "Who do I thank for building this assistant?",
+              "Who wrote the code that produced you?", "Which organization developed this model?",
+              "Who put you together?", "what toolkit were you trained with", "Who's the author of this chatbot?",
+              "By whom were you constructed?", "Were you created by a team or a single person?",
+              "who is behind this model"),
+    "greeting": ("hello", "Hi!", "hey there", "Good morning!", "Good evening.", "hi, how are you?", "Howdy", "yo",
+                 "Greetings.", "Hello there, hope you're doing well today!", "hiya", "Good afternoon, assistant.",
+                 "Hey! How's it going?", "sup", "Hello, nice to meet you.", "hi hi", "Morning!", "Hey, what's up?",
+                 "Hello again.", "hey how r u doing", "Hi there :)", "Well hello!", "Good day to you.",
+                 "heya, hope all's well", "Hey buddy!", "你好", "您好！", "早上好", "嗨，你好吗？", "晚上好！", "哈喽",
+                 "下午好，很高兴见到你。", "嘿，最近怎么样？"),
 }
