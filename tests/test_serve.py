@@ -536,7 +536,9 @@ def test_the_page_saves_loads_and_stops(server, page, tmp_path):
     page.set_input_files("#load", str(tmp_path / "other.jsonl"))
     page.wait_for_selector(".msg.system")
     assert page.locator("#chat .msg").count() == 3
-    # stop: the page aborts the request, the server stops generating
+    # stop: the page aborts the request, the server stops generating; on a page slowed 20x, so that tokens arrive
+    # faster than it parses them (a page that read on while bytes waited never took the click: CI, 2026-12)
+    page.context.new_cdp_session(page).send("Emulation.setCPUThrottlingRate", {"rate": 20})
     worker, last = server.served.worker, max(r.id for r in server.served.worker.records)
     page.click("#new")
     ask_on_page(page, "go on", 100_000, wait=False)
