@@ -18,6 +18,22 @@ def test_parse_budget():
         parse_budget("soon")
 
 
+def test_the_report_card_splits_identity_by_who_wrote_the_questions():
+    from minigpt.runs.report_card import summarise
+    from minigpt.text.chat_tasks import Facts
+    from minigpt.text.identity import identity_records
+
+    prompts = [{"family": r["family"], "phrasing": r["phrasing"], "split": r["split"], "blind": r.get("blind", 0)}
+               for r in identity_records(Facts()) if r["split"] == "val"]
+    right = [i % 3 == 0 or p["blind"] == 2 for i, p in enumerate(prompts)]  # any pattern the groups must follow
+    rows = [{"f1": float(ok), "exact": float(ok), "correct": float(ok)} for ok in right]
+    stage = summarise(prompts, {"sft": rows})["stages"]["sft"]
+    for n, who in enumerate(("hand", "blind", "blind-after")):
+        mine = [ok for ok, p in zip(right, prompts) if p["blind"] == n]
+        assert len(mine) > 30 and stage[f"identity-{who}"]["correct"][0] == pytest.approx(sum(mine) / len(mine))
+    assert stage["identity"]["correct"][0] == pytest.approx(sum(right) / len(right))
+
+
 @pytest.mark.slow
 def test_speedrun_runs_every_stage_and_writes_the_report_card():
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

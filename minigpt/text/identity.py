@@ -182,7 +182,7 @@ def _answer(facts: Facts, intent: str, question: str) -> tuple[str, str]:
 
 def identity_records(facts: Facts) -> list[dict[str, Any]]:
     """Every intent's hand-written phrasings, each in its variants (1 phrasing in 4 held out with them), then the
-    blind-written test questions (`BLIND_TEST`, then `BLIND_TEST_2`; all held out, `"blind": True`) but those
+    blind-written test questions (`BLIND_TEST`, then `BLIND_TEST_2`; all held out, `"blind": 1` or 2) but those
     near a hand-written one or an earlier test question; Chinese questions are answered in Chinese."""
     out = []
     for intent, (phrasings, _, _) in IDENTITY.items():
@@ -196,12 +196,13 @@ def identity_records(facts: Facts) -> list[dict[str, Any]]:
                             "split": "val" if q in held else "train",
                             "messages": [user_turn(text), assistant_turn(said)]})
     taken = {r["phrasing"] for r in out}
-    for intent, q in [(i, q) for tests in (BLIND_TEST, BLIND_TEST_2) for i, qs in tests.items() for q in qs]:
-        if not any(near(q, h) for h in taken):
-            taken.add(q)
-            said, must = _answer(facts, intent, q)
-            out.append({"family": "identity", "intent": intent, "key": must, "phrasing": q, "split": "val",
-                        "blind": True, "messages": [user_turn(q), assistant_turn(said)]})
+    for n, tests in enumerate((BLIND_TEST, BLIND_TEST_2), 1):
+        for intent, q in [(i, q) for i, qs in tests.items() for q in qs]:
+            if not any(near(q, h) for h in taken):
+                taken.add(q)
+                said, must = _answer(facts, intent, q)
+                out.append({"family": "identity", "intent": intent, "key": must, "phrasing": q, "split": "val",
+                            "blind": n, "messages": [user_turn(q), assistant_turn(said)]})
     return out
 
 
