@@ -107,8 +107,10 @@ def _ci(v: tuple[float, float, float] | None, digits: int = 3) -> str:
     return f"{v[0]:.{digits}f} [{v[1]:.{digits}f}, {v[2]:.{digits}f}]"
 
 
-def _pct(v: tuple[float, float, float] | None) -> str:
-    return "n/a" if not v else f"{100 * v[0]:.0f}% [{100 * v[1]:.0f}, {100 * v[2]:.0f}]"
+def _pct(v: tuple[float, float, float] | None, ci: bool = True) -> str:
+    if not v:
+        return "n/a"
+    return f"{100 * v[0]:.0f}% [{100 * v[1]:.0f}, {100 * v[2]:.0f}]" if ci else f"{100 * v[0]:.0f}%"
 
 
 def write_report_card(out: Path, state: dict[str, Any] | None = None) -> Path:
@@ -154,7 +156,7 @@ def write_report_card(out: Path, state: dict[str, Any] | None = None) -> Path:
     ]
     for stage in MODELS:
         if stage in st:
-            by_writer = " / ".join(_pct(get(stage, f"identity-{who}", "correct")) for who in WRITERS)
+            by_writer = " / ".join(_pct(get(stage, f"identity-{who}", "correct"), ci=False) for who in WRITERS)
             lines.append(f"| {LABELS[stage]} | answer F1, all families / exact match / identity correct (questions "
                          f"hand-written / written blind / written blind after the training data) / out-of-world "
                          f"declined | {_ci(get(stage, 'all', 'f1'))} / {_pct(get(stage, 'all', 'exact'))} / "
