@@ -145,7 +145,7 @@ def test_exact_transcript_with_memory_commands_and_system_prompt(tok):
         "#1 again\n"
         "> /set\n"
         "temperature 0 · top_k 50 · top_p 0.95 · min_p 0 · repetition_penalty 1 · repetition_window 64 · "
-            "max_new_tokens 60 · seed none\n"
+            "max_new_tokens 60 · seed none · valid_utf8 on\n"
         "> //slash\n"
         "#2 /slash\n"
         "> /nope\n"
@@ -271,9 +271,11 @@ def test_save_load_tokens_stats_help(tok, tmp_path):
 
 def test_set_validates_and_keeps_the_old_value(tok):
     session = echo_session(tok)
-    text = transcript(session, ["/set top_p 2", "/set max_tokens 7", "/set seed 5", "/set seed none", "/set colour 1"])
-    assert "error: --top-p: must be in (0, 1]" in text
+    text = transcript(session, ["/set top_p 2", "/set max_tokens 7", "/set seed 5", "/set seed none", "/set colour 1",
+                                "/set valid_utf8 maybe", "/set valid_utf8 off"])
+    assert "error: --top-p: must be in (0, 1]" in text and "error: valid_utf8: 'maybe' is not on or off" in text
     assert session.sampling.top_p == 0.95 and session.sampling.max_new_tokens == 7 and session.sampling.seed is None
+    assert session.sampling.valid_utf8 is False
     assert "error: usage: /set NAME VALUE" in text
 
 

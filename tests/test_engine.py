@@ -16,6 +16,7 @@ from minigpt.models import build_model, config_from_dict, kinds
 from minigpt.models.base import LanguageModel
 from minigpt.models.gpt import GPT, GPTConfig
 from minigpt.infer.sampling import SamplingConfig
+from minigpt.infer.utf8 import REJECT, run
 from minigpt.text.tokenizer import Tokenizer, train_char
 
 TEXT = "the quick brown fox jumps over the lazy dog. THE END!#\n"
@@ -293,6 +294,39 @@ def test_streaming_multi_token_characters_yields_only_complete_characters():
         assert [ev.text for ev in events] == ["", "你", "", "好", "世", "界", "", "🙂", "!", ""]
         assert all("\ufffd" not in ev.text for ev in events)
         assert events[-1].finish_reason == "stop"
+
+
+def test_the_utf8_guard_keeps_samples_well_formed_with_the_models_own_logprobs():
+    tok = cjk_tokenizer()
+    model = gpt(tok)
+    prompt = [tok.bos_id] + tok.encode("你")
+    settings = dict(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=12, seed=1)
+    raw = Engine(model, tok).generate_many(prompt, 32, valid_utf8=False, **settings)
+    guarded = Engine(model, tok).generate_many(prompt, 32, **settings)
+
+    def state(g, prompt_ids=()) -> int:  # UTF-8's automaton after the text's bytes; REJECT: a broken character
+        return run(0, tok.decode_bytes([i for i in [*prompt_ids, *g.ids] if not tok.is_special(i)]))
+
+    assert sum(state(g) == REJECT for g in raw) > 16  # the model alone breaks characters in most samples
+    assert all(state(g) != REJECT and "\ufffd" not in g.text for g in guarded)
+    assert all(state(g) == 0 for g in guarded if g.finish_reason == "stop")
+    inside = [tok.bos_id, tok.ranks[b"\xe4\xbd"]]  # a prompt that ends inside 你: each row keeps its own state
+    batch = Engine(model, tok).generate_batch([inside, prompt], n=3, **settings)
+    assert all(state(g, g.prompt_ids) != REJECT for g in batch)
+    assert all(0x80 <= tok.token_bytes(g.ids[0])[0] < 0xC0 for g in batch[:3])  # each finishes 你 first
+    with torch.inference_mode():
+        first = model(torch.tensor([prompt]))[0, -1].log_softmax(-1)
+    assert [g.logprobs[0] for g in guarded] == pytest.approx([first[g.ids[0]].item() for g in guarded], abs=1e-5)
+
+
+def test_the_last_token_the_limit_allows_finishes_its_character():
+    tok = cjk_tokenizer()
+    lead = tok.ranks[b"\xe4\xbd"]  # the model wants a character's first two bytes, then its third
+    engine = scripted_engine(tok, [tok.bos_id], [lead, tok.ranks[b"\xa0"]])
+    assert engine.generate([tok.bos_id], temperature=0, max_new_tokens=2).text == "你"
+    cut = engine.generate([tok.bos_id], temperature=0, max_new_tokens=1)
+    assert cut.ids != [lead] and "\ufffd" not in cut.text
+    assert engine.generate([tok.bos_id], temperature=0, max_new_tokens=1, valid_utf8=False).text == "\ufffd"
 
 
 def test_stop_string_in_chinese_text():

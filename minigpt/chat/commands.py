@@ -22,7 +22,8 @@ command = BUILTIN.command
 # /set NAME -> SamplingConfig field (max_tokens is the OpenAI-style alias of max_new_tokens)
 SET_NAMES = {"temperature": "temperature", "top_k": "top_k", "top_p": "top_p", "min_p": "min_p",
              "repetition_penalty": "repetition_penalty", "repetition_window": "repetition_window",
-             "max_new_tokens": "max_new_tokens", "max_tokens": "max_new_tokens", "seed": "seed"}
+             "max_new_tokens": "max_new_tokens", "max_tokens": "max_new_tokens", "seed": "seed",
+             "valid_utf8": "valid_utf8"}
 
 @command("help", "list the commands and keys")
 def _help(ctx: CommandContext, arg: str) -> None:
@@ -58,7 +59,7 @@ def _settings(cfg: SamplingConfig) -> str:
     return (f"temperature {cfg.temperature:g} · top_k {cfg.top_k} · top_p {cfg.top_p:g} · min_p {cfg.min_p:g} · "
             f"repetition_penalty {cfg.repetition_penalty:g} · repetition_window {cfg.repetition_window} · "
             f"max_new_tokens {cfg.max_new_tokens} · "
-            f"seed {'none' if cfg.seed is None else cfg.seed}")
+            f"seed {'none' if cfg.seed is None else cfg.seed} · valid_utf8 {'on' if cfg.valid_utf8 else 'off'}")
 
 
 @command("set", "change a sampling setting, or show them all", usage="/set [NAME VALUE]",

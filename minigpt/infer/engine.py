@@ -17,10 +17,11 @@ recomputing (17 ms per token at token 50, 207 ms at 500); 38x. The recompute sid
 machine (its forwards use both threads), so expect a smaller but still large ratio on an idle one.
 
 Each event carries the text that became complete with its token: one UTF-8 stream decoder per sample, so a
-Chinese character or an emoji split over several byte-level tokens is emitted whole, once. Stop conditions:
-stop tokens (default `<|end|>` and `<|bos|>`), stop strings (cut exactly: text that could still begin a stop
-string is held back until it is decided; the stop string and anything after it never reach the caller) and
-`max_new_tokens`.
+Chinese character or an emoji split over several byte-level tokens is emitted whole, once; and the UTF-8 guard
+(infer/utf8.py, one automaton state per row) keeps the sampled bytes well-formed, so none is broken either.
+Stop conditions: stop tokens (default `<|end|>` and `<|bos|>`), stop strings (cut exactly: text that could still
+begin a stop string is held back until it is decided; the stop string and anything after it never reach the
+caller) and `max_new_tokens`.
 
 Context overflow is a policy, never a crash. A GPT attends to at most block_size tokens (learned positions stop
 there, and rope models were trained on it): when the next token would not fit, the engine slides the window,
@@ -40,6 +41,7 @@ import torch
 
 from ..common import MinigptError
 from .sampling import SamplingConfig, make_generators, sample_next
+from .utf8 import guard_for
 
 DEFAULT_STOP_TOKENS = ("<|end|>", "<|bos|>")
 SLIDE_KEEP = 0.75  # after a slide the model sees the last 3/4 of its block
@@ -305,6 +307,8 @@ class Engine:
         P = max(len(p) for p in prompts)
         pads = [P - len(p) for p in prompts for _ in range(n)]
         texts = [TextStream(self.tokenizer.stream_decoder(), cfg.stop) for _ in pads]
+        guard = guard_for(self.tokenizer, self.vocab_size, str(dev)) if cfg.valid_utf8 else None
+        utf8 = None if guard is None else guard.start(prompts).repeat_interleave(n)  # (B,) automaton states
         samples = list(range(len(pads)))  # batch row -> sample index (rows leave as samples finish)
         was_training = model.training
         model.eval()
@@ -328,7 +332,9 @@ class Engine:
                     recent = None
                     if cfg.repetition_penalty != 1.0 and cfg.repetition_window > 0:
                         recent = seq[:, max(0, L - cfg.repetition_window):L]
-                    ids_t, logp_t = sample_next(logits, cfg, generators, recent)
+                    blocked = None if guard is None else (guard.ending if step == M - 1 else guard.blocked)[utf8]
+                    ids_t, logp_t = sample_next(logits, cfg, generators, recent, blocked)
+                    utf8 = None if guard is None else guard.advance(utf8, ids_t)
                     seq[:, L] = ids_t
                     L += 1
                     rows_att = None if not attention else [a[:, :, -1, :] for a in attention]  # (B, nh, T_k)
@@ -344,6 +350,7 @@ class Engine:
                         keep = [r for r in range(len(samples)) if r not in done]
                         rows = torch.tensor(keep, device=dev)
                         seq = seq.index_select(0, rows)
+                        utf8 = None if utf8 is None else utf8.index_select(0, rows)
                         cache = cache.select(rows) if cache is not None else None
                         samples, pads, origin = ([x[r] for r in keep] for x in (samples, pads, origin))
                         generators = None if generators is None else [generators[r] for r in keep]

@@ -3,8 +3,11 @@
 Order, applied to the (B, V) next-token logits of every step (the order of llama.cpp's default chain and of
 Hugging Face's `generate`, minus the exotic ones):
 
-    repetition penalty -> temperature -> top-k -> top-p -> min-p -> seeded draw (or argmax when temperature is 0)
+    [UTF-8 guard] -> repetition penalty -> temperature -> top-k -> top-p -> min-p -> seeded draw (or argmax when
+    temperature is 0)
 
+- UTF-8 guard (`valid_utf8`, on by default; infer/utf8.py): tokens that would break a character are removed
+  first, so a byte-level model never prints half a character. The engine keeps each row's state.
 - repetition penalty (Keskar et al., "CTRL", 2019, eq. 2): a token seen among the last `repetition_window`
   tokens has its logit divided by the penalty when positive and multiplied by it when negative, so it always
   becomes less likely (1.0 = off, 1.1-1.3 typical).
@@ -14,10 +17,10 @@ Hugging Face's `generate`, minus the exotic ones):
   set of most probable tokens whose probability mass reaches p.
 - min-p (Nguyen et al. 2024): keep tokens whose probability is at least min_p x the top token's.
 
-Every processor returns new logits with removed tokens at -inf and never removes the most probable token, so
-a draw is always possible. `sample_next` runs the chain for one decoding step; with top-k on it works on the
-k survivors only (topk gives them sorted), which is the same distribution and avoids sorting the whole
-vocabulary each step (on one CPU thread, V=4096: sort ~52 us, topk(50) ~11 us; a whole decode step of the tiny
+Every processor returns new logits with removed tokens at -inf and never removes the most probable token the
+guard left, so a draw is always possible. `sample_next` runs the chain for one decoding step; with top-k on it
+works on the k survivors only (topk gives them sorted), which is the same distribution and avoids sorting the
+whole vocabulary each step (on one CPU thread, V=4096: sort ~52 us, topk(50) ~11 us; a whole decode step of the tiny
 GPT is ~1.7 ms).
 
 Seeding: one `torch.Generator` per sample (sample i of a batch is seeded with seed + i), so n samples drawn
@@ -49,6 +52,8 @@ class SamplingConfig:
     repetition_penalty: float = option(1.0, "CTRL-style penalty on recently seen tokens (positive logits / p, "
                                             "negative x p); 1 = off, 1.1-1.3 typical")
     repetition_window: int = option(64, "how many recent tokens (prompt included) the repetition penalty sees")
+    valid_utf8: bool = option(True, "draw only tokens that keep the text valid UTF-8, so a reply never shows a "
+                                    "broken character (infer/utf8.py); off = the model's raw choices")
     max_new_tokens: int = option(256, "stop after this many new tokens")
     seed: int | None = option(None, "random seed for reproducible samples; none = a fresh random seed")
     stop: tuple[str, ...] = option((), "stop strings: generation ends before the first occurrence of any",
@@ -69,6 +74,7 @@ class SamplingConfig:
               f"must be an integer >= 0, got {self.repetition_window!r}")
         check(isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1, "max_new_tokens",
               f"must be a positive integer, got {self.max_new_tokens!r}")
+        check(isinstance(self.valid_utf8, bool), "valid_utf8", f"must be true or false, got {self.valid_utf8!r}")
         check(self.seed is None or (isinstance(self.seed, int) and self.seed >= 0), "seed",
               f"must be an integer >= 0 or none, got {self.seed!r}")
         check(all(isinstance(s, str) and s for s in self.stop), "stop", "stop strings must be non-empty text")
@@ -171,13 +177,15 @@ def draw(probs: torch.Tensor, generators: Sequence[torch.Generator] | None) -> t
 
 
 def sample_next(logits: torch.Tensor, config: SamplingConfig, generators: Sequence[torch.Generator] | None = None,
-                recent: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                recent: torch.Tensor | None = None, blocked: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
     """One decoding step: (B, V) logits -> (token ids (B,), the model's log-probabilities of them (B,)).
 
-    `recent`: (B, W) ids the repetition penalty looks at. Equivalent to drawing from
+    `recent`: (B, W) ids the repetition penalty looks at. `blocked`: (B, V), True for tokens that may not be
+    drawn at all (the UTF-8 guard's), removed before the chain. Equivalent to drawing from
     softmax(process_logits(...)); with top-k on, top-p and min-p run on the k survivors only."""
     raw = logits.float()
-    x = raw
+    x = raw if blocked is None else raw.masked_fill(blocked, float("-inf"))
     if recent is not None:
         x = apply_repetition_penalty(x, recent, config.repetition_penalty)
     if config.greedy:
@@ -224,6 +232,12 @@ def parse_value(name: str, text: str) -> Any:
     else:
         default = next(f.default for f in dataclasses.fields(SamplingConfig) if f.name == name)
         kind = type(default)
+    if kind is bool:
+        switch = {"on": True, "true": True, "1": True, "yes": True, "off": False, "false": False, "0": False,
+                  "no": False}
+        if text.lower() not in switch:
+            raise MinigptError(f"{name}: {text!r} is not on or off")
+        return switch[text.lower()]
     try:
         return kind(text)
     except ValueError:
