@@ -10,7 +10,7 @@ SFT model and every variant answer the same held-out prompts greedily, as the re
     python scripts/ablate_dpo.py --sft checkpoints/speedrun/sft/best --variants rpo-1,rpo-3,beta-0.3
 
 Variants (`VARIANTS`): the weight of the SFT term on the chosen reply (`rpo-A`: --rpo-alpha A; the default is
-`finetune.RPO_ALPHA`), the DPO temperature (`beta-B`), a lower learning rate, and combinations.
+`finetune.RPO_ALPHA`), the DPO temperature (`beta-B`), the learning rate (`lr-X`), and combinations.
 """
 from __future__ import annotations
 
@@ -30,6 +30,8 @@ VARIANTS: dict[str, dict] = {
     "rpo-1-beta-0.3": {"rpo_alpha": 1.0, "beta": 0.3},
     "rpo-3-beta-0.3": {"rpo_alpha": 3.0, "beta": 0.3},
     "lr-5e-5": {"lr": 5e-5, "min_lr": 5e-6},
+    "lr-3e-4": {"lr": 3e-4, "min_lr": 3e-5},
+    "lr-1e-3": {"lr": 1e-3, "min_lr": 1e-4},
 }
 
 

@@ -114,23 +114,27 @@ def compare(runs: dict[str, Path], out: Path, title: str) -> None:
 
 
 def ablate(argv: list[str] | None, doc: str, stage: str, variants: dict[str, dict], train, steps: int,
-           default: str) -> int:
-    """The command line both ablation scripts share: --sft, --out, --steps, --variants (an unknown name is a
-    usage error naming the known ones); trains each variant with `train(sft, out, steps, change)` and prints
-    `compare`'s table against the SFT model."""
+           default: str, start: str = "sft", baseline: str | None = "SFT") -> int:
+    """The command line the ablation scripts share: --<start> (the checkpoint every variant starts from), --out,
+    --steps, --variants (an unknown name is a usage error naming the known ones); trains each variant with
+    `train(start, out, steps, change)` and prints `compare`'s table against the starting model, named `baseline`
+    (None: against the first variant, when the start is not a model of this stage's kind)."""
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
-    p.add_argument("--sft", required=True, help="the SFT checkpoint every variant starts from")
+    p.add_argument(f"--{start}", required=True, help="the checkpoint every variant starts from")
     p.add_argument("--out", default=f"/tmp/minigpt-ablate-{stage.lower()}", help="folder for the variants' runs")
     p.add_argument("--steps", type=int, default=steps, help=f"{stage} steps per variant (default: {steps})")
-    p.add_argument("--variants", default=default, help=f"comma-separated, of: {', '.join(variants)}")
+    p.add_argument("--variants", default=default, help=f"comma-separated, of: {', '.join(variants)}"
+                   + ("" if baseline else "; the first is the baseline"))
     a = p.parse_args(argv)
     names = [v.strip() for v in a.variants.split(",") if v.strip()]
     unknown = [n for n in names if n not in variants]
     if unknown:
         p.error(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(variants)}")
     out = Path(a.out)
-    runs = {"SFT": Path(a.sft)} | {n: train(a.sft, out / n, a.steps, variants[n]) for n in names}
-    compare(runs, out, f"{stage} variants, {a.steps} steps each from {a.sft}")
+    origin = getattr(a, start)
+    runs = ({baseline: Path(origin)} if baseline else {}) | {n: train(origin, out / n, a.steps, variants[n])
+                                                            for n in names}
+    compare(runs, out, f"{stage} variants, {a.steps} steps each from {origin}")
     return 0
 
 

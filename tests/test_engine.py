@@ -319,7 +319,7 @@ def test_the_utf8_guard_keeps_samples_well_formed_with_the_models_own_logprobs()
     assert [g.logprobs[0] for g in guarded] == pytest.approx([first[g.ids[0]].item() for g in guarded], abs=1e-5)
 
 
-def test_the_last_token_the_limit_allows_finishes_its_character():
+def test_the_length_limit_never_cuts_a_character():
     tok = cjk_tokenizer()
     lead = tok.ranks[b"\xe4\xbd"]  # the model wants a character's first two bytes, then its third
     engine = scripted_engine(tok, [tok.bos_id], [lead, tok.ranks[b"\xa0"]])
@@ -327,6 +327,14 @@ def test_the_last_token_the_limit_allows_finishes_its_character():
     cut = engine.generate([tok.bos_id], temperature=0, max_new_tokens=1)
     assert cut.ids != [lead] and "\ufffd" not in cut.text
     assert engine.generate([tok.bos_id], temperature=0, max_new_tokens=1, valid_utf8=False).text == "\ufffd"
+    # one byte a token (the default tokenizer's Chinese): a character that would not fit is not started
+    tok = Tokenizer([bytes([i]) for i in range(256)])
+    engine = scripted_engine(tok, [tok.bos_id], [tok.ranks[bytes([b])] for b in "你".encode()])
+    assert engine.generate([tok.bos_id], temperature=0, max_new_tokens=3).text == "你"
+    for limit in (1, 2):
+        g = engine.generate([tok.bos_id], temperature=0, max_new_tokens=limit)
+        assert run(0, tok.decode_bytes(g.ids)) == 0 and g.ids[0] != tok.ranks[b"\xe4"], limit
+        assert "\ufffd" in engine.generate([tok.bos_id], temperature=0, max_new_tokens=limit, valid_utf8=False).text
 
 
 def test_stop_string_in_chinese_text():

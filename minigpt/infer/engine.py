@@ -332,7 +332,7 @@ class Engine:
                     recent = None
                     if cfg.repetition_penalty != 1.0 and cfg.repetition_window > 0:
                         recent = seq[:, max(0, L - cfg.repetition_window):L]
-                    blocked = None if guard is None else (guard.ending if step == M - 1 else guard.blocked)[utf8]
+                    blocked = None if guard is None else guard.mask(M - step)[utf8]
                     ids_t, logp_t = sample_next(logits, cfg, generators, recent, blocked)
                     utf8 = None if guard is None else guard.advance(utf8, ids_t)
                     seq[:, L] = ids_t

@@ -7,11 +7,13 @@ character. The guard runs UTF-8's automaton (the well-formed byte sequences of t
 eight states, `RULES`) over each token's bytes, and precomputes for every state which tokens may come next and
 the state after each (`Utf8Guard.next`). A decoding step then costs a row lookup, a masked fill and a gather
 (about 25 us on a CPU): the tokens that would break a character get -inf before the sampler's chain, greedy
-decoding included. At the last token `max_new_tokens` allows, tokens that leave a character unfinished are
-masked too, where another can end it.
+decoding included. Near the end of what `max_new_tokens` allows, a token is masked too if the tokens left could
+not finish the character it starts or continues (`Utf8Guard.mask`): with the standard-library tokenizer a
+Chinese character is three single-byte tokens, so the last two tokens of a reply may not start one.
 
 What it changes: a reply never holds an invalid byte sequence, and it ends on a whole character (a stop token
-cannot cut one, since special tokens are ASCII; the length limit only where no single token could end it).
+cannot cut one, since special tokens are ASCII; nor can the length limit, unless the prompt itself ends inside a
+character that the tokens allowed cannot finish).
 What it does not: the log-probabilities reported with each token stay the model's own, and a character
 tokenizer's tokens are whole characters, so nothing is ever masked there. `SamplingConfig.valid_utf8 = False`
 samples the model's raw choices (the export parity tests compare those with other runtimes').
@@ -62,8 +64,8 @@ def run(state: int, data: bytes) -> int:
 
 class Utf8Guard:
     """The automaton's tables for one vocabulary: `next` (STATES, V), the state after each token; `blocked`
-    (STATES, V), the tokens masked in each state; `ending`, the tokens masked at a reply's last allowed token,
-    which must also finish the character (when one token can), so `max_new_tokens` does not cut one in half."""
+    (STATES, V), the tokens masked in each state; `mask(left)`, the tokens masked when `left` tokens remain, so
+    that `max_new_tokens` never cuts a character in half."""
 
     def __init__(self, token_bytes: Sequence[bytes], device: torch.device | str = "cpu"):
         table = byte_table()
@@ -81,11 +83,25 @@ class Utf8Guard:
         nxt = torch.tensor(rows, dtype=torch.long, device=device)
         blocked = nxt == REJECT
         blocked[blocked.all(dim=1)] = False  # a vocabulary missing some bytes: never leave a state without a token
-        ending = blocked | (nxt != 0)
-        stuck = ending.all(dim=1)
-        ending[stuck] = blocked[stuck]  # no token finishes the character in one step: then any that continues it
-        self.blocked, self.ending = blocked, ending
+        self.blocked = blocked
         self.next = nxt.clamp(min=0)  # a token drawn where nothing fitted: start again at a character boundary
+        # fewest tokens from each state to a character boundary (Bellman-Ford over the token graph; never: STATES)
+        to_end = [0] + [STATES] * (STATES - 1)
+        for _ in range(STATES):
+            to_end = [0] + [min([STATES] + [1 + to_end[n] for n in set(rows[s]) if n != REJECT])
+                            for s in range(1, STATES)]
+        after = torch.tensor(to_end + [STATES], device=device)[nxt]  # (STATES, V): REJECT (-1) reads `never`
+        self._finishing = []  # [left - 1]: the mask with `left` tokens to go, this one included
+        for left in range(1, max(n for n in to_end if n < STATES) + 1):
+            mask = blocked | (after > left - 1)
+            stuck = mask.all(dim=1)  # the prompt ended too deep in a character: let any token continue it
+            mask[stuck] = blocked[stuck]
+            self._finishing.append(mask)
+
+    def mask(self, left: int) -> torch.Tensor:
+        """(STATES, V) the tokens masked in each state when `left` tokens may still be drawn, this one included:
+        those that break a character, and near the end those after which the tokens left cannot finish it."""
+        return self._finishing[left - 1] if left <= len(self._finishing) else self.blocked
 
     def start(self, prompts: Sequence[Sequence[int]]) -> torch.Tensor:
         """(B,) each prompt's state after its last token (invalid bytes in a prompt restart at a boundary)."""
