@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 VARIANTS: dict[str, dict] = {
     "default": {},
-    **{f"lr-{lr}": {"lr": float(lr), "min_lr": float(lr) / 10} for lr in ("2.5e-4", "5e-4", "1e-3", "1.5e-3", "2e-3", "3e-3", "4e-3")},
+    **{f"lr-{lr}": {"lr": float(lr), "min_lr": float(lr) / 10}
+       for lr in ("2.5e-4", "5e-4", "1e-3", "1.5e-3", "2e-3", "3e-3", "4e-3")},
     "neftune-5": {"neftune": 5.0},
     "dropout-0.1": {"dropout": 0.1},
 }
