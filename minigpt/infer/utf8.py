@@ -86,10 +86,10 @@ class Utf8Guard:
         self.blocked = blocked
         self.next = nxt.clamp(min=0)  # a token drawn where nothing fitted: start again at a character boundary
         # fewest tokens from each state to a character boundary (Bellman-Ford over the token graph; never: STATES)
+        reach = [{n for n in row if n != REJECT} for row in rows]  # the states one token leads to
         to_end = [0] + [STATES] * (STATES - 1)
         for _ in range(STATES):
-            to_end = [0] + [min([STATES] + [1 + to_end[n] for n in set(rows[s]) if n != REJECT])
-                            for s in range(1, STATES)]
+            to_end = [0] + [min([STATES] + [1 + to_end[n] for n in reach[s]]) for s in range(1, STATES)]
         after = torch.tensor(to_end + [STATES], device=device)[nxt]  # (STATES, V): REJECT (-1) reads `never`
         self._finishing = []  # [left - 1]: the mask with `left` tokens to go, this one included
         for left in range(1, max(n for n in to_end if n < STATES) + 1):
