@@ -90,10 +90,10 @@ class Utf8Guard:
         to_end = [0] + [STATES] * (STATES - 1)
         for _ in range(STATES):
             to_end = [0] + [min([STATES] + [1 + to_end[n] for n in reach[s]]) for s in range(1, STATES)]
-        after = torch.tensor(to_end + [STATES], device=device)[nxt]  # (STATES, V): REJECT (-1) reads `never`
+        to_end_after = torch.tensor(to_end + [STATES], device=device)[nxt]  # (STATES, V); REJECT (-1): `never`
         self._finishing = []  # [left - 1]: the mask with `left` tokens to go, this one included
         for left in range(1, max(n for n in to_end if n < STATES) + 1):
-            mask = blocked | (after > left - 1)
+            mask = blocked | (to_end_after > left - 1)
             stuck = mask.all(dim=1)  # the prompt ended too deep in a character: let any token continue it
             mask[stuck] = blocked[stuck]
             self._finishing.append(mask)
