@@ -3,7 +3,7 @@ prompts, with paired 95% bootstrap intervals against the SFT model (a script, no
 
 Every variant trains for the same number of RL steps (not seconds, so a busy machine changes nothing) on the
 built-in prompts with the speedrun's RL settings plus its own changes, into <out>/<variant>; then the SFT model
-and every variant answer the same 614 held-out prompts greedily (`runs/heldout.py`, as the report card does).
+and every variant answer the report card's held-out prompts greedily (`runs/heldout.py`, as the report card does).
 Prints answer F1 with its interval, the paired difference to SFT, identity accuracy and the F1 of each family.
 
     python scripts/ablate_rl.py --sft checkpoints/speedrun/sft/best
@@ -11,9 +11,10 @@ Prints answer F1 with its interval, the paired difference to SFT, identity accur
 
 Variants (`VARIANTS`): default (the defaults: fresh prompts, the task reward, the anchor term), no-anchor,
 anchor-only (the reward is 0 for every reply, so only the KL and anchor terms train: what the anchor alone
-does), lr-2e-4, t-0.6 and lr-2e-4-t-0.6 (with the anchor; t: the rollout temperature), lr-3e-5 and kl-0.2 (no anchor: the gentler updates tried before the anchor),
-no-identity (no anchor, a learning rate of 3e-5 and no identity prompts in RL: does RL on functions alone move
-the identity answers?).
+does), lr-5e-5, lr-2e-4, lr-4e-4 and lr-8e-4 (the learning rate, constant like the default's 1e-4), seed-2 and
+lr-4e-4-seed-2 (another seed; the others use 1337), t-0.6 and lr-2e-4-t-0.6 (with the anchor; t: the rollout
+temperature), lr-3e-5 and kl-0.2 (no anchor: the gentler updates tried before the anchor), no-identity (no anchor,
+a learning rate of 3e-5 and no identity prompts in RL: does RL on functions alone move the identity answers?).
 """
 from __future__ import annotations
 
@@ -30,7 +31,9 @@ VARIANTS: dict[str, dict] = {
     "default": {},
     "no-anchor": {"anchor_rows": 0},
     "anchor-only": {"reward": ZERO_REWARD},
-    "lr-2e-4": {"lr": 2e-4, "min_lr": 2e-4},
+    **{f"lr-{lr}": {"lr": float(lr), "min_lr": float(lr)} for lr in ("5e-5", "2e-4", "4e-4", "8e-4")},
+    "seed-2": {"seed": 2},
+    "lr-4e-4-seed-2": {"lr": 4e-4, "min_lr": 4e-4, "seed": 2},
     "t-0.6": {"temperature": 0.6},
     "lr-2e-4-t-0.6": {"lr": 2e-4, "min_lr": 2e-4, "temperature": 0.6},
     "lr-3e-5": {"anchor_rows": 0, "lr": 3e-5, "min_lr": 3e-5},
@@ -54,9 +57,10 @@ def train_variant(sft: str, out: Path, steps: int, change: dict) -> Path:
         return out
     change = dict(change)
     reward, no_identity = change.pop("reward", None), change.pop("no_identity", False)
+    seed = change.pop("seed", 1337)
     rl_fields = set(rl.RLConfig.__dataclass_fields__)
     rl_cfg = rl.RLConfig(**{k: v for k, v in change.items() if k in rl_fields})
-    cfg = stage_train_config("rl", max_iters=steps, eval_interval=10**9, seed=1337,
+    cfg = stage_train_config("rl", max_iters=steps, eval_interval=10**9, seed=seed,
                              **{k: v for k, v in change.items() if k not in rl_fields})
     prompts = None
     if no_identity:  # the built-in prompts less the identity ones, as a file (anchors need the built-in data)

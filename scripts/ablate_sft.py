@@ -10,7 +10,8 @@ answers the same held-out prompts greedily (`scripts/ablate_rl.py`'s scoring and
 
 Variants (`VARIANTS`): the peak learning rate (`lr-X`, the floor a tenth of it; `default` is
 `finetune.STAGE_DEFAULTS["sft"]`), NEFTune (noise of norm alpha / sqrt(T * C) added to the token embeddings
-while training, Jain et al. 2023) and dropout 0.1 in every block.
+while training, Jain et al. 2023), dropout 0.1 in every block, and the defaults with another seed (`seed-2`;
+the others use 1337).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ VARIANTS: dict[str, dict] = {
        for lr in ("2.5e-4", "5e-4", "1e-3", "1.5e-3", "2e-3", "3e-3", "4e-3")},
     "neftune-5": {"neftune": 5.0},
     "dropout-0.1": {"dropout": 0.1},
+    "seed-2": {"seed": 2},
 }
 
 
@@ -49,6 +51,7 @@ def train_variant(base: str, out: Path, steps: int, change: dict) -> Path:
     if (out / "latest").is_file():
         return out
     change = dict(change)
+    seed = change.pop("seed", 1337)
     tweaks = [(fn, change.pop(name)) for name, fn in (("neftune", neftune), ("dropout", dropout)) if name in change]
     parent = finetune._parent
 
@@ -60,7 +63,7 @@ def train_variant(base: str, out: Path, steps: int, change: dict) -> Path:
 
     finetune._parent = tweaked
     try:
-        cfg = finetune.stage_train_config("sft", max_iters=steps, eval_interval=10**9, seed=1337, **change)
+        cfg = finetune.stage_train_config("sft", max_iters=steps, eval_interval=10**9, seed=seed, **change)
         finetune.sft(base, None, train_config=cfg, out=out)
     finally:
         finetune._parent = parent

@@ -301,8 +301,9 @@ def test_blind_written_identity_questions_are_a_second_heldout_set():
     training += [r["messages"][0]["content"] for stage in ("sft", "rl")
                  for r in identity.paraphrase_records(facts, stage)]
     assert not [(r["phrasing"], t) for r in blind for t in training if identity.near(r["phrasing"], t)]
-    written = {q for qs in identity.BLIND_TRAIN.values() for q in qs}
-    assert len(written & set(training)) > 100
+    for lists in (identity.BLIND_TRAIN, identity.BLIND_TRAIN_2):  # each writer's training questions are used
+        written = {q for qs in lists.values() for q in qs}
+        assert len(written & set(training)) > 100
     for r in blind:
         assert chat_tasks.correct(r, r["messages"][-1]["content"], facts)
         assert not chat_tasks.correct(r, "I don't know that. I only know about Python's standard library.", facts)

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .identity_blind import BLIND_TEST, BLIND_TEST_2, BLIND_TRAIN
+from .identity_blind import BLIND_TEST, BLIND_TEST_2, BLIND_TRAIN, BLIND_TRAIN_2
 
 PHRASING_HELDOUT_ONE_IN = 4
 PARAPHRASE_RL_ONE_IN = 3  # 1 generated paraphrase in 3 is RL's, the rest SFT's
@@ -290,7 +290,7 @@ CHINESE_PARAPHRASES = {"name": ("你叫什么？", "你的名字是什么？", "
 def paraphrase_questions() -> dict[str, list[str]]:
     """intent -> generated questions, in a fixed order: every lead with every clause, every ABOUT frame with every
     topic, each direct question after three of the openers (picked by a hash), half of the salutation x tail
-    greetings, the Chinese ones, and the blind-written training questions (`BLIND_TRAIN`)."""
+    greetings, the Chinese ones, and the blind-written training questions (`BLIND_TRAIN`, `BLIND_TRAIN_2`)."""
     out: dict[str, list[str]] = {}
     for intent, (clauses, direct) in PARAPHRASE_PARTS.items():
         qs = [lead.format(c=c) for c in clauses for lead in LEADS]
@@ -302,8 +302,9 @@ def paraphrase_questions() -> dict[str, list[str]]:
     out["greeting"] = [s + t for s in SALUTATIONS for t in TAILS if hash_byte(s + t, 3) % 2 == 0]
     for intent, qs in CHINESE_PARAPHRASES.items():
         out[intent] += list(qs)
-    for intent, qs in BLIND_TRAIN.items():
-        out[intent] += list(qs)
+    for written in (BLIND_TRAIN, BLIND_TRAIN_2):
+        for intent, qs in written.items():
+            out[intent] += list(qs)
     return out
 
 
@@ -322,16 +323,18 @@ def paraphrase_records(facts: Facts, stage: str) -> list[dict[str, Any]]:
 def _paraphrase_picks(stage: str) -> tuple[tuple[str, str], ...]:
     """(intent, question) for `paraphrase_records`, chosen once per stage (the choice does not depend on the
     facts). None is `near` a held-out question ("So, what is your name?" contains "What is your name?") or equals
-    a hand-written training one, so the held-out questions stay unseen and the training ones are not doubled."""
+    a hand-written training one, so the held-out questions stay unseen and the training ones are not doubled; and
+    a question that is an earlier one but for case and punctuation is dropped whichever stage the earlier one went
+    to ("Hi, how's it going?" written after the generated "hi, how's it going?"), so SFT's and RL's stay apart."""
     hand = identity_records(Facts())
     held = sorted({r["phrasing"] for r in hand if r["split"] == "val"})
     out, seen = [], {_normal(r["messages"][0]["content"]) for r in hand}
     for intent, questions in paraphrase_questions().items():
         for q in questions:
             norm = _normal(q)
-            rl = hash_byte(q, 4) % PARAPHRASE_RL_ONE_IN == 0
-            if norm in seen or rl != (stage == "rl") or any(near(q, h) for h in held):
+            if norm in seen or any(near(q, h) for h in held):
                 continue
             seen.add(norm)
-            out.append((intent, q))
+            if (hash_byte(q, 4) % PARAPHRASE_RL_ONE_IN == 0) == (stage == "rl"):
+                out.append((intent, q))
     return tuple(out)
