@@ -312,7 +312,7 @@ def paraphrase_records(facts: Facts, stage: str) -> list[dict[str, Any]]:
     """The generated and blind-written identity questions of one stage ("sft" or "rl", `PARAPHRASE_RL_ONE_IN`),
     as training records like `identity_records`'."""
     out = []
-    for intent, q in _paraphrase_picks(stage):
+    for intent, q in _paraphrase_split()[stage]:
         said, key = _answer(facts, intent, q)
         out.append({"family": "identity", "intent": intent, "key": key, "split": "train", "paraphrase": True,
                     "messages": [user_turn(q), assistant_turn(said)]})
@@ -320,21 +320,21 @@ def paraphrase_records(facts: Facts, stage: str) -> list[dict[str, Any]]:
 
 
 @functools.lru_cache(maxsize=None)
-def _paraphrase_picks(stage: str) -> tuple[tuple[str, str], ...]:
-    """(intent, question) for `paraphrase_records`, chosen once per stage (the choice does not depend on the
-    facts). None is `near` a held-out question ("So, what is your name?" contains "What is your name?") or equals
-    a hand-written training one, so the held-out questions stay unseen and the training ones are not doubled; and
-    a question that is an earlier one but for case and punctuation is dropped whichever stage the earlier one went
-    to ("Hi, how's it going?" written after the generated "hi, how's it going?"), so SFT's and RL's stay apart."""
+def _paraphrase_split() -> dict[str, tuple[tuple[str, str], ...]]:
+    """stage ("sft", "rl") -> (intent, question) for `paraphrase_records`, split once by a hash (the choice does
+    not depend on the facts). None is `near` a held-out question ("So, what is your name?" contains "What is your
+    name?") or equals a hand-written training one, so the held-out questions stay unseen and the training ones are
+    not doubled; and a question that is an earlier one but for case and punctuation is dropped ("Hi, how's it
+    going?" written after the generated "hi, how's it going?"), so no question is in both stages."""
     hand = identity_records(Facts())
     held = sorted({r["phrasing"] for r in hand if r["split"] == "val"})
-    out, seen = [], {_normal(r["messages"][0]["content"]) for r in hand}
+    out: dict[str, list[tuple[str, str]]] = {"sft": [], "rl": []}
+    seen = {_normal(r["messages"][0]["content"]) for r in hand}
     for intent, questions in paraphrase_questions().items():
         for q in questions:
             norm = _normal(q)
             if norm in seen or any(near(q, h) for h in held):
                 continue
             seen.add(norm)
-            if (hash_byte(q, 4) % PARAPHRASE_RL_ONE_IN == 0) == (stage == "rl"):
-                out.append((intent, q))
-    return tuple(out)
+            out["rl" if hash_byte(q, 4) % PARAPHRASE_RL_ONE_IN == 0 else "sft"].append((intent, q))
+    return {stage: tuple(picks) for stage, picks in out.items()}
