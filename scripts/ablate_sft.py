@@ -10,11 +10,16 @@ answers the same held-out prompts greedily (`scripts/ablate_rl.py`'s scoring and
 
 Variants (`VARIANTS`): the peak learning rate (`lr-X`, the floor a tenth of it; `default` is
 `finetune.STAGE_DEFAULTS["sft"]`), NEFTune (noise of norm alpha / sqrt(T * C) added to the token embeddings
-while training, Jain et al. 2023), dropout 0.1 in every block, and the defaults with another seed (`seed-2`;
-the others use 1337).
+while training, Jain et al. 2023), dropout 0.1 in every block, the identity paraphrases once instead of
+`chat_tasks.PARAPHRASE_REPEATS` times (`identity-x1`), once and a copy after all the rows (`identity-x2`: the
+default's rows in another order, as measured), once and a noisy copy (`identity-noise`, `noisy`) or three times
+(`identity-x3`), and the defaults with another seed (`seed-2`, and `-seed-2` after a variant; the others use 1337).
 """
 from __future__ import annotations
 
+import hashlib
+import random
+import re
 import sys
 from pathlib import Path
 
@@ -29,15 +34,61 @@ VARIANTS: dict[str, dict] = {
     "neftune-5": {"neftune": 5.0},
     "dropout-0.1": {"dropout": 0.1},
     "seed-2": {"seed": 2},
+    **{f"identity-{how}{seed}": {"identity": how, **({"seed": 2} if seed else {})}
+       for how in ("x1", "x2", "noise", "x3") for seed in ("", "-seed-2")},
 }
+
+
+def noisy(question: str, pool: list[str]) -> str:
+    """An English question changed by one edit picked by a hash (EDA without synonyms, Wei & Zou 2019): a word
+    from `pool` inserted, a word deleted, two neighbours swapped, or one of identity.VARIANTS' wrappers."""
+    from minigpt.text import identity
+
+    rng = random.Random(hashlib.sha256(question.encode()).digest())
+    words = question.split()
+    op = rng.randrange(4)
+    if op == 0:
+        words.insert(rng.randrange(len(words) + 1), rng.choice(pool))
+    elif op == 1 and len(words) > 3:
+        del words[rng.randrange(len(words))]
+    elif op == 2 and len(words) > 2:
+        i = rng.randrange(len(words) - 1)
+        words[i], words[i + 1] = words[i + 1], words[i]
+    else:
+        return rng.choice(identity.VARIANTS[1:]).format(q=question, lower=question[0].lower() + question[1:])
+    return " ".join(words)
+
+
+def copied(sft_records, noise: bool):
+    """`sft_records` (called with each identity paraphrase once) and then a copy of each paraphrase, `noisy` if
+    `noise` and it is English: as many rows as the default's two copies, so x1, x2 and noise tell the noise from
+    the share. The noise words are the recall and out-of-world turns' words but those an identity question uses
+    in lower case (so "What" may be inserted, "what" not: as measured)."""
+    from minigpt.text import chat_tasks, identity
+
+    talk = chat_tasks.conversations()
+    said = {w.lower() for r in talk if r["family"] == "identity"
+            for w in re.findall(r"[A-Za-z']+", r["messages"][0]["content"])}
+    pool = sorted({w for r in talk if r["family"] in ("recall", "unknown") for m in r["messages"]
+                   for w in re.findall(r"[A-Za-z]{3,}", m["content"]) if w not in said})
+
+    def edit(q: str) -> str:
+        return noisy(q, pool) if noise and not identity.is_chinese(q) else q
+
+    def records(facts=None, phrasings=2):
+        return sft_records(facts, phrasings) + [
+            {"messages": [identity.user_turn(edit(r["messages"][0]["content"])), r["messages"][1]], "split": "train",
+             "family": "identity"} for r in chat_tasks.conversations(facts, phrasings) if r.get("paraphrase")]
+
+    return records
 
 
 def neftune(model, alpha: float) -> None:
     """Uniform noise in [-1, 1] scaled by alpha / sqrt(T * C) on the token embeddings, in training only."""
-    def noisy(module, inputs, out):
+    def add_noise(module, inputs, out):
         if module.training:
             return out + out.new_empty(out.shape).uniform_(-1, 1) * (alpha / (out.size(1) * out.size(2)) ** 0.5)
-    model.transformer.wte.register_forward_hook(noisy)
+    model.transformer.wte.register_forward_hook(add_noise)
 
 
 def dropout(model, p: float) -> None:
@@ -46,6 +97,7 @@ def dropout(model, p: float) -> None:
 
 
 def train_variant(base: str, out: Path, steps: int, change: dict) -> Path:
+    from minigpt.text import chat_tasks
     from minigpt.train import finetune
 
     if (out / "latest").is_file():
@@ -54,6 +106,10 @@ def train_variant(base: str, out: Path, steps: int, change: dict) -> Path:
     seed = change.pop("seed", 1337)
     tweaks = [(fn, change.pop(name)) for name, fn in (("neftune", neftune), ("dropout", dropout)) if name in change]
     parent = finetune._parent
+    how, repeats, records = change.pop("identity", None), chat_tasks.PARAPHRASE_REPEATS, chat_tasks.sft_records
+    if how:  # "x1", "x2", "noise" or "x3"
+        chat_tasks.PARAPHRASE_REPEATS = 3 if how == "x3" else 1
+        chat_tasks.sft_records = copied(records, noise=how == "noise") if how in ("x2", "noise") else records
 
     def tweaked(*args, **kwargs):  # the parent model as loaded, changed before training starts
         ckpt, folder, info = parent(*args, **kwargs)
@@ -67,6 +123,7 @@ def train_variant(base: str, out: Path, steps: int, change: dict) -> Path:
         finetune.sft(base, None, train_config=cfg, out=out)
     finally:
         finetune._parent = parent
+        chat_tasks.PARAPHRASE_REPEATS, chat_tasks.sft_records = repeats, records
     return out
 
 

@@ -196,6 +196,24 @@ def test_preference_pairs_reject_the_right_kind_of_wrong_answer():
     assert kinds == {"identity", "module", "args"}
 
 
+def test_sft_repeats_the_identity_and_out_of_world_turns():
+    """SFT trains on the hand-written identity and out-of-world turns 3 times, on the generated and blind-written
+    identity questions twice, on every other training record once, and keeps each held-out record once."""
+    from collections import Counter
+
+    from minigpt.text import chat_tasks
+
+    facts = chat_tasks.Facts(params=1_840_000)
+    key = lambda r: json.dumps(r["messages"], ensure_ascii=False)  # noqa: E731
+    want = Counter()
+    for r in chat_tasks.conversations(facts):
+        small = r["family"] in ("identity", "unknown") and r["split"] == "train"
+        want[key(r)] += (2 if r.get("paraphrase") else 3) if small else 1
+    got = Counter(key(r) for r in chat_tasks.sft_records(facts))
+    assert got == want
+    assert {2, 3} <= set(got.values())
+
+
 def test_rl_prompts_are_questions_sft_never_trained_on():
     """RL trains on the training functions and intents asked in ways SFT never saw (on a memorised question every
     sampled reply is the same and RL learns nothing), never on a held-out function or phrasing; it is evaluated
@@ -286,6 +304,9 @@ def test_blind_written_identity_questions_are_a_second_heldout_set():
     assert identity.near("What's the size of your neural network?", "What is the size of your neural network?")
     assert not identity.near("Who made you?", "Who built you?")  # 2 of 4 words
     assert identity.near("Who's your maker?", "Who is your maker?") and identity.near("You can't", "you can not")
+    # Chinese has no spaces: each character is a word ("你好啊" contains "你好"; 1 of 4 characters shared)
+    assert identity.near("你好啊！", "你好！") and identity.near("请问怎么称呼你？", "怎么称呼你")
+    assert not identity.near("你好！", "早上好！") and not identity.near("你好", "您好")
     facts = chat_tasks.Facts(params=1_840_000)
     records = identity.identity_records(facts)
     blind = [r for r in records if r.get("blind")]
@@ -301,7 +322,8 @@ def test_blind_written_identity_questions_are_a_second_heldout_set():
     training += [r["messages"][0]["content"] for stage in ("sft", "rl")
                  for r in identity.paraphrase_records(facts, stage)]
     assert not [(r["phrasing"], t) for r in blind for t in training if identity.near(r["phrasing"], t)]
-    for lists in (identity.BLIND_TRAIN, identity.BLIND_TRAIN_2):  # each writer's training questions are used
+    # each writer's training questions are used
+    for lists in (identity.BLIND_TRAIN, identity.BLIND_TRAIN_2, identity.BLIND_TRAIN_ZH):
         written = {q for qs in lists.values() for q in qs}
         assert len(written & set(training)) > 100
     for r in blind:

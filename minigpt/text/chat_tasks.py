@@ -253,14 +253,16 @@ def rl_conversations(facts: Facts | None = None) -> list[dict[str, Any]]:
 
 SMALL_FAMILIES = ("identity", "unknown")
 SMALL_FAMILY_REPEATS = 3  # identity and unknown training turns are few and their answers must be exact
+PARAPHRASE_REPEATS = 2  # the generated and blind-written identity questions (README "What changed since")
 RL_SMALL_FAMILY_REPEATS = 12  # RL's identity and unknown prompts (about a third of its prompts; README history)
 
 
 def _times(r: dict[str, Any]) -> int:
     """How often SFT trains on a record: hand-written identity and out-of-world training turns
-    SMALL_FAMILY_REPEATS times (the generated paraphrases are many already), everything else once."""
-    return SMALL_FAMILY_REPEATS if r["family"] in SMALL_FAMILIES and r["split"] == "train" and not r.get(
-        "paraphrase") else 1
+    SMALL_FAMILY_REPEATS times, the identity paraphrases PARAPHRASE_REPEATS times, everything else once."""
+    if r["family"] not in SMALL_FAMILIES or r["split"] != "train":
+        return 1
+    return PARAPHRASE_REPEATS if r.get("paraphrase") else SMALL_FAMILY_REPEATS
 
 
 def sft_records(facts: Facts | None = None, phrasings: int = 2) -> list[dict[str, Any]]:

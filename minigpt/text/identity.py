@@ -14,8 +14,8 @@ rollouts need questions the SFT model has not memorised, or every reply in a gro
 nothing to learn from (`chat_tasks.rl_conversations`).
 
 identity_blind.py adds questions written blind by other writers: more training questions (split like the
-paraphrases) and two more held-out sets, so that the identity figure rests on 181 independent questions (38
-hand-written phrasings in 4 variants, 143 blind-written ones) rather than 38.
+paraphrases) and two more held-out sets, so that the identity figure rests on 179 independent questions (38
+hand-written phrasings in 4 variants, 141 blind-written ones) rather than 38.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .identity_blind import BLIND_TEST, BLIND_TEST_2, BLIND_TRAIN, BLIND_TRAIN_2
+from .identity_blind import BLIND_TEST, BLIND_TEST_2, BLIND_TRAIN, BLIND_TRAIN_2, BLIND_TRAIN_ZH
 
 PHRASING_HELDOUT_ONE_IN = 4
 PARAPHRASE_RL_ONE_IN = 3  # 1 generated paraphrase in 3 is RL's, the rest SFT's
@@ -153,7 +153,9 @@ CONTRACTIONS = (("can't", "can not"), ("won't", "will not"), ("n't", " not"), ("
 
 
 def _normal(text: str) -> str:
-    text = text.lower().replace("\u2019", "'")
+    """Lower case, contractions spelled out, punctuation dropped; a Chinese character is a word of its own (Chinese
+    has no spaces: "你好啊" is three words, so it contains "你好" as "So, who made you?" contains "Who made you?")."""
+    text = re.sub(r"([\u4e00-\u9fff])", r" \1 ", text.lower().replace("\u2019", "'"))
     for short, long in CONTRACTIONS:
         text = text.replace(short, long)
     return " ".join(re.findall(r"\w+", text))
@@ -290,7 +292,8 @@ CHINESE_PARAPHRASES = {"name": ("你叫什么？", "你的名字是什么？", "
 def paraphrase_questions() -> dict[str, list[str]]:
     """intent -> generated questions, in a fixed order: every lead with every clause, every ABOUT frame with every
     topic, each direct question after three of the openers (picked by a hash), half of the salutation x tail
-    greetings, the Chinese ones, and the blind-written training questions (`BLIND_TRAIN`, `BLIND_TRAIN_2`)."""
+    greetings, the Chinese ones, and the blind-written training questions (`BLIND_TRAIN`, `BLIND_TRAIN_2`,
+    `BLIND_TRAIN_ZH`)."""
     out: dict[str, list[str]] = {}
     for intent, (clauses, direct) in PARAPHRASE_PARTS.items():
         qs = [lead.format(c=c) for c in clauses for lead in LEADS]
@@ -302,7 +305,7 @@ def paraphrase_questions() -> dict[str, list[str]]:
     out["greeting"] = [s + t for s in SALUTATIONS for t in TAILS if hash_byte(s + t, 3) % 2 == 0]
     for intent, qs in CHINESE_PARAPHRASES.items():
         out[intent] += list(qs)
-    for written in (BLIND_TRAIN, BLIND_TRAIN_2):
+    for written in (BLIND_TRAIN, BLIND_TRAIN_2, BLIND_TRAIN_ZH):
         for intent, qs in written.items():
             out[intent] += list(qs)
     return out
