@@ -25,7 +25,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .identity_blind import BLIND_TEST, BLIND_TEST_2, BLIND_TRAIN, BLIND_TRAIN_2, BLIND_TRAIN_ZH
+from .identity_blind import BLIND_TEST, BLIND_TEST_2, BLIND_TRAIN, BLIND_TRAIN_2
+from .identity_blind_zh import BLIND_TRAIN_ZH
 
 PHRASING_HELDOUT_ONE_IN = 4
 PARAPHRASE_RL_ONE_IN = 3  # 1 generated paraphrase in 3 is RL's, the rest SFT's

@@ -23,11 +23,7 @@ and greeting), asking for the widest variety of words, sentence shapes and regis
 mostly words no training question used). It saw no test question; `identity.near` drops the ones near a held-out
 question (from SFT: +3 and +4 points of identity at two seeds, README "What changed since").
 
-`BLIND_TRAIN_ZH` came from a fifth writer, for training only, in Chinese: 100 ways per intent to ask who the model
-is and to greet it, from formal to slang, asked for after 8 of the 12 Chinese test questions had failed in a
-default run (too few Chinese training questions: 20 in all, so the replies garbled). It saw no test question.
-A Chinese question is compared character by character (`identity.near`), so training questions that contain a
-held-out one ("你好啊！" and "你好！") are dropped like English ones.
+`BLIND_TRAIN_ZH` (identity_blind_zh.py): a fifth writer's Chinese training questions.
 """
 from __future__ import annotations
 
@@ -311,35 +307,6 @@ BLIND_TRAIN_2: dict[str, tuple[str, ...]] = {
                  "Hey bot!", "Hi minigpt!", "Hello minigpt, how are you?", "hey there friend, how ya doing", "Hullo!",
                  "Morning, how's it going?", "Greetings and good day!", "Hey! What's up with you today?", "你好", "您好！",
                  "嗨", "哈喽", "早上好！", "下午好", "晚上好", "你好呀，最近怎么样？", "嗨，很高兴认识你", "在吗？", "你好啊，好久不见", "哈喽，今天心情怎么样？"),
-}
-
-# A fifth writer, Chinese only (module docstring): 100 per intent asked, kept as written but the English-only
-# greetings ("hi", "good morning": not Chinese) and one question about what it does ("你是干嘛的", scope).
-BLIND_TRAIN_ZH: dict[str, tuple[str, ...]] = {
-    "name": ("你是谁", "你叫什么名字？", "请问您怎么称呼？", "你是人还是机器人", "我在跟谁说话呀", "介绍一下你自己吧", "你是AI吗？", "你是真人吗", "你到底是个啥",
-             "请做个自我介绍。", "我该怎么称呼你呢？", "你有名字吗", "你是一个程序吗？", "你是什么模型", "屏幕对面是真人还是机器？", "你是聊天机器人吗", "你是什么东东",
-             "你是哪位？", "阁下是？", "你是ChatGPT吗", "你是不是客服", "是机器人在回复我吗？", "你是人工智能吧", "你叫啥", "你叫啥名儿啊", "你係邊個？",
-             "你是誰？請自我介紹一下", "請問你叫什麼名字", "你是什么来头", "先报个名字呗", "你是bot吗", "你是真人客服还是AI", "能告诉我你的名字吗？",
-             "请问我现在在和谁对话？", "你是啥玩意儿", "你是不是人啊", "嘿，你是哪个？", "在跟我聊天的是哪位", "你是语言模型吗？", "你是LLM吗", "说说你是谁",
-             "你的名字是什么", "平时大家都叫你什么？", "请问你的大名是？", "你是siri吗", "你是小爱同学吗", "你是一个软件吧？", "你是活人吗",
-             "老实交代，你是不是机器人", "冒昧问一句，您是何方神圣？", "来个self introduction", "用一句话介绍你自己", "你是个什么样的助手？", "你是什么AI",
-             "你是人类吗", "你是谁啊 who r u", "你的name是啥", "你是何许人也", "所以你是什么？", "你是数字人吗", "我是在和电脑聊天吗", "你是一段代码吗",
-             "你是个app还是啥", "你是智能助手吗", "你属于哪种AI", "你是不是文心一言", "敢问尊姓大名", "请问贵姓", "称呼你什么比较好", "咋称呼你", "你有没有昵称",
-             "你的身份是什么？", "亮明身份吧", "你是个虚拟助手？", "你是機器人嗎", "你是咩嚟㗎？", "你是AI還是真人", "你到底是什么来着", "我对面的是程序还是人",
-             "这是机器人自动回复吗", "你是男是女", "告诉我你是谁", "你是什么人", "你是哪个AI助手", "你是有血有肉的人吗", "你是NPC吗", "你是真人在打字吗",
-             "你姓甚名谁", "给我讲讲你是什么", "你是助手还是真人", "我想知道你是谁", "你是AI助手对吧？", "你是谁呀，说来听听", "你是一个什么样的存在",
-             "跟我说话的是机器吗", "你本质上是个啥", "名字？", "你有称呼吗", "这个助手叫什么名字"),
-    "greeting": ("你好", "您好", "嗨", "早上好", "早啊", "中午好", "下午好呀", "晚上好", "夜深了，你还在吗", "在吗", "有人吗？", "你好吗",
-                 "最近怎么样", "很高兴认识你", "幸会幸会", "哈喽", "嗨嗨嗨", "早安", "早上好啊，今天天气不错", "吃了吗", "你今天过得好吗？",
-                 "嘿，最近还顺利不", "初次见面，请多关照", "哈囉", "你好呀，新朋友", "哈喽哈喽", "早晨", "hey在吗", "您好，打扰一下", "喂喂喂",
-                 "喂，听得到吗", "你好你好", "在么在么", "Hello，小助手", "嗨，我来啦", "我又来了", "好久不见", "好久没来了，你还好吗",
-                 "下班了来打个招呼", "周末愉快", "新年好", "中秋快乐", "节日快乐", "打个招呼", "先跟你问个好", "你好，初来乍到", "在线吗", "哈咯，在干嘛呢",
-                 "今天心情怎么样", "你还好吧", "忙不忙呀", "早上好，刚起床", "晚上好呀，还没睡吗", "见到你真开心", "哈喽，我是新来的", "嘿嘿",
-                 "你好，能聊聊天吗", "陪我聊会儿天吧", "无聊，来聊天", "午安", "晚上好，今天累死了", "小助手你好", "有空吗", "你好，第一次用", "您好，久仰大名",
-                 "雷猴", "最近過得如何？", "早安，祝你有美好的一天", "嗯哼，来了", "亲，在吗", "敲敲门，可以进来吗", "哈喽呀，又见面了", "早上好呀，上班打卡",
-                 "晚上好，加班中", "吼吼，你好", "嘿 小可爱", "喂，醒醒", "Hi～今天也来找你玩啦", "路过，say hi", "给你拜个早年", "你好，我叫小明",
-                 "今天好冷啊", "摸鱼中，来唠两句", "哈喽，今天周五耶", "早上好，元气满满", "你好，我来报到了", "嗨呀，终于放假了", "嗨喽", "朋友你好",
-                 "刚刚掉线了，你还在吗", "外面阳光挺好的，心情不错", "下午好，来杯咖啡吗", "晚上好，睡不着来聊聊", "嗨，交个朋友吧"),
 }
 
 BLIND_TEST: dict[str, tuple[str, ...]] = {
