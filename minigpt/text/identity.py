@@ -138,8 +138,11 @@ IDENTITY: dict[str, tuple[tuple[str, ...], str, str]] = {
 VARIANTS = ("{q}", "Hey, {lower}", "Quick question: {q}", "{q} Answer briefly, please.")
 
 
+HAN = re.compile("[\u4e00-\u9fff]")  # a Chinese character (CJK Unified Ideographs)
+
+
 def is_chinese(text: str) -> bool:
-    return any("\u4e00" <= ch <= "\u9fff" for ch in text)
+    return HAN.search(text) is not None
 
 
 def _chinese_answers(facts: Facts) -> dict[str, tuple[str, str]]:
@@ -156,7 +159,7 @@ CONTRACTIONS = (("can't", "can not"), ("won't", "will not"), ("n't", " not"), ("
 def _normal(text: str) -> str:
     """Lower case, contractions spelled out, punctuation dropped; a Chinese character is a word of its own (Chinese
     has no spaces: "你好啊" is three words, so it contains "你好" as "So, who made you?" contains "Who made you?")."""
-    text = re.sub(r"([\u4e00-\u9fff])", r" \1 ", text.lower().replace("\u2019", "'"))
+    text = HAN.sub(r" \g<0> ", text.lower().replace("\u2019", "'"))
     for short, long in CONTRACTIONS:
         text = text.replace(short, long)
     return " ".join(re.findall(r"\w+", text))

@@ -3,13 +3,12 @@
 `BLIND_TRAIN_ZH` came from a fifth writer, for training only, in Chinese: 100 ways per intent to ask who the model
 is and to greet it, from formal to slang, asked for after 8 of the 12 Chinese test questions had failed in a
 default run (too few Chinese training questions: 20 in all, so the replies garbled). It saw no test question.
-A Chinese question is compared character by character (`identity.near`), so training questions that contain a
-held-out one ("你好啊！" and "你好！") are dropped like English ones.
+Kept as written but the greetings with no Chinese in them ("hi", "good morning") and one question about what it
+does ("你是干嘛的": the scope intent). A Chinese question is compared character by character (`identity.near`), so
+training questions that contain a held-out one ("你好啊！" and "你好！") are dropped like English ones.
 """
 from __future__ import annotations
 
-# A fifth writer, Chinese only (above): 100 per intent asked, kept as written but the English-only
-# greetings ("hi", "good morning": not Chinese) and one question about what it does ("你是干嘛的", scope).
 BLIND_TRAIN_ZH: dict[str, tuple[str, ...]] = {
     "name": ("你是谁", "你叫什么名字？", "请问您怎么称呼？", "你是人还是机器人", "我在跟谁说话呀", "介绍一下你自己吧", "你是AI吗？", "你是真人吗", "你到底是个啥",
              "请做个自我介绍。", "我该怎么称呼你呢？", "你有名字吗", "你是一个程序吗？", "你是什么模型", "屏幕对面是真人还是机器？", "你是聊天机器人吗", "你是什么东东",
