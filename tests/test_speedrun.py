@@ -57,5 +57,7 @@ def test_speedrun_runs_every_stage_and_writes_the_report_card():
         assert 0 <= low <= mean <= high <= 1
     assert set(card["summary"]["diffs"]) == {"sft-pretrain", "dpo-sft", "rl-sft"}
     assert 0 < card["pydocs_val"]["bpb"] < 10 and len(card["answers"]["rl"]) == len(card["prompts"])
-    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)  # finished stages are skipped
+    written = os.stat("sr/report.md").st_mtime_ns
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)  # a finished run is not redone
     assert again.returncode == 0 and again.stdout.count("done earlier, skipping") == 5
+    assert "report card: written earlier" in again.stdout and os.stat("sr/report.md").st_mtime_ns == written

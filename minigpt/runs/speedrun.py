@@ -82,6 +82,7 @@ def speedrun(budget: float = 1800.0, out: str | Path = "checkpoints/speedrun", *
         if result.interrupted:
             raise KeyboardInterrupt
         state["stages"][stage] = {"run": str(run_dir), "step": result.step, "metrics": result.metrics}
+        state.pop("reported", None)
         state["elapsed"] = time.perf_counter() - started
         _save_state(out, state)
 
@@ -95,10 +96,15 @@ def speedrun(budget: float = 1800.0, out: str | Path = "checkpoints/speedrun", *
         start = checkpoint_of(out, parent)
         run(stage, lambda d, s, r, fn=fn, start=start, stage=stage: fn(start, out=d, resume=r,
                                                                        train_config=stage_config(stage, s, **fixed)))
-    console.rule("report card")
-    report = write_report_card(out, state)
-    state["elapsed"] = time.perf_counter() - started
-    _save_state(out, state)
+    report = out / "report.md"
+    if state.get("reported") and report.is_file():  # a finished run rerun: its card is already written
+        console.print("[dim]report card: written earlier, skipping (--report-only rewrites it)[/]")
+    else:
+        console.rule("report card")
+        report = write_report_card(out, state)
+        state["reported"] = True
+        state["elapsed"] = time.perf_counter() - started
+        _save_state(out, state)
     console.print(f"\n[bold green]speedrun finished[/] in {state['elapsed'] / 60:.1f} min. "
                   f"Report: {escape(str(report))}")
     console.print(f"Chat with the final model:\n  [bold]minigpt chat --checkpoint {escape(str(out / 'rl'))}[/]")
