@@ -34,6 +34,16 @@ def test_the_report_card_splits_identity_by_who_wrote_the_questions():
     assert stage["identity"]["correct"][0] == pytest.approx(sum(right) / len(right))
 
 
+def test_pretraining_hands_on_its_lowest_val_loss_step_and_the_chat_stages_their_last(tmp_path):
+    from minigpt.runs.report_card import checkpoint_of
+
+    for stage in ("pretrain", "sft", "dpo", "rl"):
+        (tmp_path / stage).mkdir()
+        (tmp_path / stage / "best").write_text("step_000005\n")  # a step before the last one
+    assert checkpoint_of(tmp_path, "pretrain") == tmp_path / "pretrain" / "best"
+    assert [checkpoint_of(tmp_path, s) for s in ("sft", "dpo", "rl")] == [tmp_path / s for s in ("sft", "dpo", "rl")]
+
+
 @pytest.mark.slow
 def test_speedrun_runs_every_stage_and_writes_the_report_card():
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -26,11 +26,12 @@ WRITERS = ("hand", "blind", "blind-after")
 
 
 def checkpoint_of(out: Path, stage: str) -> Path:
-    """The checkpoint a stage hands on and is judged by. Pretraining and SFT: the step with the lowest val loss
-    (early stopping: on this small corpus SFT starts to overfit part-way through its share); DPO and RL, whose
-    val loss is not the goal: the last step (also when no step beat the parent's val loss)."""
+    """The checkpoint a stage hands on and is judged by. Pretraining: the step with the lowest val loss. SFT, DPO
+    and RL: the last step. SFT's val loss turns up part-way through its share while its held-out answers keep
+    improving (in three default runs the last step beat the lowest-val-loss one by +0.016 to +0.031 answer F1,
+    README "What changed since"), and DPO's and RL's val loss is not their goal."""
     best = out / stage / "best"
-    return best if stage in ("pretrain", "sft") and best.is_file() else out / stage
+    return best if stage == "pretrain" and best.is_file() else out / stage
 
 
 def read_state(out: Path) -> dict[str, Any]:

@@ -3,11 +3,12 @@
 tokenizer -> prepare -> pretrain -> sft -> reward -> dpo -> rl, each stage the same library function its own
 subcommand calls, each given a share of the wall-clock budget (the trainer's `max_seconds`, so the learning-rate
 schedule follows time). Progress is recorded in <out>/speedrun.json after every stage, so an interrupted
-speedrun rerun with the same --out resumes the stage it was in and skips finished ones.
+speedrun rerun with the same --out resumes the stage it was in and skips finished ones (a finished run's report
+card too: `--report-only` rewrites it).
 
-The report card (runs/report_card.py) measures every stage on held-out data. Pretraining and SFT hand on their
-best-val-loss step (`checkpoint_of`): SFT starts to overfit its few thousand conversations part-way through its
-share. Pretraining compiles the model (torch.compile) where that pays (`pretrain.compile_pays`)."""
+The report card (runs/report_card.py) measures every stage on held-out data. Pretraining hands on its
+best-val-loss step, the other stages their last (`checkpoint_of`). Pretraining compiles the model
+(torch.compile) where that pays (`pretrain.compile_pays`)."""
 from __future__ import annotations
 
 import json
