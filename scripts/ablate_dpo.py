@@ -10,10 +10,12 @@ SFT model and every variant answer the same held-out prompts greedily, as the re
     python scripts/ablate_dpo.py --sft checkpoints/speedrun/sft/best --variants rpo-1,rpo-3,beta-0.3
 
 Variants (`VARIANTS`): the weight of the SFT term on the chosen reply (`rpo-A`: --rpo-alpha A; the default is
-`finetune.RPO_ALPHA`), the DPO temperature (`beta-B`), the learning rate (`lr-X`), and combinations.
+`finetune.RPO_ALPHA`), the DPO temperature (`beta-B`), the learning rate (`lr-X`), combinations, and the
+built-in pairs without the identity ones (`no-identity`).
 """
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -32,18 +34,27 @@ VARIANTS: dict[str, dict] = {
     "lr-5e-5": {"lr": 5e-5, "min_lr": 5e-6},
     "lr-3e-4": {"lr": 3e-4, "min_lr": 3e-5},
     "lr-1e-3": {"lr": 1e-3, "min_lr": 1e-4},
+    "no-identity": {"no_identity": True},
 }
 
 
 def train_variant(sft: str, out: Path, steps: int, change: dict) -> Path:
+    from minigpt.checkpoint import load_checkpoint
+    from minigpt.text import chat_tasks
     from minigpt.train import finetune
 
     if (out / "latest").is_file():
         return out
     change = dict(change)
     objective = {k: change.pop(k) for k in ("beta", "rpo_alpha") if k in change}
+    data = None
+    if change.pop("no_identity", False):  # the built-in pairs less the identity ones, as a file
+        pairs = chat_tasks.preference_records(finetune.facts_of(load_checkpoint(sft)))
+        data = str(out.parent / "pairs-no-identity.jsonl")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        Path(data).write_text("".join(json.dumps(p) + "\n" for p in pairs if p["family"] != "identity"))
     cfg = finetune.stage_train_config("dpo", max_iters=steps, eval_interval=10**9, seed=1337, **change)
-    finetune.dpo(sft, None, train_config=cfg, out=out, **objective)
+    finetune.dpo(sft, data, train_config=cfg, out=out, **objective)
     return out
 
 
