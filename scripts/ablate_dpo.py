@@ -15,7 +15,6 @@ built-in pairs without the identity ones (`no-identity`).
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -39,6 +38,7 @@ VARIANTS: dict[str, dict] = {
 
 
 def train_variant(sft: str, out: Path, steps: int, change: dict) -> Path:
+    from ablate_rl import jsonl_file
     from minigpt.checkpoint import load_checkpoint
     from minigpt.text import chat_tasks
     from minigpt.train import finetune
@@ -49,10 +49,9 @@ def train_variant(sft: str, out: Path, steps: int, change: dict) -> Path:
     objective = {k: change.pop(k) for k in ("beta", "rpo_alpha") if k in change}
     data = None
     if change.pop("no_identity", False):  # the built-in pairs less the identity ones, as a file
-        pairs = chat_tasks.preference_records(finetune.facts_of(load_checkpoint(sft)))
-        data = str(out.parent / "pairs-no-identity.jsonl")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        Path(data).write_text("".join(json.dumps(p) + "\n" for p in pairs if p["family"] != "identity"))
+        data = jsonl_file(out.parent / "pairs-no-identity.jsonl",
+                          [p for p in chat_tasks.preference_records(finetune.facts_of(load_checkpoint(sft)))
+                           if p["family"] != "identity"])
     cfg = finetune.stage_train_config("dpo", max_iters=steps, eval_interval=10**9, seed=1337, **change)
     finetune.dpo(sft, data, train_config=cfg, out=out, **objective)
     return out

@@ -47,6 +47,13 @@ def zero_reward(prompt, completion, record) -> float:
     return 0.0
 
 
+def jsonl_file(path: Path, records) -> str:
+    """`records` written to `path` as JSONL (a variant's data in place of the built-in); returns the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return str(path)
+
+
 def train_variant(sft: str, out: Path, steps: int, change: dict) -> Path:
     from minigpt.checkpoint import load_checkpoint
     from minigpt.text import chat_tasks
@@ -64,11 +71,9 @@ def train_variant(sft: str, out: Path, steps: int, change: dict) -> Path:
                              **{k: v for k, v in change.items() if k not in rl_fields})
     prompts = None
     if no_identity:  # the built-in prompts less the identity ones, as a file (anchors need the built-in data)
-        facts = facts_of(load_checkpoint(sft))
-        prompts = str(out.parent / "prompts-no-identity.jsonl")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        Path(prompts).write_text("".join(json.dumps(p) + "\n" for p in chat_tasks.rl_prompts(facts)
-                                         if not (p["family"] == "identity" and p["split"] == "train")))
+        prompts = jsonl_file(out.parent / "prompts-no-identity.jsonl",
+                             [p for p in chat_tasks.rl_prompts(facts_of(load_checkpoint(sft)))
+                              if not (p["family"] == "identity" and p["split"] == "train")])
     rl.rl(sft, prompts, reward=reward, rl_config=rl_cfg, train_config=cfg, out=out)
     return out
 
