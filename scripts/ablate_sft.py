@@ -13,7 +13,8 @@ Variants (`VARIANTS`): the peak learning rate (`lr-X`, the floor a tenth of it; 
 while training, Jain et al. 2023), dropout 0.1 in every block, the identity paraphrases once instead of
 `chat_tasks.PARAPHRASE_REPEATS` times (`identity-x1`), once and a copy after all the rows (`identity-x2`: the
 default's rows in another order, as measured), once and a noisy copy (`identity-noise`, `noisy`) or three times
-(`identity-x3`), and the defaults with another seed (`seed-2`, and `-seed-2` after a variant; the others use 1337).
+(`identity-x3`), without the reading questions (`no-reading`: `chat_tasks.reading_records`), and the defaults
+with another seed (`seed-2`, and `-seed-2` after a variant; the others use 1337).
 """
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ VARIANTS: dict[str, dict] = {
     "seed-2": {"seed": 2},
     **{f"identity-{how}{seed}": {"identity": how, **({"seed": 2} if seed else {})}
        for how in ("x1", "x2", "noise", "x3") for seed in ("", "-seed-2")},
+    "no-reading": {"reading": False},
+    "no-reading-seed-2": {"reading": False, "seed": 2},
 }
 
 
@@ -110,6 +113,11 @@ def train_variant(base: str, out: Path, steps: int, change: dict) -> Path:
     if how:  # "x1", "x2", "noise" or "x3"
         chat_tasks.PARAPHRASE_REPEATS = 3 if how == "x3" else 1
         chat_tasks.sft_records = copied(records, noise=how == "noise") if how in ("x2", "noise") else records
+    if not change.pop("reading", True):  # the conversations less the reading questions
+        reads = {repr(r["messages"]) for r in chat_tasks.conversations() if r.get("ask") == "reads"}
+        kept = chat_tasks.sft_records
+        chat_tasks.sft_records = lambda facts=None, phrasings=2: [r for r in kept(facts, phrasings)
+                                                                  if repr(r["messages"]) not in reads]
 
     def tweaked(*args, **kwargs):  # the parent model as loaded, changed before training starts
         ckpt, folder, info = parent(*args, **kwargs)

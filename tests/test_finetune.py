@@ -480,3 +480,23 @@ def test_cluster_bootstrap_counts_a_repeated_answer_once():
     assert len(blind) > 38 and all(len(g) == 1 for g in blind)  # each blind-written question its own cluster
     functions = [g for g in by.values() if "entry" in g[0]]
     assert max(len({p["family"] for p in g}) for g in functions) == 3  # recall, context and follow-up together
+
+
+def test_reading_records_are_answered_from_the_paste_alone():
+    """The reading questions paste a training function with its docstring from the second sentence on: the answer
+    is the first sentence of what is pasted, no other record answers with it (so it cannot be recalled by the
+    function's name), and no held-out function is pasted."""
+    from minigpt.text import chat_tasks
+    from minigpt.text.corpora.pydocs import first_sentence
+
+    conversations = chat_tasks.conversations(chat_tasks.Facts(params=1_840_000))
+    reading = [r for r in conversations if r.get("ask") == "reads"]
+    others = {r["messages"][-1]["content"] for r in conversations if r.get("ask") != "reads"}
+    entries = {e.name: e for e in chat_tasks.task_entries()}
+    assert len(reading) > 1000 and {r["split"] for r in reading} == {"train"}
+    for r in reading:
+        e, answer = entries[r["entry"]], r["messages"][-1]["content"]
+        assert chat_tasks.task_split(e) == "train"
+        doc = r["messages"][0]["content"].split('"""')[1]
+        assert answer == first_sentence(doc) != e.summary and answer not in others
+        assert " ".join(e.doc.split()).startswith(f"{e.summary} {answer}")

@@ -5,7 +5,9 @@ Five families, each a record with a `family` and a `split`:
 - `recall`: "What does `json.dumps` do?" answered with the first sentence of its docstring. The model has read
   the docstring during pretraining (stdlib source and pydocs); SFT teaches it to answer from memory.
 - `context`: the user pastes a function (its `def` line and docstring) and asks what it does, what its
-  arguments are or what it returns; the answer is in the prompt.
+  arguments are or what it returns; the answer is in the prompt. Reading questions (`reading_records`) paste a
+  training function with its docstring from the second sentence on, so that the answer must be read, not
+  recalled by the function's name.
 - `followup`: two turns: what a function does, then its arguments or its module ("What are its arguments?"),
   which needs the earlier turn.
 - `identity`: who the model is, what it was trained on, how big it is, what it knows; each intent asked in many
@@ -23,12 +25,13 @@ report card uses beside token F1.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import functools
 import itertools
 import re
 from typing import Any
 
-from .corpora.pydocs import Entry, entries, split_of
+from .corpora.pydocs import Entry, entries, first_sentence, split_of
 from .identity import (IDENTITY, PHRASING_HELDOUT_ONE_IN, Facts, assistant_turn, hash_byte, identity_records,
                        is_chinese, paraphrase_records, user_turn)
 
@@ -71,13 +74,18 @@ def task_entries() -> list[Entry]:
     """Functions and classes of train modules with a clean one-sentence summary, one entry per name."""
     seen, out = set(), []
     for e in entries():
-        s = e.summary
-        if (e.kind == "module" or e.name in seen or split_of(e.module) != "train" or not 24 <= len(s) <= 160
-                or not s.endswith(".") or ">>>" in s or "`" in s or s.lower().startswith(("deprecated", "internal"))):
+        if e.kind == "module" or e.name in seen or split_of(e.module) != "train" or not clean_sentence(e.summary):
             continue
         seen.add(e.name)
         out.append(e)
     return out
+
+
+def clean_sentence(s: str) -> bool:
+    """A docstring sentence fit to be an answer: 24-160 characters, ends with a full stop, no doctest or markup,
+    not a deprecation notice."""
+    return (24 <= len(s) <= 160 and s.endswith(".") and ">>>" not in s and "`" not in s
+            and not s.lower().startswith(("deprecated", "internal")))
 
 
 def task_split(e: Entry) -> str:
@@ -173,6 +181,27 @@ def context_records(e: Entry, fresh: bool = False) -> list[dict[str, Any]]:
     return out
 
 
+@functools.cache
+def _sentence_answers() -> frozenset[str]:
+    """Every summary and return sentence that a recall, context or follow-up record answers with."""
+    return frozenset(a for e in task_entries() for a in (e.summary, returns_answer(e)) if a)
+
+
+def reading_records(e: Entry) -> list[dict[str, Any]]:
+    """The entry pasted with its docstring from the second sentence on (flattened to one paragraph), asked what
+    it does: the answer is that sentence, which no other record has as an answer. A training function's own
+    summary can be recalled from its name, so on context questions alone SFT learnt to answer pasted functions
+    from memory and garbled a new one's summary; with these it reads the paste (README "What changed since")."""
+    flat = " ".join(e.doc.split())
+    rest = flat[len(e.summary):].strip() if flat.startswith(e.summary) else ""
+    if not rest or not clean_sentence(first_sentence(rest)) or first_sentence(rest) in _sentence_answers():
+        return []
+    later = dataclasses.replace(e, doc=rest)
+    q = CONTEXT_ASKS["does"][_pick(e, "cfq", len(CONTEXT_ASKS["does"]))].format(kind=_kind(e))
+    return [{"family": "context", "ask": "reads",
+             "messages": [user_turn(f"{pasted(later)}\n{q}"), assistant_turn(later.summary)]}]
+
+
 def followup_records(e: Entry, fresh: bool = False) -> list[dict[str, Any]]:
     """What the entry does, then its arguments or its module (picked by a hash; `fresh`: the other one)."""
     ask = ("args", "module")[(_pick(e, "fu", 2) + fresh) % 2]
@@ -226,7 +255,7 @@ def conversations(facts: Facts | None = None, phrasings: int = 2) -> list[dict[s
     for e in task_entries():
         split = task_split(e)
         for r in (recall_records(e, phrasings if split == "train" else 1) + context_records(e)
-                  + followup_records(e)):
+                  + followup_records(e) + (reading_records(e) if split == "train" else [])):
             records.append({**r, "split": split, "entry": e.name, "module": e.module})
     return records + identity_records(facts) + paraphrase_records(facts, "sft") + unknown_records()
 
