@@ -194,12 +194,13 @@ def reading_records(e: Entry) -> list[dict[str, Any]]:
     from memory and garbled a new one's summary; with these it reads the paste (README "What changed since")."""
     flat = " ".join(e.doc.split())
     rest = flat[len(e.summary):].strip() if flat.startswith(e.summary) else ""
-    if not rest or not clean_sentence(first_sentence(rest)) or first_sentence(rest) in _sentence_answers():
+    answer = first_sentence(rest)
+    if not rest or not clean_sentence(answer) or answer in _sentence_answers():
         return []
-    later = dataclasses.replace(e, doc=rest)
     q = CONTEXT_ASKS["does"][_pick(e, "cfq", len(CONTEXT_ASKS["does"]))].format(kind=_kind(e))
+    pasted_text = pasted(dataclasses.replace(e, doc=rest))
     return [{"family": "context", "ask": "reads",
-             "messages": [user_turn(f"{pasted(later)}\n{q}"), assistant_turn(later.summary)]}]
+             "messages": [user_turn(f"{pasted_text}\n{q}"), assistant_turn(answer)]}]
 
 
 def followup_records(e: Entry, fresh: bool = False) -> list[dict[str, Any]]:
