@@ -6,8 +6,8 @@ built-in preference pairs with the speedrun's DPO settings plus its own changes,
 SFT model and every variant answer the same held-out prompts greedily, as the report card does
 (`scripts/ablate_rl.py`'s scoring and table).
 
-    python scripts/ablate_dpo.py --sft checkpoints/speedrun/sft/best --steps 750
-    python scripts/ablate_dpo.py --sft checkpoints/speedrun/sft/best --variants rpo-1,rpo-3,beta-0.3
+    python scripts/ablate_dpo.py --sft checkpoints/speedrun/sft --steps 750
+    python scripts/ablate_dpo.py --sft checkpoints/speedrun/sft --variants rpo-1,rpo-3,beta-0.3
 
 Variants (`VARIANTS`): the weight of the SFT term on the chosen reply (`rpo-A`: --rpo-alpha A; the default is
 `finetune.RPO_ALPHA`), the DPO temperature (`beta-B`), the learning rate (`lr-X`), combinations, and the

@@ -6,8 +6,8 @@ built-in prompts with the speedrun's RL settings plus its own changes, into <out
 and every variant answer the report card's held-out prompts greedily (`runs/heldout.py`, as the report card does).
 Prints answer F1 with its interval, the paired difference to SFT, identity accuracy and the F1 of each family.
 
-    python scripts/ablate_rl.py --sft checkpoints/speedrun/sft/best
-    python scripts/ablate_rl.py --sft checkpoints/speedrun/sft/best --steps 120 --variants default,no-anchor
+    python scripts/ablate_rl.py --sft checkpoints/speedrun/sft
+    python scripts/ablate_rl.py --sft checkpoints/speedrun/sft --steps 120 --variants default,no-anchor
 
 Variants (`VARIANTS`): default (the defaults: fresh prompts, the task reward, the anchor term), no-anchor,
 anchor-only (the reward is 0 for every reply, so only the KL and anchor terms train: what the anchor alone

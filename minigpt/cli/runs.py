@@ -88,7 +88,7 @@ def _compare(args: argparse.Namespace) -> int:
 def _register_speedrun(sub) -> None:
     p = sub.add_parser("speedrun", help="the whole pipeline on the built-in data, with a report card",
                        description="tokenizer -> prepare -> pretrain -> sft -> reward -> dpo -> rl on the built-in "
-                                   "pydocs data within a time budget, then a report card (markdown + PNG). Rerun "
+                                   "stdlib data within a time budget, then a report card (markdown + PNG). Rerun "
                                    "with the same --out to resume an interrupted speedrun (a finished one is not "
                                    "redone).")
     p.add_argument("--budget", default="30m", help="wall-clock budget, e.g. 30m, 5m, 90s, 1h (default: 30m)")

@@ -195,7 +195,7 @@ def reading_records(e: Entry) -> list[dict[str, Any]]:
     flat = " ".join(e.doc.split())
     rest = flat[len(e.summary):].strip() if flat.startswith(e.summary) else ""
     answer = first_sentence(rest)
-    if not rest or not clean_sentence(answer) or answer in _sentence_answers():
+    if not clean_sentence(answer) or answer in _sentence_answers():  # first_sentence('') is ''
         return []
     q = CONTEXT_ASKS["does"][_pick(e, "cfq", len(CONTEXT_ASKS["does"]))].format(kind=_kind(e))
     pasted_text = pasted(dataclasses.replace(e, doc=rest))
