@@ -1,13 +1,16 @@
-"""What the RL stage's pieces are worth: RL variants from one SFT model, each scored on the report card's held-out
-prompts, with paired 95% bootstrap intervals against the SFT model (a script, not a test).
+"""What the RL stage's pieces are worth: RL variants from one chat model (the speedrun's RL starts from its DPO
+model), each scored on the report card's held-out prompts, with paired 95% bootstrap intervals against that
+starting model (a script, not a test).
 
 Every variant trains for the same number of RL steps (not seconds, so a busy machine changes nothing) on the
-built-in prompts with the speedrun's RL settings plus its own changes, into <out>/<variant>; then the SFT model
-and every variant answer the report card's held-out prompts greedily (`runs/heldout.py`, as the report card does).
-Prints answer F1 with its interval, the paired difference to SFT, identity accuracy and the F1 of each family.
+built-in prompts with the speedrun's RL settings plus its own changes, into <out>/<variant>; then the starting
+model and every variant answer the report card's held-out prompts greedily (`runs/heldout.py`, as the report
+card does). Prints answer F1 with its interval, the paired difference to the start, identity accuracy and each
+family's F1. `--sft` names the starting model (any chat model: the flag keeps the name it had when RL started
+from SFT).
 
-    python scripts/ablate_rl.py --sft checkpoints/speedrun/sft
-    python scripts/ablate_rl.py --sft checkpoints/speedrun/sft --steps 120 --variants default,no-anchor
+    python scripts/ablate_rl.py --sft checkpoints/speedrun/dpo
+    python scripts/ablate_rl.py --sft checkpoints/speedrun/dpo --steps 120 --variants default,no-anchor
 
 Variants (`VARIANTS`): default (the defaults: fresh prompts, the task reward, the anchor term), no-anchor,
 anchor-only (the reward is 0 for every reply, so only the KL and anchor terms train: what the anchor alone
@@ -149,7 +152,8 @@ def ablate(argv: list[str] | None, doc: str, stage: str, variants: dict[str, dic
 
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))  # so that python:ablate_rl:zero_reward imports
-    return ablate(argv, __doc__, "RL", VARIANTS, train_variant, 120, "default,no-anchor,anchor-only")
+    return ablate(argv, __doc__, "RL", VARIANTS, train_variant, 120, "default,no-anchor,anchor-only",
+                  baseline="start")
 
 
 if __name__ == "__main__":

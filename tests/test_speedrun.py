@@ -53,8 +53,13 @@ def test_speedrun_runs_every_stage_and_writes_the_report_card():
     assert "minigpt chat --checkpoint sr/rl" in done.stdout
     state = json.loads(open("sr/speedrun.json").read())
     assert list(state["stages"]) == ["pretrain", "sft", "reward", "dpo", "rl"]
+    parents = {s: json.loads(open(f"sr/{s}/run.json").read())["parent"] for s in ("sft", "reward", "dpo", "rl")}
+    assert parents == {"sft": f"sr/pretrain/{open('sr/pretrain/best').read().strip()}",  # each from the one before
+                       **{s: f"sr/sft/{open('sr/sft/latest').read().strip()}" for s in ("reward", "dpo")},
+                       "rl": f"sr/dpo/{open('sr/dpo/latest').read().strip()}"}
     report = open("sr/report.md").read()
-    for row in ("| pretrain |", "| base |", "| SFT |", "| DPO |", "| RL |", "| reward |", "| RL vs SFT |"):
+    for row in ("| pretrain |", "| base |", "| SFT |", "| DPO |", "| RL |", "| reward |", "| RL vs SFT |",
+                "| RL vs DPO |"):
         assert row in report
     for png in ("answer_f1.png", "pretrain_loss.png", "rl_loss.png"):
         assert open(f"sr/{png}", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
@@ -65,7 +70,7 @@ def test_speedrun_runs_every_stage_and_writes_the_report_card():
         assert {"all", "recall", "context", "followup", "identity", "unknown"} <= set(stage)
         mean, low, high = stage["all"]["f1"]
         assert 0 <= low <= mean <= high <= 1
-    assert set(card["summary"]["diffs"]) == {"sft-pretrain", "dpo-sft", "rl-sft"}
+    assert set(card["summary"]["diffs"]) == {"sft-pretrain", "dpo-sft", "rl-sft", "rl-dpo"}
     assert 0 < card["pydocs_val"]["bpb"] < 10 and len(card["answers"]["rl"]) == len(card["prompts"])
     written = os.stat("sr/report.md").st_mtime_ns
     again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)  # a finished run is not redone

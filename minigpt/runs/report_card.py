@@ -5,7 +5,7 @@
 - every chat model (base, SFT, DPO, RL) answers the same held-out prompts greedily (runs/heldout.py): token F1
   against the reference, exact match, and the pass rate per family (identity facts stated, out-of-world
   questions declined), each with a cluster-bootstrap 95% interval (`heldout.cluster_of`), and the paired
-  differences between stages;
+  differences between stages (each against SFT, and RL against DPO, the model it starts from);
 - the reward model's pairwise accuracy, DPO's preference accuracy, RL's sampled reward and KL;
 - the models' answers side by side. `write_report_card(out)` can be rerun at any time from a speedrun folder.
 """
@@ -87,7 +87,7 @@ def summarise(prompts: list[dict], scored: dict[str, list[dict]]) -> dict[str, A
         table[stage] = {group: {k: mean_ci([rows[i][k] for i in ix], [clusters[i] for i in ix])
                                 for k in ("f1", "exact", "correct")} for group, ix in by.items() if ix}
     diffs = {}
-    for before, after in (("pretrain", "sft"), ("sft", "dpo"), ("sft", "rl")):
+    for before, after in (("pretrain", "sft"), ("sft", "dpo"), ("sft", "rl"), ("dpo", "rl")):
         if before in scored and after in scored:
             diffs[f"{after}-{before}"] = paired_ci([r["f1"] for r in scored[before]], [r["f1"] for r in scored[after]],
                                                    clusters)
@@ -170,8 +170,8 @@ def write_report_card(out: Path, state: dict[str, Any] | None = None) -> Path:
         f"| reward | pairwise accuracy, first / last evaluation | {_fmt(rm_first)} / {_fmt(rm_last)} |",
         f"| DPO | preference accuracy log p(chosen) > log p(rejected), SFT / DPO | {_fmt(dpo_first)} / "
         f"{_fmt(dpo_last)} |",
-        f"| RL | mean reward of sampled replies, SFT / RL | {_fmt(rl_first)} / {_fmt(rl_last)} |",
-        f"| RL | KL to the SFT model per token, first / last step | {_fmt(rl_kl[0] if rl_kl else None, 4)} / "
+        f"| RL | mean reward of sampled replies, DPO (its start) / RL | {_fmt(rl_first)} / {_fmt(rl_last)} |",
+        f"| RL | KL to the DPO model per token, first / last step | {_fmt(rl_kl[0] if rl_kl else None, 4)} / "
         f"{_fmt(rl_kl[-1] if rl_kl else None, 4)} |", "",
         "## Answer F1 by family", "",
         "| family | prompts | " + " | ".join(LABELS[s] for s in MODELS if s in st) + " |",

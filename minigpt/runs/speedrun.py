@@ -6,6 +6,9 @@ schedule follows time). Progress is recorded in <out>/speedrun.json after every 
 speedrun rerun with the same --out resumes the stage it was in and skips finished ones (a finished run's report
 card too: `--report-only` rewrites it).
 
+Each chat stage starts from the one before (SFT from pretraining, DPO from SFT, RL from DPO); the reward model
+starts from SFT and is measured, not used (RL's default reward is the task's own, `train/rewards.py`).
+
 The report card (runs/report_card.py) measures every stage on held-out data. Pretraining hands on its
 best-val-loss step, the other stages their last (`checkpoint_of`). Pretraining compiles the model
 (torch.compile) where that pays (`pretrain.compile_pays`)."""
@@ -92,8 +95,10 @@ def speedrun(budget: float = 1800.0, out: str | Path = "checkpoints/speedrun", *
     shape = GPTConfig(block_size=BLOCK_SIZE)
     run("pretrain", lambda d, s, r: pretrain(CORPUS, out=d, resume=r, model_config=shape, autosize=True,
                                              train_config=stage_config("pretrain", s, **fixed)))
+    # each chat stage builds on the one before: RL starts from the DPO model, so the model the chat command gets
+    # has been through every stage (RL from DPO against RL from SFT: README "What changed since")
     for stage, fn, parent in (("sft", finetune.sft, "pretrain"), ("reward", finetune.reward, "sft"),
-                              ("dpo", finetune.dpo, "sft"), ("rl", rl.rl, "sft")):
+                              ("dpo", finetune.dpo, "sft"), ("rl", rl.rl, "dpo")):
         start = checkpoint_of(out, parent)
         run(stage, lambda d, s, r, fn=fn, start=start, stage=stage: fn(start, out=d, resume=r,
                                                                        train_config=stage_config(stage, s, **fixed)))
