@@ -20,6 +20,8 @@ from ..text import chat_tasks
 
 MODELS = ("pretrain", "sft", "dpo", "rl")
 LABELS = {"pretrain": "base", "sft": "SFT", "dpo": "DPO", "rl": "RL"}
+# the model each speedrun stage starts from: each chat stage from the one before (README "What changed since")
+PARENTS = {"sft": "pretrain", "reward": "sft", "dpo": "sft", "rl": "dpo"}
 # identity questions by who wrote them (a record's "blind"): the hand-written phrasings, a blind writer's, and a
 # blind writer's asked for after the training questions were fixed (the fairest test: none was chosen with it)
 WRITERS = ("hand", "blind", "blind-after")
@@ -87,7 +89,7 @@ def summarise(prompts: list[dict], scored: dict[str, list[dict]]) -> dict[str, A
         table[stage] = {group: {k: mean_ci([rows[i][k] for i in ix], [clusters[i] for i in ix])
                                 for k in ("f1", "exact", "correct")} for group, ix in by.items() if ix}
     diffs = {}
-    for before, after in (("pretrain", "sft"), ("sft", "dpo"), ("sft", "rl"), ("dpo", "rl")):
+    for before, after in (("pretrain", "sft"), ("sft", "dpo"), ("sft", "rl"), (PARENTS["rl"], "rl")):
         if before in scored and after in scored:
             diffs[f"{after}-{before}"] = paired_ci([r["f1"] for r in scored[before]], [r["f1"] for r in scored[after]],
                                                    clusters)
@@ -139,6 +141,7 @@ def write_report_card(out: Path, state: dict[str, Any] | None = None) -> Path:
     rl_first, rl_last = _first_last(out / "rl", "val/reward")
     rl_kl = [r["kl"] for r in read_metrics(out / "rl") if r.get("kind") == "train" and "kl" in r]
     st, diffs = summary["stages"], summary["diffs"]
+    rl_start = LABELS[PARENTS["rl"]]
     get = lambda stage, group, key: st.get(stage, {}).get(group, {}).get(key)  # noqa: E731
     n_prompts = len(held["prompts"])
     lines = [
@@ -170,8 +173,9 @@ def write_report_card(out: Path, state: dict[str, Any] | None = None) -> Path:
         f"| reward | pairwise accuracy, first / last evaluation | {_fmt(rm_first)} / {_fmt(rm_last)} |",
         f"| DPO | preference accuracy log p(chosen) > log p(rejected), SFT / DPO | {_fmt(dpo_first)} / "
         f"{_fmt(dpo_last)} |",
-        f"| RL | mean reward of sampled replies, DPO (its start) / RL | {_fmt(rl_first)} / {_fmt(rl_last)} |",
-        f"| RL | KL to the DPO model per token, first / last step | {_fmt(rl_kl[0] if rl_kl else None, 4)} / "
+        f"| RL | mean reward of sampled replies, {rl_start} (its start) / RL | {_fmt(rl_first)} / "
+        f"{_fmt(rl_last)} |",
+        f"| RL | KL to the {rl_start} model per token, first / last step | {_fmt(rl_kl[0] if rl_kl else None, 4)} / "
         f"{_fmt(rl_kl[-1] if rl_kl else None, 4)} |", "",
         "## Answer F1 by family", "",
         "| family | prompts | " + " | ".join(LABELS[s] for s in MODELS if s in st) + " |",

@@ -26,7 +26,7 @@ from ..common import atomic_write_text, console, seed_everything
 from ..train.pretrain import pretrain
 from ..models.gpt import GPTConfig
 from ..train.trainer import TrainConfig
-from .report_card import checkpoint_of, read_state, write_report_card
+from .report_card import PARENTS, checkpoint_of, read_state, write_report_card
 
 # Shares of the budget left after tokenizer training and data preparation.
 SHARES = {"pretrain": 0.50, "sft": 0.24, "reward": 0.03, "dpo": 0.07, "rl": 0.12, "report": 0.04}
@@ -95,11 +95,8 @@ def speedrun(budget: float = 1800.0, out: str | Path = "checkpoints/speedrun", *
     shape = GPTConfig(block_size=BLOCK_SIZE)
     run("pretrain", lambda d, s, r: pretrain(CORPUS, out=d, resume=r, model_config=shape, autosize=True,
                                              train_config=stage_config("pretrain", s, **fixed)))
-    # each chat stage builds on the one before: RL starts from the DPO model, so the model the chat command gets
-    # has been through every stage (RL from DPO against RL from SFT: README "What changed since")
-    for stage, fn, parent in (("sft", finetune.sft, "pretrain"), ("reward", finetune.reward, "sft"),
-                              ("dpo", finetune.dpo, "sft"), ("rl", rl.rl, "dpo")):
-        start = checkpoint_of(out, parent)
+    for stage, fn in (("sft", finetune.sft), ("reward", finetune.reward), ("dpo", finetune.dpo), ("rl", rl.rl)):
+        start = checkpoint_of(out, PARENTS[stage])
         run(stage, lambda d, s, r, fn=fn, start=start, stage=stage: fn(start, out=d, resume=r,
                                                                        train_config=stage_config(stage, s, **fixed)))
     report = out / "report.md"
