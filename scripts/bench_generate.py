@@ -15,6 +15,7 @@ nothing about the work per token; the wall-clock ratio is shown beside it.
 
     python scripts/bench_generate.py
     python scripts/bench_generate.py --tokens 1000 --block-size 1024 --runs 3
+    python scripts/bench_generate.py --device cuda      # the same on a GPU (CPU-time columns then say little)
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from minigpt.common import resolve_device  # noqa: E402
 from minigpt.infer.engine import Engine  # noqa: E402
 from minigpt.models.gpt import GPT, GPTConfig, PRESETS  # noqa: E402
 from minigpt.text.tokenizer import Tokenizer  # noqa: E402
@@ -86,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vocab-size", type=int, default=4096, help="vocabulary size (default: 4096)")
     p.add_argument("--runs", type=int, default=2, help="runs per path; the fastest is reported (default: 2)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -94,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     model = GPT(GPTConfig(**{**PRESETS["tiny"], "block_size": a.block_size}, vocab_size=tok.vocab_size,
                           zero_init=False))
-    engine = Engine(model, tok, device="cpu")
+    device = resolve_device(a.device)
+    engine = Engine(model, tok, device=device)
     ids = [tok.bos_id] + tok.encode("Once upon a time")
     marks = [m for m in (50, 250, 500) if m <= a.tokens] or [a.tokens]
     engine.generate(ids, max_new_tokens=20, seed=0)  # warm-up: allocator, kernels
@@ -109,10 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     checks: list[bool] = []
 
     c = model.config
+    where = (torch.cuda.get_device_name(device) if device.type == "cuda"
+             else f"{device.type}, {torch.get_num_threads()} threads")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     table = Table(title=f"generate {a.tokens} tokens: GPT tiny {c.n_layer}x{c.n_head}x{c.n_embd}, block "
-                        f"{c.block_size}, vocab {c.vocab_size}, {model.num_params() / 1e6:.2f}M params; cpu, "
-                        f"{torch.get_num_threads()} threads, torch {torch.__version__}; load average {load:.1f} on "
+                        f"{c.block_size}, vocab {c.vocab_size}, {model.num_params() / 1e6:.2f}M params; {where}, "
+                        f"torch {torch.__version__}; load average {load:.1f} on "
                         f"{os.cpu_count()} cores",
                   caption="ms/token: wall clock (CPU time of the process); median of the 20 tokens ending there")
     table.add_column("path")

@@ -11,7 +11,7 @@ from minigpt.train import autosize, throughput
 def speeds(monkeypatch):
     """step_seconds from a table keyed by (n_layer, n_embd), in place of timing real steps."""
     table: dict[tuple[int, int], float] = {}
-    monkeypatch.setattr(throughput, "step_seconds", lambda c, b, d="auto", shard=None: table[(c.n_layer, c.n_embd)])
+    monkeypatch.setattr(throughput, "step_seconds", lambda c, b, d="auto", shard=None, train_config=None: table[(c.n_layer, c.n_embd)])
     return table
 
 

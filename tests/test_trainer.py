@@ -87,6 +87,16 @@ def test_loss_goes_down_and_run_folder_is_complete(corpus, tmp_path):
     assert info["stage"] == "pretrain" and info["model"]["n_layer"] == 2 and info["train"]["max_iters"] == 60
 
 
+def test_a_time_budget_that_ends_between_log_steps_still_logs_the_last_steps(corpus, tmp_path):
+    """The clock stops a run before its first log step: the metrics still get a train row for the steps run
+    (the speedrun's report card reads RL's KL from such rows), at the step the run ended on, before its eval."""
+    run(corpus, tmp_path / "run", max_iters=10**6, max_seconds=1.0, log_interval=10**6, eval_interval=10**6)
+    rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in rows if r["kind"] == "train"]
+    assert len(train) == 1 and train[0]["step"] == rows[-1]["step"] > 0 and math.isfinite(train[0]["loss"])
+    assert [r["kind"] for r in rows] == ["eval", "train", "eval"]
+
+
 def test_existing_run_is_not_overwritten(corpus, tmp_path):
     run(corpus, tmp_path / "run", max_iters=2, eval_interval=2)
     with pytest.raises(MinigptError, match="--resume"):
@@ -228,3 +238,39 @@ def test_muon_orthogonalizes_and_trains_exactly_resumably(corpus, tmp_path):
     a = load_file(str(resolve_step(tmp_path / "straight") / "model.safetensors"))
     b = load_file(str(resolve_step(tmp_path / "resumed") / "model.safetensors"))
     assert resumed.step == 20 and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_muon_batched_step_matches_one_matrix_at_a_time():
+    """MuonAdamW stacks same-shape matrices into one batched Newton-Schulz; each result must equal the textbook
+    step done on that matrix alone: decay, momentum, Nesterov, Newton-Schulz written term by term, RMS scale."""
+    from minigpt.train.muon import NS_COEFFS, MuonAdamW, orthogonalize
+
+    def newton_schulz(g):  # the quintic iteration on one matrix, written out
+        a, b, c = NS_COEFFS
+        x = g.T if g.size(0) > g.size(1) else g
+        x = x / (x.norm() + 1e-7)
+        for _ in range(5):
+            A = x @ x.T
+            x = a * x + (b * A + c * A @ A) @ x
+        return x.T if g.size(0) > g.size(1) else x
+
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(24, 8), (8, 24), (24, 8), (16, 16), (8, 24), (16, 16), (24, 8)]
+    params = [torch.nn.Parameter(torch.randn(*s, generator=gen)) for s in shapes]
+    expected = [p.detach().clone() for p in params]
+    momentum = [torch.zeros_like(p) for p in params]
+    lr, wd, mu = 0.02, 0.1, 0.95
+    opt = MuonAdamW([{"params": params, "algorithm": "muon", "weight_decay": wd}], lr=lr, momentum=mu)
+    for _ in range(3):
+        grads = [torch.randn(*s, generator=gen) for s in shapes]
+        for p, g in zip(params, grads):
+            p.grad = g.clone()
+        opt.step()
+        for i, g in enumerate(grads):
+            momentum[i] = mu * momentum[i] + g
+            update = newton_schulz(g + mu * momentum[i])
+            expected[i] = expected[i] * (1 - lr * wd) - lr * 0.2 * max(shapes[i]) ** 0.5 * update
+    for p, e in zip(params, expected):
+        assert torch.allclose(p.detach(), e, atol=1e-5), float((p.detach() - e).abs().max())
+    stack = torch.randn(5, 24, 8, generator=gen)
+    assert torch.allclose(orthogonalize(stack), torch.stack([newton_schulz(m) for m in stack]), atol=1e-5)

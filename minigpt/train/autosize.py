@@ -33,9 +33,10 @@ class Choice:
 
 
 def choose(base: Any, seconds: float, corpus_tokens: int, *, batch_size: int, device: str = "auto",
-           ratio: float = TOKENS_PER_PARAM, shard=None) -> Choice:
+           ratio: float = TOKENS_PER_PARAM, shard=None, train_config: Any = None) -> Choice:
     """The largest ladder shape (applied to the GPTConfig `base`: vocabulary, block size, options) whose
-    budget of tokens is at least `ratio` per parameter; the smallest shape when none is."""
+    budget of tokens is at least `ratio` per parameter; the smallest shape when none is. Steps are timed with
+    `train_config`'s optimizer and autocast (the run's own)."""
     from ..models.gpt import GPT
     from .throughput import step_seconds
 
@@ -43,7 +44,7 @@ def choose(base: Any, seconds: float, corpus_tokens: int, *, batch_size: int, de
     for n_layer, n_embd, n_head in LADDER:
         config = replace(base, n_layer=n_layer, n_embd=n_embd, n_head=n_head)
         params = GPT(config).num_params()
-        tps = batch_size * config.block_size / step_seconds(config, batch_size, device, shard)
+        tps = batch_size * config.block_size / step_seconds(config, batch_size, device, shard, train_config)
         tried.append((config, tps, params))
         if tps * seconds < ratio * params:
             break

@@ -25,22 +25,31 @@ NS_COEFFS = (3.4445, -4.7750, 2.0315)
 @torch.no_grad()
 def orthogonalize(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
     """Approximately U V^T of g = U S V^T (the quintic Newton-Schulz iteration; exact singular vectors, singular
-    values pushed into about [0.7, 1.2])."""
+    values pushed into about [0.7, 1.2]). `g` is one matrix or a stack of them (..., rows, cols), each
+    orthogonalized on its own: one batched product per term instead of one per matrix."""
     a, b, c = NS_COEFFS
     x = g.float()
-    tall = x.size(0) > x.size(1)
+    tall = x.size(-2) > x.size(-1)
     if tall:
-        x = x.T
-    x = x / (x.norm() + eps)  # spectral norm <= Frobenius norm <= 1
+        x = x.mT
+    x = x / (torch.linalg.matrix_norm(x, keepdim=True) + eps)  # spectral norm <= Frobenius norm <= 1
+    batch = x.shape[:-2]
+    x = x.reshape(-1, *x.shape[-2:])
     for _ in range(steps):
-        A = x @ x.T
-        x = a * x + (b * A + c * A @ A) @ x
-    return (x.T if tall else x).to(g.dtype)
+        A = x @ x.mT
+        x = torch.baddbmm(x, torch.baddbmm(A, A, A, beta=b, alpha=c), x, beta=a)  # a x + (b A + c A^2) x
+    x = x.reshape(*batch, *x.shape[-2:])
+    return (x.mT if tall else x).to(g.dtype)
 
 
 class MuonAdamW(torch.optim.Optimizer):
     """`algorithm="muon"` groups: momentum (Nesterov) + orthogonalized updates; `"adamw"` groups: AdamW. Both
-    apply decoupled weight decay lr * weight_decay * p."""
+    apply decoupled weight decay lr * weight_decay * p.
+
+    A Muon group's matrices of the same shape are updated together (stacked, one batched Newton-Schulz, foreach
+    updates): a 6-layer model has 24 hidden matrices of 4 shapes, and on a GPU, where a small matrix product
+    costs about as much as launching it, one iteration per shape instead of per matrix is several times faster.
+    The result is the same as one matrix at a time (a test checks it)."""
 
     def __init__(self, groups: list[dict], *, lr: float, betas: tuple[float, float] = (0.9, 0.99),
                  momentum: float = 0.95, eps: float = 1e-8, ns_steps: int = 5):
@@ -52,27 +61,31 @@ class MuonAdamW(torch.optim.Optimizer):
     def step(self, closure=None):
         loss = None if closure is None else closure()
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if group["weight_decay"]:
-                    p.mul_(1 - group["lr"] * group["weight_decay"])
-                if group["algorithm"] == "muon":
-                    self._muon(p, state, group)
-                else:
-                    self._adamw(p, state, group)
+            params = [p for p in group["params"] if p.grad is not None]
+            if params and group["weight_decay"]:
+                torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
+            if group["algorithm"] == "muon":
+                self._muon(params, group)
+            else:
+                for p in params:
+                    self._adamw(p, self.state[p], group)
         return loss
 
-    @staticmethod
-    def _muon(p: torch.Tensor, state: dict, group: dict) -> None:
-        if "momentum" not in state:
-            state["momentum"] = torch.zeros_like(p)
-        buf = state["momentum"]
-        buf.mul_(group["momentum"]).add_(p.grad)
-        update = p.grad.add(buf, alpha=group["momentum"])  # Nesterov
-        scale = 0.2 * math.sqrt(max(p.size(0), p.size(1)))
-        p.add_(orthogonalize(update, group["ns_steps"]), alpha=-group["lr"] * scale)
+    def _muon(self, params: list[torch.Tensor], group: dict) -> None:
+        if not params:
+            return
+        bufs = [self.state[p].setdefault("momentum", torch.zeros_like(p)) for p in params]
+        grads = [p.grad for p in params]
+        torch._foreach_mul_(bufs, group["momentum"])
+        torch._foreach_add_(bufs, grads)
+        updates = torch._foreach_add(grads, bufs, alpha=group["momentum"])  # Nesterov
+        by_shape: dict[torch.Size, list[int]] = {}
+        for i, p in enumerate(params):
+            by_shape.setdefault(p.shape, []).append(i)
+        for shape, idx in by_shape.items():
+            ortho = orthogonalize(torch.stack([updates[i] for i in idx]), group["ns_steps"])
+            scale = 0.2 * math.sqrt(max(shape))
+            torch._foreach_add_([params[i] for i in idx], list(ortho.unbind(0)), alpha=-group["lr"] * scale)
 
     @staticmethod
     def _adamw(p: torch.Tensor, state: dict, group: dict) -> None:

@@ -131,7 +131,7 @@ def _autosize(model_config: Any, cfg: TrainConfig, prepared: Prepared) -> Any:
     if model_config.kind != "gpt" or not cfg.max_seconds:
         raise MinigptError("sizing the model to the budget needs a GPT and --max-seconds; give the shape instead")
     choice = choose(model_config, cfg.max_seconds, prepared.tokens("train"), batch_size=cfg.batch_size,
-                    device=cfg.device, shard=prepared.shard("train"))
+                    device=cfg.device, shard=prepared.shard("train"), train_config=cfg)
     print0(choice.why, markup=False)
     return choice.config
 

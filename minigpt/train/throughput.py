@@ -1,7 +1,7 @@
 """What this machine can do: its dense matmul peak (for MFU) and the measured time of one training step.
 
 `matmul_peak_flops` is the denominator of model-FLOP utilisation; `step_seconds` times real training steps of a
-model (batches drawn as the trainer draws them, forward, backward, clipping, the trainer's AdamW), which is
+model (batches drawn as the trainer draws them, forward under its autocast, backward, clipping, its optimizer), which is
 what `minigpt compare` needs to turn a time budget into evaluation intervals and what the speedrun needs to
 size its model to the budget.
 """
@@ -56,19 +56,26 @@ def matmul_peak_flops(device: torch.device, dtype: torch.dtype) -> float:
     return float(known[key])
 
 
-def step_seconds(model_config: Any, batch: int, device: str | torch.device = "auto", shard=None) -> float:
+def step_seconds(model_config: Any, batch: int, device: str | torch.device = "auto", shard=None,
+                 train_config: Any = None) -> float:
     """Median seconds per training step of a fresh model of `model_config` here: windows drawn from `shard`
-    (random ids when none), forward, backward, clipping and the trainer's AdamW; 2 warm-up steps, then about
-    1 s of steps."""
-    from ..common import resolve_device
+    (random ids when none), forward under the run's autocast, backward, clipping and the run's optimizer
+    (`train_config`'s, default TrainConfig's: Muon costs more per step than fused AdamW, and on a GPU bf16 runs
+    several times faster than fp32); 2 warm-up steps, then about 1 s of steps. Not compiled."""
+    import contextlib
+
+    from ..common import resolve_device, resolve_dtype
     from ..models import build_model
     from ..text.shards import TokenWindows
     from .optim import make_optimizer
     from .settings import TrainConfig
 
+    cfg = train_config or TrainConfig()
     dev = resolve_device(device) if isinstance(device, str) else device
+    dtype = resolve_dtype(cfg.dtype, dev)
+    autocast = torch.autocast(dev.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
     model = build_model(model_config).to(dev)
-    opt = make_optimizer(model, TrainConfig(), dev)
+    opt = make_optimizer(model, cfg, dev)
     if shard is None or len(shard) <= model_config.block_size + 1:
         gen = torch.Generator().manual_seed(0)
         shard = torch.randint(0, model_config.vocab_size, (64 * model_config.block_size,), generator=gen).numpy()
@@ -77,7 +84,9 @@ def step_seconds(model_config: Any, batch: int, device: str | torch.device = "au
     for i in range(40):
         t0 = time.perf_counter()
         x, y = (t.to(dev) for t in next(windows))
-        model(x, y).backward()
+        with autocast:
+            loss = model(x, y)
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -266,6 +266,8 @@ def _train(model: nn.Module, objective: Objective, cfg: TrainConfig, run_dir: Pa
             elapsed = time.perf_counter() - t_start
             used = None if cfg.max_seconds is None else max(p.step / cfg.max_iters, elapsed / cfg.max_seconds)
             done = p.step >= cfg.max_iters or (used is not None and used >= 1)
+            if done and log.steps:  # the clock ran out between log steps: a row for the steps since the last
+                log.train(elapsed, lr, metrics, run, used)
             if done or (p.step % cfg.eval_interval == 0 and not (resume and p.step == start)):
                 last_eval, best = run.evaluate()
                 p.elapsed = time.perf_counter() - t_start
@@ -370,7 +372,8 @@ class _Logger:
             total = min(self.cfg.max_iters, max(self.p.step, round(self.p.step / used)))
         self.bar.update(self.task, completed=self.p.step, total=total, loss=loss, lr=lr, tps=tps,
                         mfu=100 * row["mfu"])
-        self._watch_speed(tps)
+        if run.device.type == "cpu":  # spinning OpenMP threads only slow down CPU training
+            self._watch_speed(tps)
         self.loss, self.steps, self.in_steps, self.t_last, self.tokens_last = 0.0, 0, 0.0, now, self.p.tokens
 
     def _watch_speed(self, tps: float) -> None:
