@@ -1,9 +1,9 @@
 """What this machine can do: its dense matmul peak (for MFU) and the measured time of one training step.
 
 `matmul_peak_flops` is the denominator of model-FLOP utilisation; `step_seconds` times real training steps of a
-model (batches drawn as the trainer draws them, forward under its autocast, backward, clipping, its optimizer), which is
-what `minigpt compare` needs to turn a time budget into evaluation intervals and what the speedrun needs to
-size its model to the budget.
+model (batches drawn as the trainer draws them, forward under its autocast, backward, clipping, its optimizer),
+which is what `minigpt compare` needs to turn a time budget into evaluation intervals and what the speedrun
+needs to size its model to the budget.
 """
 from __future__ import annotations
 
