@@ -74,7 +74,10 @@ class MuonAdamW(torch.optim.Optimizer):
     def _muon(self, params: list[torch.Tensor], group: dict) -> None:
         if not params:
             return
-        bufs = [self.state[p].setdefault("momentum", torch.zeros_like(p)) for p in params]
+        for p in params:
+            if "momentum" not in self.state[p]:
+                self.state[p]["momentum"] = torch.zeros_like(p)
+        bufs = [self.state[p]["momentum"] for p in params]
         grads = [p.grad for p in params]
         torch._foreach_mul_(bufs, group["momentum"])
         torch._foreach_add_(bufs, grads)
