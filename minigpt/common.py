@@ -79,6 +79,13 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return table[name]
 
 
+def autocast(device: torch.device, dtype: torch.dtype):
+    """The context a forward pass runs under: autocast to `dtype` on `device`, or nothing for fp32."""
+    import torch
+
+    return contextlib.nullcontext() if dtype == torch.float32 else torch.autocast(device.type, dtype=dtype)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     import numpy as np

@@ -12,7 +12,6 @@ MFU is tokens/s x training FLOPs per token over this machine's dense matmul peak
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 import time
 from dataclasses import replace
@@ -27,6 +26,7 @@ def timed_steps(config, batch: int, device, dtype, compile_model: bool, steps: i
 
     import torch
 
+    from minigpt.common import autocast
     from minigpt.models.gpt import GPT
     from minigpt.train.optim import make_optimizer
     from minigpt.train.settings import TrainConfig
@@ -35,13 +35,12 @@ def timed_steps(config, batch: int, device, dtype, compile_model: bool, steps: i
     model = GPT(config).to(device)
     opt = make_optimizer(model, TrainConfig(), device)
     run = torch.compile(model) if compile_model else model
-    autocast = (torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext())
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, config.vocab_size, (batch, config.block_size + 1), generator=g).to(device)
     times, t_warm = [], time.perf_counter()
     for i in range(steps + 3):
         t0 = time.perf_counter()
-        with autocast:
+        with autocast(device, dtype):
             loss = run(x[:, :-1], x[:, 1:])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -62,9 +62,7 @@ def step_seconds(model_config: Any, batch: int, device: str | torch.device = "au
     (random ids when none), forward under the run's autocast, backward, clipping and the run's optimizer
     (`train_config`'s, default TrainConfig's: Muon costs more per step than fused AdamW, and on a GPU bf16 runs
     several times faster than fp32); 2 warm-up steps, then about 1 s of steps. Not compiled."""
-    import contextlib
-
-    from ..common import resolve_device, resolve_dtype
+    from ..common import autocast, resolve_device, resolve_dtype
     from ..models import build_model
     from ..text.shards import TokenWindows
     from .optim import make_optimizer
@@ -73,7 +71,6 @@ def step_seconds(model_config: Any, batch: int, device: str | torch.device = "au
     cfg = train_config or TrainConfig()
     dev = resolve_device(device) if isinstance(device, str) else device
     dtype = resolve_dtype(cfg.dtype, dev)
-    autocast = torch.autocast(dev.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
     model = build_model(model_config).to(dev)
     opt = make_optimizer(model, cfg, dev)
     if shard is None or len(shard) <= model_config.block_size + 1:
@@ -84,7 +81,7 @@ def step_seconds(model_config: Any, batch: int, device: str | torch.device = "au
     for i in range(40):
         t0 = time.perf_counter()
         x, y = (t.to(dev) for t in next(windows))
-        with autocast:
+        with autocast(dev, dtype):
             loss = model(x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -36,7 +36,7 @@ from rich.markup import escape
 
 from .. import OMP_WAIT
 from ..checkpoint import load_checkpoint, read_run_info, recover_run, save_checkpoint, write_run_info
-from ..common import (Dist, MinigptError, atomic_write_text, console, init_distributed, resolve_device, resolve_dtype,
+from ..common import (Dist, MinigptError, atomic_write_text, autocast, console, init_distributed, resolve_device, resolve_dtype,
                       seed_everything, sha256_file)
 from ..runlock import is_rank_zero, run_lock
 from .metrics import plot_run
@@ -119,8 +119,7 @@ class Run:
         self.raw = model.to(self.device)
         self.optimizer = make_optimizer(self.raw, cfg, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=dtype == torch.float16)
-        autocast = (lambda: torch.autocast(self.device.type, dtype=dtype)) if dtype != torch.float32 else None
-        self.eval_ctx = EvalContext(self.device, self.dist, autocast or contextlib.nullcontext)
+        self.eval_ctx = EvalContext(self.device, self.dist, lambda: autocast(self.device, dtype))
         self.data = objective.train_batches(self.dist.rank, self.dist.world_size)
         self.progress = Progress()
         self.extra = {"stage": run_info.get("stage"), **(checkpoint_extra or {})}
@@ -261,6 +260,7 @@ def _train(model: nn.Module, objective: Objective, cfg: TrainConfig, run_dir: Pa
     log = _Logger(run_dir / "metrics.jsonl", run.dist, title, cfg, p)
     t_start = time.perf_counter() - p.elapsed
     last_eval: dict[str, float] = {}
+    lr, metrics = 0.0, {}  # the last step's, for the row written when the clock stops the run between log steps
     with Interrupt() as interrupt, log:
         while True:
             elapsed = time.perf_counter() - t_start
