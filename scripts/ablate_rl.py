@@ -17,7 +17,8 @@ anchor-only (the reward is 0 for every reply, so only the KL and anchor terms tr
 does), lr-5e-5, lr-2e-4, lr-4e-4 and lr-8e-4 (the learning rate, constant like the default's 1e-4), seed-2 and
 lr-4e-4-seed-2 (another seed; the others use 1337), t-0.6 and lr-2e-4-t-0.6 (with the anchor; t: the rollout
 temperature), lr-3e-5 and kl-0.2 (no anchor: the gentler updates tried before the anchor), no-identity (no anchor,
-a learning rate of 3e-5 and no identity prompts in RL: does RL on functions alone move the identity answers?).
+a learning rate of 3e-5 and no identity prompts in RL: does RL on functions alone move the identity answers?),
+anchor-8 and anchor-8-seed-2 (8 anchor rows a step, the default before 16).
 """
 from __future__ import annotations
 
@@ -42,6 +43,8 @@ VARIANTS: dict[str, dict] = {
     "lr-3e-5": {"anchor_rows": 0, "lr": 3e-5, "min_lr": 3e-5},
     "kl-0.2": {"anchor_rows": 0, "kl_coef": 0.2},
     "no-identity": {"anchor_rows": 0, "lr": 3e-5, "min_lr": 3e-5, "no_identity": True},
+    "anchor-8": {"anchor_rows": 8},
+    "anchor-8-seed-2": {"anchor_rows": 8, "seed": 2},
 }
 
 

@@ -37,8 +37,8 @@ class RLConfig:
     max_new_tokens: int = option(48, "longest rollout reply in tokens")
     temperature: float = option(0.8, "rollout sampling temperature (1.0 samples the policy itself; 0.8 gives "
                                      "fewer wild samples, so the group baseline is less noisy)")
-    anchor_rows: int = option(8, "SFT conversations per step whose replies RL keeps likely (the anchor term: "
-                                 "built-in identity and out-of-world turns; 0 = off)")
+    anchor_rows: int = option(16, "SFT conversations per step whose replies RL keeps likely (the anchor term: "
+                                  "built-in identity and out-of-world turns; 0 = off)")
     anchor_coef: float = option(1.0, "weight of the anchor term, the SFT loss on the anchor rows")
     eval_prompts: int = option(96, "held-out prompts answered at each evaluation, spread over them (4 sampled "
                                    "replies each, fixed seeds, plus one greedy)")
