@@ -10,8 +10,9 @@ SFT model and every variant answer the same held-out prompts greedily, as the re
     python scripts/ablate_dpo.py --sft checkpoints/speedrun/sft --variants rpo-1,rpo-3,beta-0.3
 
 Variants (`VARIANTS`): the weight of the SFT term on the chosen reply (`rpo-A`: --rpo-alpha A; the default is
-`finetune.RPO_ALPHA`), the DPO temperature (`beta-B`), the learning rate (`lr-X`), combinations, and the
-built-in pairs without the identity ones (`no-identity`).
+`finetune.RPO_ALPHA`), the DPO temperature (`beta-B`), the learning rate (`lr-X`), combinations, the
+built-in pairs without the identity ones (`no-identity`), and another seed (`seed-2`, `rpo-10-seed-2`; the others
+use 1337).
 """
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ VARIANTS: dict[str, dict] = {
     "lr-3e-4": {"lr": 3e-4, "min_lr": 3e-5},
     "lr-1e-3": {"lr": 1e-3, "min_lr": 1e-4},
     "no-identity": {"no_identity": True},
+    "seed-2": {"seed": 2},
+    "rpo-10-seed-2": {"rpo_alpha": 10.0, "seed": 2},
 }
 
 
@@ -52,7 +55,8 @@ def train_variant(sft: str, out: Path, steps: int, change: dict) -> Path:
         data = jsonl_file(out.parent / "pairs-no-identity.jsonl",
                           [p for p in chat_tasks.preference_records(finetune.facts_of(load_checkpoint(sft)))
                            if p["family"] != "identity"])
-    cfg = finetune.stage_train_config("dpo", max_iters=steps, eval_interval=10**9, seed=1337, **change)
+    cfg = finetune.stage_train_config("dpo", max_iters=steps, eval_interval=10**9, seed=change.pop("seed", 1337),
+                                      **change)
     finetune.dpo(sft, data, train_config=cfg, out=out, **objective)
     return out
 

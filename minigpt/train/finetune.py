@@ -42,7 +42,7 @@ STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 BUILT_IN = "built-in"  # the --data of a stage run on the built-in chat data (text/chat_tasks.py)
-RPO_ALPHA = 3.0  # weight of the SFT term in DPO (scripts/ablate_dpo.py: 3 beat 1 and 10; README)
+RPO_ALPHA = 10.0  # weight of the SFT term in DPO (scripts/ablate_dpo.py: 10 beat 3 from a stronger SFT model; README)
 
 
 def stage_train_config(stage: str, **overrides: Any) -> TrainConfig:
