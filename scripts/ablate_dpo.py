@@ -55,8 +55,8 @@ def train_variant(sft: str, out: Path, steps: int, change: dict) -> Path:
         data = jsonl_file(out.parent / "pairs-no-identity.jsonl",
                           [p for p in chat_tasks.preference_records(finetune.facts_of(load_checkpoint(sft)))
                            if p["family"] != "identity"])
-    cfg = finetune.stage_train_config("dpo", max_iters=steps, eval_interval=10**9, seed=change.pop("seed", 1337),
-                                      **change)
+    seed = change.pop("seed", 1337)
+    cfg = finetune.stage_train_config("dpo", max_iters=steps, eval_interval=10**9, seed=seed, **change)
     finetune.dpo(sft, data, train_config=cfg, out=out, **objective)
     return out
 
