@@ -5,7 +5,7 @@ Every variant trains for the same number of SFT steps (not seconds, so a busy ma
 built-in conversations with the SFT defaults plus its own changes, into <out>/<variant>; then every variant
 answers the same held-out prompts greedily (`scripts/ablate_rl.py`'s scoring and table).
 
-    python scripts/ablate_sft.py --base checkpoints/speedrun/pretrain/best --steps 755
+    python scripts/ablate_sft.py --base checkpoints/speedrun/pretrain/best --steps 1403
     python scripts/ablate_sft.py --base checkpoints/speedrun/pretrain/best --variants default,lr-5e-4,neftune-5
 
 Variants (`VARIANTS`): the peak learning rate (`lr-X`, the floor a tenth of it; `default` is
@@ -13,7 +13,8 @@ Variants (`VARIANTS`): the peak learning rate (`lr-X`, the floor a tenth of it; 
 while training, Jain et al. 2023), dropout 0.1 in every block, the identity paraphrases once instead of
 `chat_tasks.PARAPHRASE_REPEATS` times (`identity-x1`), once and a copy after all the rows (`identity-x2`: the
 default's rows in another order, as measured), once and a noisy copy (`identity-noise`, `noisy`) or three times
-(`identity-x3`), without the reading questions (`no-reading`: `chat_tasks.reading_records`), and the defaults
+(`identity-x3`), without the reading questions (`no-reading`: `chat_tasks.reading_records`) or the sixth writer's
+identity training questions (`no-writer-6`: identity_blind_3.py), and the defaults
 with another seed (`seed-2`, and `-seed-2` after a variant; the others use 1337).
 """
 from __future__ import annotations
@@ -39,6 +40,8 @@ VARIANTS: dict[str, dict] = {
        for how in ("x1", "x2", "noise", "x3") for seed in ("", "-seed-2")},
     "no-reading": {"reading": False},
     "no-reading-seed-2": {"reading": False, "seed": 2},
+    "no-writer-6": {"writer_6": False},
+    "no-writer-6-seed-2": {"writer_6": False, "seed": 2},
 }
 
 
@@ -100,7 +103,7 @@ def dropout(model, p: float) -> None:
 
 
 def train_variant(base: str, out: Path, steps: int, change: dict) -> Path:
-    from minigpt.text import chat_tasks
+    from minigpt.text import chat_tasks, identity
     from minigpt.train import finetune
 
     if (out / "latest").is_file():
@@ -119,6 +122,11 @@ def train_variant(base: str, out: Path, steps: int, change: dict) -> Path:
         chat_tasks.sft_records = lambda facts=None, phrasings=2: [r for r in kept(facts, phrasings)
                                                                   if repr(r["messages"]) not in reads]
 
+    written = identity.WRITTEN_FOR_TRAINING
+    if not change.pop("writer_6", True):  # the paraphrases as they were before identity_blind_3.py
+        identity.WRITTEN_FOR_TRAINING = tuple(w for w in written if w is not identity.BLIND_TRAIN_3)
+        identity._paraphrase_split.cache_clear()
+
     def tweaked(*args, **kwargs):  # the parent model as loaded, changed before training starts
         ckpt, folder, info = parent(*args, **kwargs)
         for fn, value in tweaks:
@@ -132,14 +140,16 @@ def train_variant(base: str, out: Path, steps: int, change: dict) -> Path:
     finally:
         finetune._parent = parent
         chat_tasks.PARAPHRASE_REPEATS, chat_tasks.sft_records = repeats, records
+        identity.WRITTEN_FOR_TRAINING = written
+        identity._paraphrase_split.cache_clear()
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     from ablate_rl import ablate
 
-    # 755 steps: about the speedrun's SFT share on an idle 2-core machine
-    return ablate(argv, __doc__, "SFT", VARIANTS, train_variant, 755, "lr-5e-4,lr-1e-3,default,lr-4e-3",
+    # 1,403 steps: sr24's SFT share on an idle 2-core machine
+    return ablate(argv, __doc__, "SFT", VARIANTS, train_variant, 1403, "lr-5e-4,lr-1e-3,default,lr-4e-3",
                   start="base", baseline=None)
 
 

@@ -323,7 +323,8 @@ def test_blind_written_identity_questions_are_a_second_heldout_set():
                  for r in identity.paraphrase_records(facts, stage)]
     assert not [(r["phrasing"], t) for r in blind for t in training if identity.near(r["phrasing"], t)]
     # each writer's training questions are used
-    for lists in (identity.BLIND_TRAIN, identity.BLIND_TRAIN_2, identity.BLIND_TRAIN_ZH):
+    assert identity.BLIND_TRAIN_3 in identity.WRITTEN_FOR_TRAINING
+    for lists in identity.WRITTEN_FOR_TRAINING:
         written = {q for qs in lists.values() for q in qs}
         assert len(written & set(training)) > 100
     for r in blind:

@@ -14,8 +14,9 @@ rollouts need questions the SFT model has not memorised, or every reply in a gro
 nothing to learn from (`chat_tasks.rl_conversations`).
 
 identity_blind.py adds questions written blind by other writers: more training questions (split like the
-paraphrases) and two more held-out sets, so that the identity figure rests on 179 independent questions (38
-hand-written phrasings in 4 variants, 141 blind-written ones) rather than 38.
+paraphrases; identity_blind_zh.py and identity_blind_3.py hold two more writers') and two more held-out sets, so
+that the identity figure rests on 179 independent questions (38 hand-written phrasings in 4 variants, 141
+blind-written ones) rather than 38.
 """
 from __future__ import annotations
 
@@ -26,11 +27,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from .identity_blind import BLIND_TEST, BLIND_TEST_2, BLIND_TRAIN, BLIND_TRAIN_2
+from .identity_blind_3 import BLIND_TRAIN_3
 from .identity_blind_zh import BLIND_TRAIN_ZH
 
 PHRASING_HELDOUT_ONE_IN = 4
 PARAPHRASE_RL_ONE_IN = 3  # 1 generated paraphrase in 3 is RL's, the rest SFT's
 NEAR_JACCARD = 0.7  # questions sharing this share of their words count as the same question (`near`)
+# the training questions other writers wrote (identity_blind*.py), in `paraphrase_questions`
+WRITTEN_FOR_TRAINING = (BLIND_TRAIN, BLIND_TRAIN_2, BLIND_TRAIN_ZH, BLIND_TRAIN_3)
 
 
 def hash_byte(text: str, byte: int = 0) -> int:
@@ -296,8 +300,7 @@ CHINESE_PARAPHRASES = {"name": ("你叫什么？", "你的名字是什么？", "
 def paraphrase_questions() -> dict[str, list[str]]:
     """intent -> generated questions, in a fixed order: every lead with every clause, every ABOUT frame with every
     topic, each direct question after three of the openers (picked by a hash), half of the salutation x tail
-    greetings, the Chinese ones, and the blind-written training questions (`BLIND_TRAIN`, `BLIND_TRAIN_2`,
-    `BLIND_TRAIN_ZH`)."""
+    greetings, the Chinese ones, and the blind-written training questions (`WRITTEN_FOR_TRAINING`)."""
     out: dict[str, list[str]] = {}
     for intent, (clauses, direct) in PARAPHRASE_PARTS.items():
         qs = [lead.format(c=c) for c in clauses for lead in LEADS]
@@ -309,7 +312,7 @@ def paraphrase_questions() -> dict[str, list[str]]:
     out["greeting"] = [s + t for s in SALUTATIONS for t in TAILS if hash_byte(s + t, 3) % 2 == 0]
     for intent, qs in CHINESE_PARAPHRASES.items():
         out[intent] += list(qs)
-    for written in (BLIND_TRAIN, BLIND_TRAIN_2, BLIND_TRAIN_ZH):
+    for written in WRITTEN_FOR_TRAINING:
         for intent, qs in written.items():
             out[intent] += list(qs)
     return out

@@ -23,7 +23,9 @@ and greeting), asking for the widest variety of words, sentence shapes and regis
 mostly words no training question used). It saw no test question; `identity.near` drops the ones near a held-out
 question (from SFT: +3 and +4 points of identity at two seeds, README "What changed since").
 
-`BLIND_TRAIN_ZH` (identity_blind_zh.py): a fifth writer's Chinese training questions.
+`BLIND_TRAIN_ZH` (identity_blind_zh.py): a fifth writer's Chinese training questions. `BLIND_TRAIN_3`
+(identity_blind_3.py): a sixth writer's, written around the first, fourth and fifth writers' lists, never a test
+question (from SFT: the third writer's set 78% -> 88% at two seeds, README "What changed since").
 """
 from __future__ import annotations
 
