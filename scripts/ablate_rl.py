@@ -18,7 +18,9 @@ does), lr-5e-5, lr-2e-4, lr-4e-4 and lr-8e-4 (the learning rate, constant like t
 lr-4e-4-seed-2 (another seed; the others use 1337), t-0.6 and lr-2e-4-t-0.6 (with the anchor; t: the rollout
 temperature), lr-3e-5 and kl-0.2 (no anchor: the gentler updates tried before the anchor), no-identity (no anchor,
 a learning rate of 3e-5 and no identity prompts in RL: does RL on functions alone move the identity answers?),
-anchor-8 and anchor-8-seed-2 (8 anchor rows a step, the default before 16).
+anchor-8 and anchor-8-seed-2 (8 anchor rows a step, the default before 16), adv-std (each group's advantages
+divided by their standard deviation, as GRPO) and adv-informative (the policy-gradient mean over the replies of
+groups whose rewards differ, so groups that all scored alike no longer dilute the step).
 """
 from __future__ import annotations
 
@@ -45,7 +47,26 @@ VARIANTS: dict[str, dict] = {
     "no-identity": {"anchor_rows": 0, "lr": 3e-5, "min_lr": 3e-5, "no_identity": True},
     "anchor-8": {"anchor_rows": 8},
     "anchor-8-seed-2": {"anchor_rows": 8, "seed": 2},
+    "adv-std": {"advantage": "std"},
+    "adv-informative": {"advantage": "informative"},
 }
+
+
+def advantage_loss(kind: str, group: int, plain):
+    """`plain` (objectives.policy_gradient_loss) with its advantages divided by their group's standard deviation
+    (GRPO's normalisation; "std"), or with the policy-gradient mean taken over the tokens of informative replies
+    only ("informative": a group whose replies all score alike has advantages 0 and no longer dilutes the step)."""
+    import torch
+
+    def loss(logp, ref_logp, advantages, mask, kl_coef):
+        if kind == "std":
+            a = advantages.view(-1, group)
+            return plain(logp, ref_logp, (a / (a.pow(2).mean(1, keepdim=True).sqrt() + 1e-4)).view(-1), mask, kl_coef)
+        informative = mask * (advantages != 0)[:, None]
+        pg, _ = plain(logp, ref_logp, advantages, informative, 0.0)  # averaged over informative replies' tokens
+        leash, kl = plain(logp, ref_logp, torch.zeros_like(advantages), mask, kl_coef)  # the KL over all of them
+        return pg + leash, kl
+    return loss
 
 
 def zero_reward(prompt, completion, record) -> float:
@@ -63,14 +84,14 @@ def jsonl_file(path: Path, records) -> str:
 def train_variant(sft: str, out: Path, steps: int, change: dict) -> Path:
     from minigpt.checkpoint import load_checkpoint
     from minigpt.text import chat_tasks
-    from minigpt.train import rl
+    from minigpt.train import objectives, rl
     from minigpt.train.finetune import facts_of, stage_train_config
 
     if (out / "latest").is_file():
         return out
     change = dict(change)
     reward, no_identity = change.pop("reward", None), change.pop("no_identity", False)
-    seed = change.pop("seed", 1337)
+    seed, advantage = change.pop("seed", 1337), change.pop("advantage", None)
     rl_fields = set(rl.RLConfig.__dataclass_fields__)
     rl_cfg = rl.RLConfig(**{k: v for k, v in change.items() if k in rl_fields})
     cfg = stage_train_config("rl", max_iters=steps, eval_interval=10**9, seed=seed,
@@ -80,7 +101,13 @@ def train_variant(sft: str, out: Path, steps: int, change: dict) -> Path:
         prompts = jsonl_file(out.parent / "prompts-no-identity.jsonl",
                              [p for p in chat_tasks.rl_prompts(facts_of(load_checkpoint(sft)))
                               if not (p["family"] == "identity" and p["split"] == "train")])
-    rl.rl(sft, prompts, reward=reward, rl_config=rl_cfg, train_config=cfg, out=out)
+    plain = objectives.policy_gradient_loss
+    if advantage:
+        objectives.policy_gradient_loss = advantage_loss(advantage, rl_cfg.group_size, plain)
+    try:
+        rl.rl(sft, prompts, reward=reward, rl_config=rl_cfg, train_config=cfg, out=out)
+    finally:
+        objectives.policy_gradient_loss = plain
     return out
 
 
