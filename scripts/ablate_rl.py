@@ -112,18 +112,23 @@ def train_variant(sft: str, out: Path, steps: int, change: dict) -> Path:
 
 
 def scores(path: Path, cache: Path) -> list[dict]:
-    """Greedy answers of a checkpoint to the held-out prompts, scored (kept in `cache` as JSON)."""
+    """Greedy answers of a checkpoint to the held-out prompts, scored (kept in `cache` as JSON): each row also
+    has `chat_f1` and `chat_correct`, the same prompt asked second in a chat (`heldout.in_conversation`); a
+    cache written before those were measured gets them added while its checkpoint is still there."""
     from minigpt.checkpoint import load_checkpoint
-    from minigpt.runs.heldout import answer, cluster_of, heldout_prompts
+    from minigpt.runs.heldout import answer, cluster_of, heldout_prompts, in_conversation
     from minigpt.text import chat_tasks
 
-    if cache.is_file():
-        return json.loads(cache.read_text())
+    rows = json.loads(cache.read_text()) if cache.is_file() else None
+    if rows is not None and ("chat_f1" in rows[0] or not path.exists()):
+        return rows
     ckpt = load_checkpoint(path)
     facts = chat_tasks.Facts(params=ckpt.model.num_params())
     prompts = heldout_prompts(facts)
-    rows = [{**r, "family": p["family"], "cluster": cluster_of(p)}
-            for r, p in zip(answer(ckpt, prompts, facts), prompts)]
+    rows = rows or [{**r, "family": p["family"], "cluster": cluster_of(p)}
+                    for r, p in zip(answer(ckpt, prompts, facts), prompts)]
+    for row, r in zip(rows, answer(ckpt, in_conversation(prompts, facts), facts)):
+        row["chat_f1"], row["chat_correct"] = r["f1"], r["correct"]
     cache.write_text(json.dumps(rows))
     return rows
 
@@ -142,16 +147,28 @@ def compare(runs: dict[str, Path], out: Path, title: str) -> None:
     clusters = [r.get("cluster", i) for i, r in enumerate(scored[base])]  # older score files: by prompt
     table = Table(title=f"{title}; greedy answers to {len(scored[base])} held-out prompts; "
                         f"\\[a, b] = 95% cluster-bootstrap interval (by function and phrasing)")
-    for col in ("model", "answer F1", f"vs {base} (paired)", "identity correct", *families):
+    for col in ("model", "answer F1", f"vs {base} (paired)", "identity correct", *families,
+                "asked second in a chat: F1", f"vs {base}", "identity", "declined"):
         table.add_column(col, justify="left" if col == "model" else "right")
+
+    def pct(rows: list[dict], family: str, key: str) -> str:
+        picked = [r[key] for r in rows if r["family"] == family]
+        return f"{100 * sum(picked) / max(1, len(picked)):.0f}%"
+
+    def ci(v: tuple, sign: str = "") -> str:
+        return f"{v[0]:{sign}.3f} [{v[1]:{sign}.3f}, {v[2]:{sign}.3f}]"
+
     for n, rows in scored.items():
-        f1, lo, hi = mean_ci([r["f1"] for r in rows], clusters)
         d = paired_ci([r["f1"] for r in scored[base]], [r["f1"] for r in rows], clusters) if n != base else None
-        ident = [r["correct"] for r in rows if r["family"] == "identity"]
         per = [sum(r["f1"] for r in rows if r["family"] == f) / sum(r["family"] == f for r in rows) for f in families]
-        diff = "" if d is None else f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]"
-        table.add_row(n, f"{f1:.3f} [{lo:.3f}, {hi:.3f}]", diff, f"{100 * sum(ident) / max(1, len(ident)):.0f}%",
-                      *(f"{v:.2f}" for v in per))
+        chat = ["n/a"] * 4
+        if all("chat_f1" in r for r in rows + scored[base]):
+            dc = (paired_ci([r["chat_f1"] for r in scored[base]], [r["chat_f1"] for r in rows], clusters)
+                  if n != base else None)
+            chat = [ci(mean_ci([r["chat_f1"] for r in rows], clusters)), "" if dc is None else ci(dc, "+"),
+                    pct(rows, "identity", "chat_correct"), pct(rows, "unknown", "chat_correct")]
+        table.add_row(n, ci(mean_ci([r["f1"] for r in rows], clusters)), "" if d is None else ci(d, "+"),
+                      pct(rows, "identity", "correct"), *(f"{v:.2f}" for v in per), *chat)
     Console(width=200).print(table)
 
 

@@ -14,7 +14,8 @@ while training, Jain et al. 2023), dropout 0.1 in every block, the identity para
 `chat_tasks.PARAPHRASE_REPEATS` times (`identity-x1`), once and a copy after all the rows (`identity-x2`: the
 default's rows in another order, as measured), once and a noisy copy (`identity-noise`, `noisy`) or three times
 (`identity-x3`), without the reading questions (`no-reading`: `chat_tasks.reading_records`) or the sixth writer's
-identity training questions (`no-writer-6`: identity_blind_3.py), and the defaults
+identity training questions (`no-writer-6`: identity_blind_3.py), with every conversation alone instead of
+chained into chat sessions (`no-sessions`: `chat_tasks.sessions`), and the defaults
 with another seed (`seed-2`, and `-seed-2` after a variant; the others use 1337).
 """
 from __future__ import annotations
@@ -42,6 +43,8 @@ VARIANTS: dict[str, dict] = {
     "no-reading-seed-2": {"reading": False, "seed": 2},
     "no-writer-6": {"writer_6": False},
     "no-writer-6-seed-2": {"writer_6": False, "seed": 2},
+    "no-sessions": {"sessions": False},
+    "no-sessions-seed-2": {"sessions": False, "seed": 2},
 }
 
 
@@ -122,6 +125,9 @@ def train_variant(base: str, out: Path, steps: int, change: dict) -> Path:
         chat_tasks.sft_records = lambda facts=None, phrasings=2: [r for r in kept(facts, phrasings)
                                                                   if repr(r["messages"]) not in reads]
 
+    sessions = chat_tasks.sessions
+    if not change.pop("sessions", True):  # every conversation alone, as before chat_tasks.sessions
+        chat_tasks.sessions = lambda records, fits, seed=0: records
     written = identity.WRITTEN_FOR_TRAINING
     if not change.pop("writer_6", True):  # the paraphrases as they were before identity_blind_3.py
         identity.WRITTEN_FOR_TRAINING = tuple(w for w in written if w is not identity.BLIND_TRAIN_3)
@@ -139,7 +145,7 @@ def train_variant(base: str, out: Path, steps: int, change: dict) -> Path:
         finetune.sft(base, None, train_config=cfg, out=out)
     finally:
         finetune._parent = parent
-        chat_tasks.PARAPHRASE_REPEATS, chat_tasks.sft_records = repeats, records
+        chat_tasks.PARAPHRASE_REPEATS, chat_tasks.sft_records, chat_tasks.sessions = repeats, records, sessions
         identity.WRITTEN_FOR_TRAINING = written
         identity._paraphrase_split.cache_clear()
     return out

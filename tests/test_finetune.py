@@ -214,6 +214,50 @@ def test_sft_repeats_the_identity_and_out_of_world_turns():
     assert {2, 3} <= set(got.values())
 
 
+def test_sft_chains_its_training_conversations_into_chat_sessions():
+    """Every training conversation is in exactly one session, whole and in order, sessions hold 1 to SESSION_MAX
+    of them and never more than fits, many hold more than one, and the held-out records stay alone."""
+    from collections import Counter
+
+    from minigpt.text import chat_tasks
+
+    turn = lambda i, k, role: {"role": role, "content": f"{i}:{k}:" + "x" * (i % 7 * 20)}  # noqa: E731
+    records = [{"messages": [turn(i, k, role) for k in range(1 + i % 2) for role in ("user", "assistant")],
+                "split": "val" if i % 10 == 0 else "train", "family": "recall"} for i in range(600)]
+    fits = lambda messages: sum(len(m["content"]) for m in messages) <= 300  # noqa: E731
+    out = chat_tasks.sessions(records, fits, seed=3)
+    assert out == chat_tasks.sessions(records, fits, seed=3) != chat_tasks.sessions(records, fits, seed=4)
+    assert [r for r in out if r["split"] != "train"] == [r for r in records if r["split"] != "train"]
+    found, sizes = Counter(), Counter()
+    for session in (r for r in out if r["split"] == "train"):
+        ids = [int(m["content"].split(":")[0]) for m in session["messages"]]
+        parts = [i for n, i in enumerate(ids) if n == 0 or ids[n - 1] != i]
+        for i in parts:  # each conversation whole and unchanged
+            assert [m for m in session["messages"] if m["content"].startswith(f"{i}:")] == records[i]["messages"]
+        found.update(parts)
+        sizes[len(parts)] += 1
+        assert len(parts) == 1 or fits(session["messages"])
+        assert session["family"] == ("recall" if len(parts) == 1 else "session")
+    assert found == Counter(i for i, r in enumerate(records) if r["split"] == "train")  # each exactly once
+    assert set(sizes) == set(range(1, chat_tasks.SESSION_MAX + 1))
+    assert sum(n * k for n, k in sizes.items() if n > 1) > sum(found.values()) / 3  # a real share is in a chat
+
+
+def test_heldout_prompts_asked_second_in_a_chat_follow_a_training_exchange():
+    from minigpt.runs.heldout import heldout_prompts, in_conversation
+    from minigpt.text import chat_tasks
+
+    facts = chat_tasks.Facts(params=1_840_000)
+    prompts = heldout_prompts(facts)
+    second = in_conversation(prompts, facts)
+    assert second == in_conversation(prompts, facts)
+    train = {json.dumps(r["messages"]) for r in chat_tasks.conversations(facts, 1) if r["split"] == "train"}
+    for p, q in zip(prompts, second):
+        assert q["prompt"][2:] == p["prompt"] and {**q, "prompt": p["prompt"]} == p
+        assert json.dumps(q["prompt"][:2]) in train and q["prompt"][1]["role"] == "assistant"
+    assert len({json.dumps(q["prompt"][:2]) for q in second}) > len(second) / 2  # not one exchange for all
+
+
 def test_rl_prompts_are_questions_sft_never_trained_on():
     """RL trains on the training functions and intents asked in ways SFT never saw (on a memorised question every
     sampled reply is the same and RL learns nothing), never on a held-out function or phrasing; it is evaluated

@@ -34,6 +34,21 @@ def test_the_report_card_splits_identity_by_who_wrote_the_questions():
     assert stage["identity"]["correct"][0] == pytest.approx(sum(right) / len(right))
 
 
+def test_the_report_card_summarises_the_answers_asked_second_in_a_chat():
+    from minigpt.runs.report_card import summarise
+
+    families = ["recall"] * 6 + ["identity"] * 3 + ["unknown"] * 2
+    prompts = [{"family": f, "entry": f"e{i}", "prompt": []} for i, f in enumerate(families)]
+    row = lambda x: {"f1": x, "exact": x, "correct": x}  # noqa: E731
+    first = [row(1.0)] * len(prompts)
+    second = [row(float(i % 2)) for i in range(len(prompts))]
+    summary = summarise(prompts, {"sft": first}, {"sft": second})
+    chat = summary["in_chat"]["sft"]
+    assert chat["all"]["f1"][0] == pytest.approx(5 / 11) and summary["stages"]["sft"]["all"]["f1"][0] == 1.0
+    assert chat["identity"]["correct"][0] == pytest.approx(1 / 3) and chat["unknown"]["correct"][0] == 0.5
+    assert summarise(prompts, {"sft": first})["in_chat"] == {}
+
+
 def test_pretraining_hands_on_its_lowest_val_loss_step_and_the_chat_stages_their_last(tmp_path):
     from minigpt.runs.report_card import checkpoint_of
 
@@ -71,6 +86,9 @@ def test_speedrun_runs_every_stage_and_writes_the_report_card():
         mean, low, high = stage["all"]["f1"]
         assert 0 <= low <= mean <= high <= 1
     assert set(card["summary"]["diffs"]) == {"sft-pretrain", "dpo-sft", "rl-sft", "rl-dpo"}
+    assert set(card["summary"]["in_chat"]) == set(card["answers_in_chat"]) == {"sft", "dpo", "rl"}
+    assert {"all", "identity", "unknown"} == set(card["summary"]["in_chat"]["rl"])
+    assert "| RL | the same prompts asked second in a chat" in report
     assert 0 < card["pydocs_val"]["bpb"] < 10 and len(card["answers"]["rl"]) == len(card["prompts"])
     written = os.stat("sr/report.md").st_mtime_ns
     again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)  # a finished run is not redone

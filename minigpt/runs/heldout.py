@@ -3,7 +3,8 @@ per byte of a model on another corpus's validation split.
 
 `answer(ckpt, prompts)` replies greedily to held-out prompts (one batch through the engine) and scores each reply
 by token F1 against the reference, exact match, and the family's pass/fail rule (`chat_tasks.correct`: identity
-replies must state the fact, out-of-world questions must be declined). `mean_ci` and `paired_ci` are percentile
+replies must state the fact, out-of-world questions must be declined); `in_conversation(prompts)` asks the same
+prompts second in a chat, after one earlier exchange. `mean_ci` and `paired_ci` are percentile
 bootstrap 95% intervals (Efron & Tibshirani 1993): paired, because every model answers the same prompts, so a
 difference between two models is resampled on the same draws for both; and by cluster (`cluster_of`), because the
 prompts about one held-out function, or one identity phrasing in its variants, stand or fall together. `corpus_bpb`
@@ -12,6 +13,7 @@ scores every token of a source's val split in non-overlapping windows (no sampli
 from __future__ import annotations
 
 import math
+import random
 from typing import Any, Sequence
 
 import numpy as np
@@ -29,6 +31,17 @@ def heldout_prompts(facts: chat_tasks.Facts) -> list[dict[str, Any]]:
     greedy pass over the 1,403 takes ~8 s per model on 2 cores, and the first 200/150/100 function questions the
     report card once took left its intervals 1.5x wider (README "What changed since")."""
     return [p for p in chat_tasks.prompts(facts) if p["split"] == "val"]
+
+
+def in_conversation(prompts: Sequence[dict[str, Any]], facts: chat_tasks.Facts,
+                    seed: int = 0) -> list[dict[str, Any]]:
+    """The same prompts, each asked second in a chat: after one earlier exchange, a training question from memory,
+    about the model or out of its world with its reference reply (a seeded draw; no pasted function, so the
+    two fit the context). What a user sees from the second question on (`chat_tasks.sessions`)."""
+    earlier = [r["messages"] for r in chat_tasks.conversations(facts, 1)
+               if r["split"] == "train" and r["family"] in ("recall", "identity", "unknown")]
+    rng = random.Random(seed)
+    return [{**p, "prompt": rng.choice(earlier) + list(p["prompt"])} for p in prompts]
 
 
 def answer(ckpt, prompts: Sequence[dict[str, Any]], facts: chat_tasks.Facts, *, max_new_tokens: int = 64,

@@ -5,7 +5,8 @@
 - every chat model (base, SFT, DPO, RL) answers the same held-out prompts greedily (runs/heldout.py): token F1
   against the reference, exact match, and the pass rate per family (identity facts stated, out-of-world
   questions declined), each with a cluster-bootstrap 95% interval (`heldout.cluster_of`), and the paired
-  differences between stages (each against SFT, and RL against DPO, the model it starts from);
+  differences between stages (each against SFT, and RL against DPO, the model it starts from); and the same
+  prompts asked second in a chat, after one earlier exchange (`heldout.in_conversation`), as a user asks them;
 - the reward model's pairwise accuracy, DPO's preference accuracy, RL's sampled reward and KL;
 - the models' answers side by side. `write_report_card(out)` can be rerun at any time from a speedrun folder.
 """
@@ -64,18 +65,27 @@ def _fmt(v: float | None, digits: int = 3) -> str:
 
 
 def stage_answers(out: Path, facts: chat_tasks.Facts) -> dict[str, Any]:
-    """Every chat-capable stage's scored answers to the same held-out prompts."""
+    """Every stage's scored answers to the same held-out prompts (`scored`), and the chat models' answers to them
+    asked second in a chat (`in_chat`, `heldout.in_conversation`)."""
     from ..checkpoint import load_checkpoint
-    from .heldout import answer, heldout_prompts
+    from .heldout import answer, heldout_prompts, in_conversation
 
     prompts = heldout_prompts(facts)
-    scored = {stage: answer(load_checkpoint(checkpoint_of(out, stage)), prompts, facts)
-              for stage in MODELS if (out / stage / "latest").is_file()}
-    return {"prompts": prompts, "scored": scored}
+    second = in_conversation(prompts, facts)
+    scored, in_chat = {}, {}
+    for stage in MODELS:
+        if (out / stage / "latest").is_file():
+            ckpt = load_checkpoint(checkpoint_of(out, stage))
+            scored[stage] = answer(ckpt, prompts, facts)
+            if stage != "pretrain":
+                in_chat[stage] = answer(ckpt, second, facts)
+    return {"prompts": prompts, "scored": scored, "in_chat": in_chat}
 
 
-def summarise(prompts: list[dict], scored: dict[str, list[dict]]) -> dict[str, Any]:
-    """Means with 95% intervals per stage (all prompts, and per family), and paired differences between stages."""
+def summarise(prompts: list[dict], scored: dict[str, list[dict]],
+              in_chat: dict[str, list[dict]] | None = None) -> dict[str, Any]:
+    """Means with 95% intervals per stage (all prompts, and per family), paired differences between stages, and
+    per chat model the answers asked second in a chat (`in_chat`: F1, identity and out-of-world pass rates)."""
     from .heldout import cluster_of, mean_ci, paired_ci
 
     families = sorted({p["family"] for p in prompts})
@@ -93,7 +103,13 @@ def summarise(prompts: list[dict], scored: dict[str, list[dict]]) -> dict[str, A
         if before in scored and after in scored:
             diffs[f"{after}-{before}"] = paired_ci([r["f1"] for r in scored[before]], [r["f1"] for r in scored[after]],
                                                    clusters)
-    return {"stages": table, "diffs": diffs, "families": families}
+    second = {}
+    for stage, rows in (in_chat or {}).items():
+        ix = {"all": range(len(rows)), **{f: [i for i, p in enumerate(prompts) if p["family"] == f]
+                                         for f in ("identity", "unknown")}}
+        second[stage] = {group: {k: mean_ci([rows[i][k] for i in ix[group]], [clusters[i] for i in ix[group]])
+                                 for k in ("f1", "correct")} for group in ix if ix[group]}
+    return {"stages": table, "diffs": diffs, "families": families, "in_chat": second}
 
 
 def _describe(ckpt) -> str:
@@ -126,7 +142,7 @@ def write_report_card(out: Path, state: dict[str, Any] | None = None) -> Path:
     base = load_checkpoint(checkpoint_of(out, "pretrain")) if (out / "pretrain" / "latest").is_file() else None
     facts = chat_tasks.Facts(params=base.model.num_params() if base else None)
     held = stage_answers(out, facts)
-    summary = summarise(held["prompts"], held["scored"])
+    summary = summarise(held["prompts"], held["scored"], held["in_chat"])
     docs_bpb = corpus_bpb(base.model, base.tokenizer, "pydocs") if base else {}
     figures = []
     for stage in ("pretrain", "sft", "reward", "dpo", "rl"):
@@ -166,6 +182,11 @@ def write_report_card(out: Path, state: dict[str, Any] | None = None) -> Path:
                          f"declined | {_ci(get(stage, 'all', 'f1'))} / {_pct(get(stage, 'all', 'exact'))} / "
                          f"{_pct(get(stage, 'identity', 'correct'))} ({by_writer}) / "
                          f"{_pct(get(stage, 'unknown', 'correct'))} |")
+    for stage, chat in summary["in_chat"].items():
+        lines.append(f"| {LABELS[stage]} | the same prompts asked second in a chat, after one earlier exchange: "
+                     f"answer F1 / identity correct / out-of-world declined | {_ci(chat['all']['f1'])} / "
+                     f"{_pct(chat.get('identity', {}).get('correct'))} / "
+                     f"{_pct(chat.get('unknown', {}).get('correct'))} |")
     for name, d in diffs.items():
         after, before = name.split("-")
         lines.append(f"| {LABELS[after]} vs {LABELS[before]} | answer F1 difference (paired) | {_ci(d)} |")
@@ -196,6 +217,7 @@ def write_report_card(out: Path, state: dict[str, Any] | None = None) -> Path:
         "reward_accuracy": [rm_first, rm_last], "dpo_pref_acc": [dpo_first, dpo_last],
         "rl_reward": [rl_first, rl_last], "rl_kl": [rl_kl[0], rl_kl[-1]] if rl_kl else None,
         "answers": {s: [r["reply"] for r in rows] for s, rows in held["scored"].items()},
+        "answers_in_chat": {s: [r["reply"] for r in rows] for s, rows in held["in_chat"].items()},
         "prompts": held["prompts"]}, indent=1, ensure_ascii=False))
     return report
 
@@ -223,12 +245,17 @@ def _plot_f1(out: Path, summary: dict[str, Any]) -> Path | None:
     from ..train.metrics import pyplot
 
     plt = pyplot()
-    groups = ["all", *summary["families"]]
+    groups = ["all", *summary["families"], "all, asked\nsecond in a chat"]
+
+    def value(stage: str, group: str) -> tuple[float, float, float] | None:
+        table = summary["in_chat"].get(stage, {}) if group == groups[-1] else summary["stages"][stage]
+        return table.get("all" if group == groups[-1] else group, {}).get("f1")
+
     fig, ax = plt.subplots(figsize=(8, 3.4), dpi=120)
     width = 0.8 / len(stages)
     colours = {"pretrain": "#999", "sft": "#4a90d9", "dpo": "#7b61ff", "rl": "#e5533d"}
     for k, stage in enumerate(stages):
-        vals = [summary["stages"][stage].get(g, {}).get("f1") or (0.0, 0.0, 0.0) for g in groups]
+        vals = [value(stage, g) or (0.0, 0.0, 0.0) for g in groups]
         xs = [g + (k - (len(stages) - 1) / 2) * width for g in range(len(groups))]
         ax.bar(xs, [v[0] for v in vals], width, color=colours[stage], label=LABELS[stage],
                yerr=[[v[0] - v[1] for v in vals], [v[2] - v[0] for v in vals]], capsize=2, error_kw={"lw": 0.8})

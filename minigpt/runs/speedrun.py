@@ -29,7 +29,7 @@ from ..train.trainer import TrainConfig
 from .report_card import PARENTS, checkpoint_of, read_state, write_report_card
 
 # Shares of the budget left after tokenizer training and data preparation.
-SHARES = {"pretrain": 0.50, "sft": 0.24, "reward": 0.03, "dpo": 0.07, "rl": 0.12, "report": 0.04}
+SHARES = {"pretrain": 0.49, "sft": 0.24, "reward": 0.03, "dpo": 0.07, "rl": 0.12, "report": 0.05}
 
 
 def _save_state(out: Path, state: dict[str, Any]) -> None:

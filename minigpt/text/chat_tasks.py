@@ -28,8 +28,9 @@ import ast
 import dataclasses
 import functools
 import itertools
+import random
 import re
-from typing import Any
+from typing import Any, Callable
 
 from .corpora.pydocs import Entry, entries, first_sentence, split_of
 from .identity import (IDENTITY, PHRASING_HELDOUT_ONE_IN, Facts, assistant_turn, hash_byte, identity_records,
@@ -300,6 +301,33 @@ def sft_records(facts: Facts | None = None, phrasings: int = 2) -> list[dict[str
     `_times`) and the held-out ones (the SFT val loss)."""
     return [{"messages": r["messages"], "split": r["split"], "family": r["family"]}
             for r in conversations(facts, phrasings) for _ in range(_times(r))]
+
+
+SESSION_MAX = 3  # SFT chains up to this many training conversations into one chat session (`sessions`)
+
+
+def sessions(records: list[dict[str, Any]], fits: Callable[[list[dict[str, str]]], bool],
+             seed: int = 0) -> list[dict[str, Any]]:
+    """SFT's training conversations chained into chat sessions, as a user asks unrelated things one after another
+    in one chat: in a shuffled order, each session aims at 1 to SESSION_MAX conversations (a seeded draw) and
+    grows only while `fits(messages)` (the model's context). Every conversation is kept once, unchanged, so the
+    mix is the same; held-out records stay alone. Trained on lone conversations, a model took every second
+    question for a follow-up to the first: asked after one earlier exchange (`heldout.in_conversation`), sr26's
+    SFT model answered held-out questions at F1 0.592 instead of 0.733, its identity 46% instead of 93%, and
+    declined no out-of-world question (README "What changed since")."""
+    rng = random.Random(seed)
+    train = [r for r in records if r["split"] == "train"]
+    rng.shuffle(train)
+    out, i = [], 0
+    while i < len(train):
+        session, room = [train[i]], rng.randint(1, SESSION_MAX) - 1
+        i += 1
+        while room and i < len(train) and fits([m for r in session + [train[i]] for m in r["messages"]]):
+            session.append(train[i])
+            i, room = i + 1, room - 1
+        out.append({"messages": [m for r in session for m in r["messages"]], "split": "train",
+                    "family": session[0]["family"] if len(session) == 1 else "session"})
+    return out + [r for r in records if r["split"] != "train"]
 
 
 def anchor_records(facts: Facts | None = None) -> list[dict[str, Any]]:

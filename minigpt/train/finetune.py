@@ -20,6 +20,7 @@ from typing import Any
 from rich.markup import escape
 
 from ..text import chat_tasks
+from ..text.chat_format import render_conversation
 from ..text.chat_data import Rows, RowBatches, lm_collate, load_conversations, load_preferences, pair_collate
 from ..checkpoint import Checkpoint, check_run_dir, load_checkpoint, read_run_info
 from ..common import MinigptError, print0, seed_everything, sha256_file
@@ -121,11 +122,17 @@ def rows_sha256(rows: Rows) -> str:
 
 def sft(checkpoint: str | Path | None = None, data: str | None = None, *, train_config: TrainConfig | None = None,
         out: str | Path | None = None, resume: bool = False) -> TrainResult:
-    """Supervised fine-tuning on conversations: loss on the assistant's tokens only."""
+    """Supervised fine-tuning on conversations: loss on the assistant's tokens only. The built-in conversations
+    are chained into chat sessions that fit the context (`chat_tasks.sessions`); `data` is trained as given."""
     parent, out, info = _parent(checkpoint, out, "sft", resume)
     cfg = train_config or stage_train_config("sft")
-    records, spec = _data(info, data, lambda: chat_tasks.sft_records(facts_of(parent)))
     tok, model = parent.tokenizer, parent.model
+
+    def fits(messages: list[dict[str, str]]) -> bool:  # a chat session of the built-in data fits the context
+        return len(render_conversation(tok, messages)[0]) <= model.config.block_size + 1
+
+    records, spec = _data(info, data, lambda: chat_tasks.sessions(chat_tasks.sft_records(facts_of(parent)), fits,
+                                                                  seed=cfg.seed))
     rows = load_conversations(records, tok, source=spec)
     collate = lm_collate(model.config.block_size, tok.special_id("<|end|>"))
     batches = rows_factory(rows, cfg.batch_size, collate, pack=model.config.block_size + 1)  # packed rows
