@@ -309,6 +309,13 @@ class Checkpoint:
     def step(self) -> int:
         return int(self.config.get("step", 0))
 
+    def writer(self) -> "Checkpoint":
+        """This checkpoint if its model writes text; a reward model (it scores replies) is a one-line error."""
+        if getattr(self.model.config, "kind", None) == "reward":
+            raise MinigptError(f"{self.run_dir}: a reward model scores replies and cannot write any; give a "
+                               "language model's run (pretrain, sft, dpo or rl)")
+        return self
+
 
 def read_config(path: Path) -> dict[str, Any]:
     cfg_path = path / "config.json"

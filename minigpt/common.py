@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # torch is imported where it is used, so `minigpt --help` and
     import torch
 
 console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)  # errors, notes and footers: stdout stays the output
 
 
 class MinigptError(Exception):
@@ -56,7 +57,10 @@ def resolve_device(name: str = "auto") -> torch.device:
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise MinigptError(f"--device {name}: not a device; use cpu, cuda, cuda:N, mps or auto") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise MinigptError(f"--device {name}: CUDA is not available here; use --device cpu or auto")
     if device.type == "mps" and not torch.backends.mps.is_available():

@@ -138,7 +138,7 @@ def stage_run(name, base_run, out, max_iters=6, resume=False, reward=None, **tra
 CHARS = "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,:;!?#'<|>/-"  # no newline: see test_chat
 
 
-def make_checkpoint(root: Path, stage: str, end_first: bool = False, chars: str = CHARS) -> Path:
+def make_checkpoint(root: Path, stage: str, end_first: bool = False, chars: str = CHARS, block_size: int = 64) -> Path:
     """A tiny GPT (2x2x32, block 64) whose head never picks a special token, so replies run to max_new_tokens
     (handy for Ctrl-C); with `end_first` it always picks <|end|> instead (a reply that stops at once)."""
     import torch
@@ -151,7 +151,7 @@ def make_checkpoint(root: Path, stage: str, end_first: bool = False, chars: str 
     root.mkdir(parents=True, exist_ok=True)
     tok.save(root / "tokenizer.char")
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=2, n_head=2, n_embd=32))
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=block_size, n_layer=2, n_head=2, n_embd=32))
     with torch.no_grad():  # tiny residual branches: h ~ norm(embedding), whose dimension 0 is always positive
         model.transformer.wte.weight.normal_()
         model.transformer.wte.weight[:, 0] = 5.0
@@ -161,6 +161,6 @@ def make_checkpoint(root: Path, stage: str, end_first: bool = False, chars: str 
             model.lm_head.weight[i, 0] = -20.0
         if end_first:
             model.lm_head.weight[tok.special_id("<|end|>"), 0] = 20.0
-    run = root / f"run-{stage}{'-end' if end_first else ''}"
+    run = root / f"run-{stage}{'-end' if end_first else ''}{'' if block_size == 64 else f'-{block_size}'}"
     save_checkpoint(run, 1, model, root / "tokenizer.char", extra={"stage": stage})
     return run

@@ -21,6 +21,7 @@ from minigpt.chat.commands import BUILTIN
 from minigpt.chat.io import PlainIO
 from minigpt.chat.loop import CommandTable, run_chat
 from minigpt.chat.session import ChatSession
+from minigpt.common import MinigptError
 from minigpt.infer.engine import Engine
 from minigpt.models.base import LanguageModel
 from minigpt.models.gpt import GPT, GPTConfig
@@ -249,6 +250,35 @@ def test_oldest_turns_are_dropped_to_fit_and_the_system_prompt_stays(tok):
     assert len(session.messages) == 9, "the history itself keeps every message"
 
 
+def test_a_message_too_long_for_the_context_is_refused_and_a_failed_turn_is_not_kept(tok, monkeypatch):
+    session = echo_session(tok, system="rules", block_size=64, max_new_tokens=8)
+    out = io.StringIO()
+    lines = ["hi", "x" * 60, "/regen", "again"]  # the long line alone would push out the system prompt
+    assert run_chat(session, PlainIO(lines, out, out), default_commands(), piped=True) == 1  # a line failed
+    assert "that message takes 71 tokens" in out.getvalue() and "more than the 56 the model's 64-token context" in \
+        out.getvalue()
+    assert [m["content"] for m in session.messages] == ["rules", "hi", "#1 hi", "again", "#2 again"]
+    assert "#1 hi" in out.getvalue().split("shorten it")[1]  # /regen answered "hi" again: the long turn left
+    # a reply that fails leaves no empty assistant turn behind, and a /regen that fails keeps the old reply
+    from minigpt.chat import loop
+
+    def broken(s, io):
+        raise MinigptError("the model's next-token probabilities are not finite")
+
+    monkeypatch.setattr(loop, "respond", broken)
+    before = [dict(m) for m in session.messages]
+    transcript_out = io.StringIO()
+    run_chat(session, PlainIO(["more", "/regen"], transcript_out, transcript_out), default_commands())
+    assert transcript_out.getvalue().count("not finite") == 2 and session.messages == before
+
+
+def test_regen_after_a_loaded_reply_with_no_question_keeps_it(tok, tmp_path):
+    session = echo_session(tok)
+    (tmp_path / "c.jsonl").write_text(json.dumps({"messages": [{"role": "assistant", "content": "I am a bot"}]}))
+    text = transcript(session, [f"/load {tmp_path / 'c.jsonl'}", "/regen"])
+    assert "nothing to regenerate" in text and session.messages == [{"role": "assistant", "content": "I am a bot"}]
+
+
 def test_save_load_tokens_stats_help(tok, tmp_path):
     session = echo_session(tok, system="sys")
     path = tmp_path / "conv.jsonl"
@@ -337,8 +367,9 @@ def test_an_unexpected_error_saves_the_conversation_and_the_chat_goes_on(tok, mo
     text = transcript(session, ["first", "second", "third"])
     saved = sorted((Path(os.environ["MINIGPT_HOME"]) / "chats").glob("rescued-*.jsonl"))
     assert len(saved) == 1 and f"unexpected RuntimeError: a bug; the conversation is saved in {saved[0]}" in text
-    assert [m["content"] for m in json.loads(saved[0].read_text())["messages"]] == ["first", "#1 first", "second"]
-    assert text.endswith("#3 third\n")  # the chat went on
+    # the failed turn is not kept (the next one follows a reply, as in any conversation); the chat went on
+    assert [m["content"] for m in json.loads(saved[0].read_text())["messages"]] == ["first", "#1 first"]
+    assert text.endswith("#2 third\n") and [m["content"] for m in session.messages][2:] == ["third", "#2 third"]
     assert "RuntimeError: a bug" in saved[0].with_suffix(".traceback.txt").read_text()
 
 
@@ -380,9 +411,9 @@ def ckpt(tmp_path_factory) -> Path:
     return make_checkpoint(tmp_path_factory.mktemp("chat_ckpt"), "sft")
 
 
-def minigpt(*args, input: str | None = None, timeout: int = 180) -> subprocess.CompletedProcess:
+def minigpt(*args, input: str | None = None, timeout: int = 180, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "minigpt", *args], input=input, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
+                          timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}, cwd=cwd)
 
 
 def expected_transcript(ckpt: Path, lines: list[str], **sampling) -> str:
@@ -414,15 +445,30 @@ def test_piped_stdin_is_one_turn_per_line(ckpt):
 def test_piped_slash_commands_are_text_unless_commands_is_given(ckpt, tmp_path):
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
-    r = minigpt("chat", "--checkpoint", str(ckpt), "--max-new-tokens", "5", input=f"/save {victim}\n")
-    assert r.returncode == 0 and victim.read_text() == "precious" and len(r.stdout) == 6
+    r = minigpt("chat", "--checkpoint", str(ckpt), "--max-new-tokens", "5", input="/save victim.txt\n", cwd=tmp_path)
+    assert r.returncode == 0 and victim.read_text() == "precious" and len(r.stdout) == 6  # a 64-token context
     assert "add --commands" in r.stderr
     r = minigpt("chat", "--checkpoint", str(ckpt), "--commands", "--max-new-tokens", "5",
                 input=f"/save {victim}\nhello\n/attn html {victim}\n/attn html {tmp_path / 'new' / 'a.html'}\n")
-    assert r.returncode == 0 and victim.read_text() == "precious" and r.stderr.count("already exists") == 2
+    assert victim.read_text() == "precious" and r.stderr.count("already exists") == 2
+    assert r.returncode == 1  # piped: a line that failed makes the exit status say so
     assert "no such folder" in r.stderr and not (tmp_path / "new").exists()
     r = minigpt("chat", "--checkpoint", str(ckpt), "--commands", "--force", input=f"/save {victim}\n")
     assert r.returncode == 0 and json.loads(victim.read_text()) == {"messages": []}
+
+
+def test_a_pipe_whose_reader_leaves_ends_the_chat_quietly(ckpt, tmp_path):
+    home = tmp_path / "home"
+    proc = subprocess.Popen([sys.executable, "-m", "minigpt", "chat", "--checkpoint", str(ckpt), "--max-new-tokens",
+                             "40"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "MINIGPT_HOME": str(home), "OMP_NUM_THREADS": "1"})
+    proc.stdin.write(b"hi\n" * 200)
+    proc.stdin.close()
+    proc.stdout.readline()  # `| head -1`
+    proc.stdout.close()
+    assert proc.wait(120) == 0
+    err = proc.stderr.read().decode()
+    assert "unexpected" not in err and "Traceback" not in err and not (home / "chats").exists(), err
 
 
 def test_piped_bytes_that_are_not_utf8_do_not_end_the_chat(ckpt, tmp_path):
@@ -444,7 +490,8 @@ def test_sample_streams_repeats_and_grids(ckpt):
     r = minigpt("sample", "--checkpoint", str(ckpt), "Hello", "--max-new-tokens", "20", "--seed", "4",
                 "-n", "2")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.count("Hello") == 2 and "seed 4" in r.stdout and "seed 5" in r.stdout
+    assert r.stdout.count("Hello") == 2 and "seed 4" in r.stderr and "seed 5" in r.stderr  # the text alone on stdout
+    assert "seed" not in r.stdout
     b = minigpt("sample", "--checkpoint", str(ckpt), "Hello", "--max-new-tokens", "20", "--seed", "4",
                 "-n", "2", "--batch")
     texts = [line for line in r.stdout.splitlines() if line.startswith("Hello")]
@@ -453,9 +500,9 @@ def test_sample_streams_repeats_and_grids(ckpt):
                 "temperature=0,1.5", "top_k=1,40", "--seed", "1", "--no-cache")
     assert g.returncode == 0, g.stderr
     assert "temperature" in g.stdout and "top_k" in g.stdout and g.stdout.count("│ 1.5") == 2
-    assert "window slid" in g.stdout  # 80 tokens past a 64-token block
+    assert "window slid" in g.stderr  # 80 tokens past a 64-token block
     bad = minigpt("sample", "--checkpoint", str(ckpt), "--top-p", "3")
-    assert bad.returncode == 2 and "--top-p" in bad.stdout
+    assert bad.returncode == 2 and "--top-p" in bad.stderr
 
 
 # ---------------------------------------------------------------------------------------------- a real terminal

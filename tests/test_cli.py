@@ -34,13 +34,18 @@ def test_version_and_help():
     (["sample", "--checkpoint", "missing-run"], "no such checkpoint"),
     (["sft"], "--checkpoint"),
     (["pretrain", "--config", "missing.toml"], "--config missing.toml: no such file"),
+    (["sample", "--checkpoint", "missing-run", "--device", "bogus"], "--device bogus: not a device"),
+    (["sample", "--checkpoint", "missing-run", "--seed", str(2**64)], "--seed: must be an integer from 0 to 2**64"),
+    (["sample", "--checkpoint", "missing-run", "--temperature", "inf"], "--temperature: must be a number >= 0"),
+    (["sample", "--checkpoint", "missing-run", "--max-new-tokens", "100000000000"], "from 1 to 1,000,000"),
+    (["chat", "--checkpoint", "missing-run", "-p", " "], "-p: the question is empty"),
 ])
 def test_user_errors_are_one_line_and_exit_2(args, message):
     r = minigpt(*args)
     assert r.returncode == 2, r.stdout + r.stderr
-    lines = [line for line in r.stdout.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], r.stdout
-    assert "Traceback" not in r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]  # errors go to stderr; stdout stays output
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], r.stderr
+    assert not r.stdout.strip()
 
 
 def _parse(*argv):
@@ -88,7 +93,7 @@ def test_config_file_typo_is_refused_with_a_suggestion(tmp_path):
     path = tmp_path / "typo.toml"
     path.write_text("n_layers = 8\n")
     r = minigpt("pretrain", "--config", str(path), "--max-iters", "1")
-    assert r.returncode == 2 and "unknown key 'n_layers'" in r.stdout and "did you mean 'n_layer'" in r.stdout
+    assert r.returncode == 2 and "unknown key 'n_layers'" in r.stderr and "did you mean 'n_layer'" in r.stderr
 
 
 def test_existing_run_is_refused_before_any_data_work(tmp_path, monkeypatch):
@@ -99,10 +104,10 @@ def test_existing_run_is_refused_before_any_data_work(tmp_path, monkeypatch):
     (out / "run.json").write_text("{}")
     (tmp_path / "corpus.txt").write_text("some text to train a tokenizer on\n" * 50)
     r = minigpt("pretrain", "--data", str(tmp_path / "corpus.txt"), "--out", str(out))
-    assert r.returncode == 2 and "already holds a run; add --resume" in r.stdout, r.stdout
+    assert r.returncode == 2 and "already holds a run; add --resume" in r.stderr, r.stderr
     assert not (tmp_path / "cache").exists(), "no tokenizer trained, no shards written"
     r = minigpt("pretrain", "--out", str(tmp_path / "nothing"), "--resume")
-    assert r.returncode == 2 and "holds no run" in r.stdout, r.stdout
+    assert r.returncode == 2 and "holds no run" in r.stderr, r.stderr
 
 
 def test_tokenizer_prepare_pretrain_sample_through_the_cli(tmp_path):
@@ -135,9 +140,8 @@ def test_tokenizer_encode_refuses_text_that_is_not_utf8(tmp_path):
     for argv, stdin in (([b"caf\xe9"], None), ([b"-"], b"caf\xe9 au lait\n")):
         r = subprocess.run([sys.executable, "-m", "minigpt", "tokenizer", "encode", "--tokenizer", str(tok), *argv],
                            input=stdin, capture_output=True, timeout=120, env=env)
-        lines = r.stdout.decode().strip().splitlines()
+        lines = r.stderr.decode().strip().splitlines()
         assert r.returncode == 2 and len(lines) == 1 and "not valid UTF-8 (byte 0xe9 at offset 3)" in lines[0]
-        assert b"Traceback" not in r.stderr
 
 
 def test_tokenizer_train_refuses_to_overwrite_its_own_corpus(tmp_path):
@@ -146,7 +150,7 @@ def test_tokenizer_train_refuses_to_overwrite_its_own_corpus(tmp_path):
     before = corpus.read_bytes()
     for data in (corpus, tmp_path):  # the file, and a folder holding only that file
         r = minigpt("tokenizer", "train", "--data", str(data), "--vocab-size", "270", "--out", str(corpus))
-        assert r.returncode == 2 and "the corpus the tokenizer learns from" in r.stdout, r.stdout
+        assert r.returncode == 2 and "the corpus the tokenizer learns from" in r.stderr, r.stderr
     assert corpus.read_bytes() == before
 
 
@@ -164,3 +168,34 @@ def test_real_chat_files_load(shared_data):
     assert "<|assistant|>" in tok.decode(ids) and tok.decode([t for t, m in zip(ids, mask) if m]).endswith("<|end|>")
     prefs = load_preferences(hh, tok)
     assert len(prefs.train) + len(prefs.val) == 2299
+
+
+def test_a_reward_model_is_refused_where_text_is_written(tmp_path, capsys):
+    from minigpt.checkpoint import save_checkpoint
+    from minigpt.cli import main
+    from minigpt.models.gpt import GPTConfig
+    from minigpt.models.reward import RewardConfig, RewardModel
+    from minigpt.text.tokenizer import train_char
+
+    tok = train_char("hello world")
+    tok.save(tmp_path / "tokenizer.char")
+    base = vars(GPTConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16))
+    save_checkpoint(tmp_path / "rm", 1, RewardModel(RewardConfig(base=base)), tmp_path / "tokenizer.char",
+                    extra={"stage": "reward"})
+    for argv in (["chat", "-p", "hi"], ["sample", "hi"], ["inspect", "attention", "hi"]):
+        assert main([*argv, "--checkpoint", str(tmp_path / "rm")]) == 2
+        err = capsys.readouterr().err
+        assert "a reward model scores replies and cannot write any" in err and "Traceback" not in err, argv
+
+
+def test_inspect_numbers_and_files_are_checked_by_argparse(tmp_path, capsys):
+    from minigpt.cli import main
+
+    for argv, words in ((["attention", "x", "--window", "-3"], "--window: must be at least 1"),
+                        (["embeddings", "--top", "0"], "--top: must be at least 1"),
+                        (["embeddings", "--count", "1"], "--count: must be at least 2"),
+                        (["attention", "x", "--png", str(tmp_path)], "is a folder; give a file name")):
+        with pytest.raises(SystemExit) as exit_:
+            main(["inspect", *argv, "--checkpoint", "anything"])
+        assert exit_.value.code == 2 and words in capsys.readouterr().err, argv
+

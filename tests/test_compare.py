@@ -236,4 +236,4 @@ def test_cli_end_to_end_with_a_time_budget(names, tmp_path):
     assert again.returncode == 0 and "report.md" in again.stdout
     bad = subprocess.run(args[:4] + ["--models", "gpt,transformer"], capture_output=True, text=True, env=env,
                          timeout=120)
-    assert bad.returncode == 2 and "error: --models: unknown kind transformer" in bad.stdout
+    assert bad.returncode == 2 and "error: --models: unknown kind transformer" in bad.stderr

@@ -319,22 +319,27 @@ def test_the_utf8_guard_keeps_samples_well_formed_with_the_models_own_logprobs()
     assert [g.logprobs[0] for g in guarded] == pytest.approx([first[g.ids[0]].item() for g in guarded], abs=1e-5)
 
 
-def test_the_length_limit_never_cuts_a_character():
+def test_the_length_limit_never_cuts_a_character_or_calls_itself_a_stop():
     tok = cjk_tokenizer()
-    lead = tok.ranks[b"\xe4\xbd"]  # the model wants a character's first two bytes, then its third
-    engine = scripted_engine(tok, [tok.bos_id], [lead, tok.ranks[b"\xa0"]])
-    assert engine.generate([tok.bos_id], temperature=0, max_new_tokens=2).text == "你"
-    cut = engine.generate([tok.bos_id], temperature=0, max_new_tokens=1)
-    assert cut.ids != [lead] and "\ufffd" not in cut.text
+    lead, end = tok.ranks[b"\xe4\xbd"], tok.specials["<|end|>"]  # the model wants a character, then to stop
+    engine = scripted_engine(tok, [tok.bos_id], [lead, tok.ranks[b"\xa0"], end])
+    whole = engine.generate([tok.bos_id], temperature=0, max_new_tokens=3)
+    assert (whole.text, whole.finish_reason) == ("你", "stop")
+    cut = engine.generate([tok.bos_id], temperature=0, max_new_tokens=1)  # the limit falls inside the character
+    assert (cut.ids, cut.text, cut.finish_reason) == ([lead], "", "length")  # its bytes left out, not U+FFFD
     assert engine.generate([tok.bos_id], temperature=0, max_new_tokens=1, valid_utf8=False).text == "\ufffd"
-    # one byte a token (the default tokenizer's Chinese): a character that would not fit is not started
+    # one byte a token (the default tokenizer's Chinese): "好你" then the end; every limit inside 你 ends on 好
     tok = Tokenizer([bytes([i]) for i in range(256)])
-    engine = scripted_engine(tok, [tok.bos_id], [tok.ranks[bytes([b])] for b in "你".encode()])
-    assert engine.generate([tok.bos_id], temperature=0, max_new_tokens=3).text == "你"
-    for limit in (1, 2):
+    script = [tok.ranks[bytes([b])] for b in "好你".encode()] + [tok.specials["<|end|>"]]
+    engine = scripted_engine(tok, [tok.bos_id], script)
+    for limit in (4, 5):
         g = engine.generate([tok.bos_id], temperature=0, max_new_tokens=limit)
-        assert run(0, tok.decode_bytes(g.ids)) == 0 and g.ids[0] != tok.ranks[b"\xe4"], limit
-        assert "\ufffd" in engine.generate([tok.bos_id], temperature=0, max_new_tokens=limit, valid_utf8=False).text
+        assert (g.ids, g.text, g.finish_reason) == (script[:limit], "好", "length"), limit  # the model's own tokens
+        streamed = list(engine.stream([tok.bos_id], temperature=0, max_new_tokens=limit))
+        assert "".join(ev.text for ev in streamed) == "好" and streamed[-1].finish_reason == "length"
+        assert engine.generate([tok.bos_id], temperature=0, max_new_tokens=limit, valid_utf8=False).text == "好\ufffd"
+    assert engine.generate([tok.bos_id], temperature=0, max_new_tokens=6).finish_reason == "length"
+    assert engine.generate([tok.bos_id], temperature=0, max_new_tokens=7).finish_reason == "stop"
 
 
 def test_stop_string_in_chinese_text():

@@ -109,7 +109,9 @@ def test_tokenizer_json_on_random_unicode(pattern):
 def test_exported_tokenizer_and_chat_template_in_transformers(tmp_path, bpe, mixed):
     out = export_run(make_run(tmp_path / "run", bpe), "hf", tmp_path / "hf")
     tok = transformers.AutoTokenizer.from_pretrained(out)
-    assert tok(mixed[:200_000], split_special_tokens=True)["input_ids"] == bpe.encode(mixed[:200_000])
+    ids = tok(mixed[:200_000], split_special_tokens=True)["input_ids"]
+    assert ids == [bpe.bos_id] + bpe.encode(mixed[:200_000])  # <|bos|> first, as `minigpt sample` prompts
+    assert tok("x y", add_special_tokens=False)["input_ids"] == bpe.encode("x y")
     assert (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) == (bpe.bos_id, bpe.special_id("<|end|>"),
                                                                      bpe.special_id("<|end|>"))
     chats = [[{"role": "user", "content": "床前明月光 🤗 what's this?"}],
@@ -136,7 +138,7 @@ def test_char_tokenizer_exports_too(tmp_path):
     out = export_run(make_run(tmp_path / "run", char), "hf", tmp_path / "hf")
     tok = transformers.AutoTokenizer.from_pretrained(out)
     probe = "hello 你好 unknown★ <|end|>\n"
-    assert tok(probe, split_special_tokens=True)["input_ids"] == char.encode(probe)
+    assert tok(probe, split_special_tokens=True)["input_ids"] == [char.bos_id] + char.encode(probe)
     messages = [{"role": "user", "content": "hello"}]
     assert tok.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"] == \
         render_prompt(char, messages)
@@ -220,8 +222,21 @@ def test_cli_export_and_its_refusals(tmp_path, bpe, capsys):
     assert (tmp_path / "hf" / "model.safetensors").is_file()
     capsys.readouterr()
     assert main(["export", str(run), "--out", str(tmp_path / "hf")]) == 2  # no silent overwrite
-    assert "already exists" in capsys.readouterr().out
+    assert "already exists" in capsys.readouterr().err
     assert main(["export", str(run), "--out", str(tmp_path / "hf"), "--force"]) == 0
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("mine")
+    (tmp_path / "file").write_text("x")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    capsys.readouterr()
+    for out, message in [(run, "holds the checkpoint"), (run / "step_000001", "holds the checkpoint"),
+                         (tmp_path, "holds the checkpoint"), (tmp_path / "notes", "holds no earlier export"),
+                         (tmp_path / "file" / "hf", "cannot write there")]:
+        assert main(["export", str(run), "--out", str(out), "--force"]) == 2, out  # --force loses nothing
+        lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+        assert len(lines) == 1 and message in lines[0], lines
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert (tmp_path / "notes" / "a.txt").read_text() == "mine" and load_checkpoint(run) is not None
     reward = RewardModel(RewardConfig(base=vars(load_checkpoint(run).model.config)))
     save_checkpoint(tmp_path / "rm", 1, reward, run / "step_000001" / "tokenizer.bpe")
     capsys.readouterr()
@@ -229,7 +244,7 @@ def test_cli_export_and_its_refusals(tmp_path, bpe, capsys):
                           ([str(run), "--format", "gguf"], "--activation relu2"),
                           ([str(tmp_path / "nothing")], "no such checkpoint")]:
         assert main(["export", *args, "--out", str(tmp_path / "x.gguf")]) == 2
-        lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip()]
+        lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
         assert len(lines) == 1 and message in lines[0], lines
 
 

@@ -357,11 +357,11 @@ def test_pretrain_resume_of_an_sft_run_and_a_corrupt_run_json_are_one_line(base_
     stage_run("sft", base_run, out, max_iters=3)
     capsys.readouterr()
     assert main(["pretrain", "--out", str(out), "--resume"]) == 2
-    said = capsys.readouterr().out.strip()
+    said = capsys.readouterr().err.strip()
     assert "\n" not in said and "is a sft run" in said and f"minigpt sft --out {out} --resume" in said
     (out / "run.json").write_text('{"stage": "sft", "par')  # torn
     assert main(["sft", "--out", str(out), "--resume"]) == 2
-    said = capsys.readouterr().out.strip()
+    said = capsys.readouterr().err.strip()
     assert "\n" not in said and "run.json: unreadable" in said
 
 

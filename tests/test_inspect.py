@@ -409,6 +409,6 @@ def test_cli_refuses_a_model_without_attention(tok, tmp_path, capsys):
     save_checkpoint(tmp_path / "bigram", 1, Bigram(BigramConfig(vocab_size=tok.vocab_size)), tok_path,
                     extra={"stage": "pretrain"})
     assert main(["inspect", "attention", "--checkpoint", str(tmp_path / "bigram"), "the fox"]) == 2
-    out = capsys.readouterr().out
-    assert "error: this bigram model has no attention" in out and len(out.strip().splitlines()) <= 2
+    err = capsys.readouterr().err
+    assert "error: this bigram model has no attention" in err and len(err.strip().splitlines()) <= 2
     assert main(["inspect", "embeddings", "--checkpoint", str(tmp_path / "bigram"), "--token", "o"]) == 0

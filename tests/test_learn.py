@@ -56,7 +56,7 @@ def test_listing_names_every_lesson_in_order(capsys):
 ])
 def test_user_errors_are_one_line(argv, message, capsys):
     assert main(argv) == 2
-    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip()]
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]
 
 
@@ -316,7 +316,7 @@ def test_compare_task_cli_writes_a_report(tmp_path, capsys):
     assert "| gpt |" in (out / "report.md").read_text()
     assert_png(out / "accuracy.png")
     assert main(["compare", "--task", "copying"]) == 2
-    assert "unknown; tasks: recall" in capsys.readouterr().out
+    assert "unknown; tasks: recall" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------- 7 chinese

@@ -25,7 +25,7 @@ from minigpt.checkpoint import load_checkpoint  # noqa: E402
 from minigpt.infer.engine import Engine  # noqa: E402
 from minigpt.infer.sampling import SamplingConfig  # noqa: E402
 from minigpt.lens import attention as insp  # noqa: E402
-from minigpt.serve.app import Served, create_app  # noqa: E402
+from minigpt.serve.app import Served, Server, create_app  # noqa: E402
 from conftest import make_checkpoint  # noqa: E402
 from minigpt.text.chat_format import render_prompt  # noqa: E402
 
@@ -38,9 +38,9 @@ QUESTION = [{"role": "user", "content": "what is a list?"}]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config):
-        super().__init__(config)
+class _Server(Server):
+    def __init__(self, config: uvicorn.Config, served: Served):
+        super().__init__(config, served)
         self.ready = threading.Event()
 
     async def startup(self, sockets=None) -> None:
@@ -61,7 +61,7 @@ class Running:
         sock.listen(64)
         self.port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = _Server(uvicorn.Config(create_app(self.served), log_level="warning"))
+        self.server = _Server(uvicorn.Config(create_app(self.served), log_level="warning"), self.served)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
         self.thread.start()
         assert self.server.ready.wait(30), "the server did not start"
@@ -99,7 +99,11 @@ class Running:
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("serve_ckpt")
-    return {"sft": make_checkpoint(root, "sft", chars=CHARS), "pretrain": make_checkpoint(root, "pretrain", chars=CHARS),
+    # the main one's context is long enough that a reply nobody stops runs for seconds (the disconnect, queue and
+    # stop-button tests); "short" is block 64, for context overflow
+    return {"sft": make_checkpoint(root, "sft", chars=CHARS, block_size=32768),
+            "short": make_checkpoint(root, "sft", chars=CHARS),
+            "pretrain": make_checkpoint(root, "pretrain", chars=CHARS),
             "end": make_checkpoint(root, "sft", end_first=True, chars=CHARS)}
 
 
@@ -210,7 +214,7 @@ def test_a_base_checkpoint_answers_chat_as_a_continuation(ckpts):
 def test_models_lists_the_model(server):
     card = server.client().models.list().data[0]
     assert card.id == "tiny" and card.model_extra["minigpt"]["chat"] == "template"
-    assert card.model_extra["minigpt"]["context_length"] == 64
+    assert card.model_extra["minigpt"]["context_length"] == 32768
     assert server.client().models.retrieve("tiny").id == "tiny"
     with pytest.raises(openai.NotFoundError):
         server.client().models.retrieve("gpt-4")
@@ -224,15 +228,17 @@ def test_models_lists_the_model(server):
     ({"messages": []}, "messages", "non-empty"),
     ({"messages": [{"role": "tool", "content": "x"}]}, "messages", "role 'tool'"),
     ({"messages": [{"role": "user"}]}, "messages", "needs 'role' and 'content'"),
-    ({"messages": [{"role": "user", "content": "a" * 80}]}, "messages", "context is 64 tokens"),
-    ({"messages": QUESTION, "temperature": -1}, "temperature", "must be >= 0"),
+    ({"messages": QUESTION, "temperature": -1}, "temperature", "must be a number >= 0"),
     ({"messages": QUESTION, "temperature": "hot"}, "temperature", "must be a number"),
     ({"messages": QUESTION, "top_p": 1.5}, "top_p", "(0, 1]"),
     ({"messages": QUESTION, "max_tokens": 0}, "max_tokens", "positive integer"),
-    ({"messages": QUESTION, "seed": -3}, "seed", ">= 0"),
+    ({"messages": QUESTION, "seed": -3}, "seed", "from 0 to 2**64 - 1"),
+    ({"messages": QUESTION, "seed": 2**64}, "seed", "from 0 to 2**64 - 1"),
     ({"messages": QUESTION, "n": 0}, "n", "between 1 and"),
     ({"messages": QUESTION, "stop": [""]}, "stop", "non-empty"),
     ({"messages": QUESTION, "stream": "yes"}, "stream", "true or false"),
+    ({"messages": QUESTION, "stream_options": {"include_usage": True}}, "stream_options", "only allowed with"),
+    ({"messages": QUESTION, "response_format": {"type": "json_object"}}, "response_format", "plain text only"),
     ({"messages": QUESTION, "presence_penalty": 0.5}, "presence_penalty", "repetition_penalty"),
     ({"messages": QUESTION, "logprobs": True, "top_logprobs": 3}, "top_logprobs", "/v1/minigpt/inspect"),
     (b'{"messages": [', None, "not valid JSON"),
@@ -247,9 +253,22 @@ def test_bad_requests_get_openai_shaped_400s(server, body, param, words):
     assert words in reply["error"]["message"]
 
 
-def test_context_overflow_and_bad_prompts_on_completions(server):
-    status, reply = server.post("/v1/completions", {"prompt": "x" * 64})
-    assert status == 400 and reply["error"]["code"] == "context_length_exceeded"
+def test_context_overflow_and_bad_prompts_on_completions(server, ckpts):
+    short = Running(ckpts["short"])  # a 64-token context
+    try:
+        status, reply = short.post("/v1/completions", {"prompt": "x" * 63})  # <|bos|> + 63 fills the 64 tokens
+        assert status == 400 and reply["error"]["code"] == "context_length_exceeded"
+        assert "no room for a reply" in reply["error"]["message"]
+        ids = [short.tokenizer.bos_id] + short.tokenizer.encode("x" * 61)  # room for 2: max_tokens is cut to it
+        status, reply = short.post("/v1/completions", {"prompt": "x" * 61, "max_tokens": 50, "temperature": 0})
+        assert status == 200 and reply["choices"][0]["finish_reason"] == "length"
+        assert reply["usage"] == {"prompt_tokens": 62, "completion_tokens": 2, "total_tokens": 64}
+        assert reply["choices"][0]["text"] == short.reference(ids, chat=False, temperature=0, max_new_tokens=2).text
+        status, reply = short.post("/v1/chat/completions", {"messages": [{"role": "user", "content": "a" * 80}]})
+        assert status == 400 and reply["error"]["param"] == "messages"
+        assert "context is 64 tokens" in reply["error"]["message"] and "drop the oldest turns" in reply["error"]["message"]
+    finally:
+        short.close()
     status, reply = server.post("/v1/completions", {"prompt": [0, 10**6]})
     assert status == 400 and "outside the vocabulary" in reply["error"]["message"]
     with pytest.raises(openai.BadRequestError) as e:  # what the official client raises, with the message
@@ -406,7 +425,7 @@ def test_inspect_gives_the_tokens_probability_and_attention(server):
 
 
 def test_curl_against_minigpt_serve(ckpts):
-    proc = subprocess.Popen([sys.executable, "-m", "minigpt", "serve", "--checkpoint", str(ckpts["sft"]), "--port",
+    proc = subprocess.Popen([sys.executable, "-m", "minigpt", "serve", "--checkpoint", str(ckpts["short"]), "--port",
                              "0", "--api-key", "k3y", "--temperature", "0"], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
@@ -421,7 +440,7 @@ def test_curl_against_minigpt_serve(ckpts):
         out = subprocess.run(curl + ["-H", "Authorization: Bearer k3y", "-d", body, url + "/v1/chat/completions"],
                              capture_output=True, text=True, timeout=90)
         reply = json.loads(out.stdout)
-        ckpt = load_checkpoint(ckpts["sft"])
+        ckpt = load_checkpoint(ckpts["short"])
         engine = Engine(ckpt.model, ckpt.tokenizer)
         ref = engine.generate(render_prompt(ckpt.tokenizer, QUESTION), SamplingConfig(temperature=0, max_new_tokens=7),
                               stop_ids=set(ckpt.tokenizer.specials.values()))
@@ -441,6 +460,61 @@ def test_curl_against_minigpt_serve(ckpts):
         proc.wait(30)
 
 
+def test_ctrl_c_ends_a_running_stream_with_an_error_event_and_exits_at_once(ckpts):
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "minigpt", "serve", "--checkpoint", str(ckpts["sft"]), "--port",
+                             "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        banner = ""
+        for line in proc.stdout:
+            banner += line
+            if "API http" in line:
+                break
+        host, port = re.search(r"API http://(127\.0\.0\.1):(\d+)/v1", banner).groups()
+        conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        conn.request("POST", "/v1/chat/completions", json.dumps({"messages": QUESTION, "max_tokens": 100_000,
+                                                                 "stream": True}), {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        first = response.readline()  # generating now: many seconds of it if nobody stops it
+        start = time.perf_counter()
+        proc.send_signal(signal.SIGINT)
+        rest = first + response.read()
+        proc.wait(30)
+        took = time.perf_counter() - start
+        output = banner + proc.stdout.read()
+    finally:
+        proc.kill()
+    events = [json.loads(ln[6:]) for ln in rest.decode().splitlines() if ln.startswith("data: {")]
+    assert events[-1]["error"]["code"] == "shutting_down"  # the stream says why it ended
+    assert took < 4 and proc.returncode == 130  # not after uvicorn's 5 s graceful timeout; 130: Ctrl-C
+    assert "Traceback" not in output and "CancelledError" not in output, output
+
+
+def test_a_server_told_to_exit_answers_queued_and_new_requests_with_a_503(ckpts):
+    import signal
+
+    s = Running(ckpts["sft"])
+    try:
+        conn_a, a = s.open_stream({"messages": QUESTION, "max_tokens": 100_000})
+        next(sse_events(a))  # A runs
+        replies = {}
+        thread = threading.Thread(target=lambda: replies.update(b=s.post("/v1/chat/completions", {
+            "messages": QUESTION, "max_tokens": 100_000})))
+        thread.start()
+        assert s.served.worker.wait_for(lambda rs: len(s.served.worker.queued) == 1, timeout=30)  # B waits
+        s.server.handle_exit(signal.SIGINT, None)  # what Ctrl-C calls
+        thread.join(30)
+        status, body = replies["b"]
+        assert status == 503 and body["error"]["code"] == "shutting_down" and "retry" in body["error"]["message"]
+        assert list(sse_events(a))[-1]["error"]["code"] == "shutting_down"
+        conn_a.close()
+    finally:
+        s.close()
+
+
 def test_a_busy_port_is_a_one_line_error(ckpts):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -448,7 +522,10 @@ def test_a_busy_port_is_a_one_line_error(ckpts):
         port = taken.getsockname()[1]
         r = subprocess.run([sys.executable, "-m", "minigpt", "serve", "--checkpoint", str(ckpts["sft"]), "--port",
                             str(port)], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "choose another --port" in r.stdout and "Traceback" not in r.stdout + r.stderr
+    assert r.returncode == 2 and "choose another --port" in r.stderr and "Traceback" not in r.stdout + r.stderr
+    r = subprocess.run([sys.executable, "-m", "minigpt", "serve", "--checkpoint", str(ckpts["sft"]), "--api-key",
+                        "clé"], capture_output=True, text=True, timeout=120)  # no client could send it
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "printable ASCII" in r.stderr
 
 
 # ---------------------------------------------------------------------------------------------- the page

@@ -389,5 +389,5 @@ def test_cli_train_encode_info(tmp_path, capsys):
     assert main(["tokenizer", "info", "--tokenizer", str(out), "--text", str(corpus)]) == 0
     assert "first 10 merges" in capsys.readouterr().out
     assert main(["tokenizer", "train", "--data", str(corpus), "--vocab-size", "10"]) == 2
-    assert "too small" in capsys.readouterr().out
+    assert "too small" in capsys.readouterr().err
     assert main(["tokenizer", "info", "--tokenizer", str(tmp_path / "nope.bpe")]) == 2

@@ -62,20 +62,3 @@ def test_a_vocabulary_without_some_bytes_never_leaves_a_state_empty():
     guard = Utf8Guard([b"a", b"\xe4", b"\xbd\xa0"])  # after "\xe4" only "\xbd\xa0"; after "\xe4\xbd" nothing
     assert guard.blocked[2].tolist() == [True, True, False]
     assert not guard.blocked[1].any() and guard.advance(torch.tensor([1]), torch.tensor([0])).item() == 0
-
-
-def test_near_the_length_limit_only_characters_that_fit_are_started():
-    guard = Utf8Guard([bytes([i]) for i in range(256)])  # one byte a token: a character of n bytes takes n tokens
-    for left in (1, 2, 3, 4, 5):
-        mask = guard.mask(left)
-        for state in range(STATES):
-            for t in range(256):
-                after = run(state, bytes([t]))
-                fits = after != REJECT and need(after) <= left - 1  # the tokens after this one can finish it
-                assert bool(mask[state, t]) == (not fits and (after == REJECT or need(state) <= left)), (left, t)
-    assert torch.equal(guard.mask(1)[2], guard.blocked[2])  # two bytes to go, one token left: continue anyway
-
-
-def need(state: int) -> int:
-    """Continuation bytes still owed in an automaton state (RULES' comments)."""
-    return {0: 0, 1: 1, 2: 2, 3: 2, 4: 2, 5: 3, 6: 3, 7: 3}[state]

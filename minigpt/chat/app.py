@@ -38,7 +38,7 @@ def chat_main(checkpoint: str, *, device: str = "auto", sampling: SamplingConfig
     from ..common import console, minigpt_home, resolve_device
 
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
-    ckpt = load_checkpoint(checkpoint, device=resolve_device(device))
+    ckpt = load_checkpoint(checkpoint, device=resolve_device(device)).writer()
     stage = ckpt.config.get("stage", "pretrain")
     if mode == "auto":
         mode = "chat" if stage in CHAT_STAGES else "continue"
@@ -56,7 +56,7 @@ def chat_main(checkpoint: str, *, device: str = "auto", sampling: SamplingConfig
         io.note(f"loaded {ckpt.path} (stage {stage}, step {ckpt.step})")
         if mode == "continue":
             io.note(continue_note)
-        return run_chat(session, io, table if commands else None, force=force)
+        return run_chat(session, io, table if commands else None, force=force, piped=True)
     io = TerminalIO(console, minigpt_home() / "chat_history", table.completions())
     console.print(f"[bold]minigpt chat[/] · {escape(str(ckpt.path))} (step {ckpt.step}) · {info['model']} · "
                   f"context {info['context']}")

@@ -48,11 +48,17 @@ def _clear(ctx: CommandContext, arg: str) -> None:
 
 @command("regen", "replace the last reply with a new one")
 def _regen(ctx: CommandContext, arg: str) -> None:
-    session = ctx.session
-    session.undo_reply()
-    if not session.messages or session.messages[-1]["role"] != "user":
-        raise MinigptError("nothing to regenerate: say something first")
-    ctx.respond()
+    messages = ctx.session.messages
+    answered = len(messages) >= 2 and messages[-1]["role"] == "assistant" and messages[-2]["role"] == "user"
+    if not answered and not (messages and messages[-1]["role"] == "user"):
+        raise MinigptError("nothing to regenerate: the conversation does not end with your message or a reply to it")
+    old = messages.pop() if answered else None
+    try:
+        ctx.respond()
+    except BaseException:
+        if old is not None:  # the new reply failed: keep the one it was to replace
+            messages.append(old)
+        raise
 
 
 def _settings(cfg: SamplingConfig) -> str:

@@ -21,8 +21,11 @@ Commands live in tables, merged explicitly by the caller (chat/app.py), never re
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
+import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -110,16 +113,18 @@ def respond(session: ChatSession, io: ChatIO) -> Reply:
     return reply
 
 
-def run_chat(session: ChatSession, io: ChatIO, commands: CommandTable | None, *, force: bool = False) -> int:
+def run_chat(session: ChatSession, io: ChatIO, commands: CommandTable | None, *, force: bool = False,
+             piped: bool = False) -> int:
     """Read, run commands or reply, repeat, until end of input, Ctrl-D, Ctrl-C twice at the prompt, or /exit.
-    `commands` None: every line is a user turn. Returns 0, or 1 when reading input keeps failing."""
+    `commands` None: every line is a user turn. Returns 0, or 1 when reading input keeps failing; `piped`
+    (input from a pipe or -p): also 1 when any line failed, and a reader that went away (`| head`) ends it."""
     ctx = CommandContext(session, io, commands or CommandTable(), force)
-    failed_reads = 0
+    failed_reads, failed = 0, False
     while True:
         try:
             line = io.read()
         except (EOFError, KeyboardInterrupt):
-            return 0
+            return 1 if failed and piped else 0
         except Exception as e:  # the front end failed: keep the conversation, try again (3 times)
             rescue(ctx, e)
             failed_reads += 1
@@ -130,13 +135,21 @@ def run_chat(session: ChatSession, io: ChatIO, commands: CommandTable | None, *,
         try:
             _handle(ctx, line, with_commands=commands is not None)
         except EndChat:
-            return 0
+            return 1 if failed and piped else 0
         except MinigptError as e:
             io.error(str(e))
+            failed = True
         except KeyboardInterrupt:  # Ctrl-C inside a command: back to the prompt
             io.note("[interrupted]")
+        except BrokenPipeError:
+            if piped:  # nobody reads the replies any more: stop, quietly (stdout pointed at /dev/null for exit)
+                with contextlib.suppress(Exception):
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                return 0
+            rescue(ctx, BrokenPipeError())
         except Exception as e:  # a bug, not the user's doing: keep the conversation and go on
             rescue(ctx, e)
+            failed = True
 
 
 def _handle(ctx: CommandContext, line: str, *, with_commands: bool) -> None:
@@ -151,8 +164,13 @@ def _handle(ctx: CommandContext, line: str, *, with_commands: bool) -> None:
         if not with_commands and line.startswith("/") and not ctx.told_slash:
             ctx.io.note("note: lines starting with / are sent as text here; add --commands to run slash commands")
             ctx.told_slash = True
+        before = len(ctx.session.messages)
         ctx.session.add_user(line[1:] if with_commands and line.startswith("//") else line)
-        respond(ctx.session, ctx.io)
+        try:
+            respond(ctx.session, ctx.io)
+        except BaseException:  # no reply: the turn is not kept either, so the history stays a conversation
+            del ctx.session.messages[before:]
+            raise
 
 
 def rescue(ctx: CommandContext, error: Exception) -> Path | None:

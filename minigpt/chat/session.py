@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from ..common import MinigptError
 from ..infer.engine import Engine, TokenEvent
-from ..infer.sampling import SamplingConfig
+from ..infer.sampling import SEEDS, SamplingConfig
 from ..text.chat_format import render_prompt
 
 CHAT_STAGES = ("sft", "dpo", "rl")  # checkpoints of these stages know the chat template
@@ -180,14 +180,19 @@ class ChatSession:
     # -------------------------------------------------------------------------------------- replies
 
     def reply_config(self) -> SamplingConfig:
-        seed = None if self.sampling.seed is None else self.sampling.seed + self.replies
+        seed = None if self.sampling.seed is None else (self.sampling.seed + self.replies) % SEEDS
         return self.sampling.with_overrides(seed=seed)
 
     def respond(self, on_text: Callable[[str], None] | None = None,
                 on_note: Callable[[str], None] | None = None) -> Reply:
         """Stream a reply to the conversation so far; Ctrl-C ends it early (finish_reason "interrupted").
-        The reply joins the history either way."""
+        The reply joins the history either way; a reply that fails with an error does not."""
         ids, dropped = self.prompt_ids()
+        if self.mode == "chat" and self.engine.context_limit is not None and len(ids) > self.prompt_budget():
+            raise MinigptError(f"that message takes {len(ids):,} tokens with the chat's template"
+                               + (" and system prompt" if self.system else "") + f", more than the "
+                               f"{self.prompt_budget():,} the model's {self.engine.context_limit}-token context "
+                               "leaves for it beside a reply; shorten it")
         if dropped and on_note:
             limit = self.engine.context_limit
             on_note(f"context: left out the {dropped} oldest message{'s' * (dropped > 1)} to fit the model's "
@@ -211,17 +216,10 @@ class ChatSession:
                 stream.close()
         finally:
             reply.ended = time.perf_counter()
-            message: dict[str, Any] = {"role": "assistant", "content": reply.text}
-            if reply.interrupted:
-                message["interrupted"] = True
-            self.messages.append(message)
             self.total_tokens += len(reply.ids)
             self.total_seconds += reply.total_s
+        message: dict[str, Any] = {"role": "assistant", "content": reply.text}
+        if reply.interrupted:
+            message["interrupted"] = True
+        self.messages.append(message)
         return reply
-
-    def undo_reply(self) -> bool:
-        """Remove the last assistant message (for /regen); False when the conversation does not end in one."""
-        if self.messages and self.messages[-1]["role"] == "assistant":
-            self.messages.pop()
-            return True
-        return False

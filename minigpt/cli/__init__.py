@@ -12,7 +12,7 @@ import sys
 from rich.markup import escape
 
 from .. import __version__
-from ..common import MinigptError, console
+from ..common import MinigptError, err_console
 from . import export, generate, inspect, learn, runs, serve, tokenizer, train
 from .args import apply_config_file
 
@@ -44,10 +44,10 @@ def main(argv: list[str] | None = None) -> int:
             args = apply_config_file(args, argv, parser)
         return int(args.func(args) or 0)
     except MinigptError as e:
-        console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
         return 2
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]")
+        err_console.print("[yellow]interrupted[/]")
         return 130
 
 

@@ -167,6 +167,28 @@ def sampling_config(args: argparse.Namespace):
     return resolve_config(SamplingConfig, args).with_overrides(stop=tuple(args.stop))
 
 
+def at_least(low: int):
+    """An argparse type: an integer >= low ("--top -2" is refused by argparse with its usage line)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    return parse
+
+
+def file_path(text: str) -> str:
+    """An argparse type for a file to write: not an existing folder."""
+    from pathlib import Path
+
+    if Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name, e.g. {Path(text) / 'out.png'}")
+    return text
+
+
 def load(args: argparse.Namespace):
     """Load --checkpoint on --device and say on stderr which step it is (a run folder means its latest step)."""
     from rich.console import Console
@@ -175,7 +197,7 @@ def load(args: argparse.Namespace):
     from ..checkpoint import load_checkpoint
     from ..common import resolve_device
 
-    ckpt = load_checkpoint(args.checkpoint, device=resolve_device(args.device))
+    ckpt = load_checkpoint(args.checkpoint, device=resolve_device(args.device)).writer()
     Console(stderr=True, highlight=False).print(f"[dim]loaded {escape(str(ckpt.path))} (stage "
                                                 f"{ckpt.config.get('stage', '?')}, step {ckpt.step})[/]", soft_wrap=True)
     return ckpt

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..common import MinigptError, console
+from ..common import MinigptError, console, err_console
 from .args import add_sampling, load, sampling_config
 
 
@@ -49,7 +49,7 @@ def _sample(args: argparse.Namespace) -> int:
     from rich.text import Text
 
     from ..infer.engine import Engine, collect
-    from ..infer.sampling import grid_configs, parse_grid
+    from ..infer.sampling import SEEDS, grid_configs, parse_grid
 
     config = sampling_config(args)
     grid = parse_grid(args.grid) if args.grid else None
@@ -64,7 +64,8 @@ def _sample(args: argparse.Namespace) -> int:
     note = (f"note: the text outgrew the model's {engine.block_size}-token context; the window slid (the model "
             f"saw only the most recent tokens)")
     if grid:
-        table = Table(*grid, "continuation", title=escape(f"prompt {prompt!r} · seed {config.seed}"),
+        title = f"prompt {prompt!r}" + ("" if "seed" in grid else f" · seed {config.seed}")  # else: a column
+        table = Table(*grid, "continuation", title=escape(title),
                       show_lines=True)
         slid = False
         for values, cfg in grid_configs(config, grid):
@@ -74,16 +75,17 @@ def _sample(args: argparse.Namespace) -> int:
                           Text(gen.text))
         console.print(table)
         if slid:
-            console.print(f"[dim]{escape(note)}[/]", soft_wrap=True)
+            err_console.print(f"[dim]{escape(note)}[/]", soft_wrap=True)
         return 0
 
     def footer(gen) -> None:
         t = gen.timings
-        console.print(f"[dim]{len(gen.ids)} tokens · {t.tokens_per_s:.1f} tokens/s · first token "
-                      f"{t.ttft_s * 1000:.0f} ms · {gen.finish_reason}"
-                      + (f" · seed {gen.seed}" if gen.seed is not None else "") + "[/]")
+        console.file.flush()  # the text, then (on stderr) how it went
+        err_console.print(f"[dim]{len(gen.ids)} tokens · {t.tokens_per_s:.1f} tokens/s · first token "
+                          f"{t.ttft_s * 1000:.0f} ms · {gen.finish_reason}"
+                          + (f" · seed {gen.seed}" if gen.seed is not None else "") + "[/]")
         if gen.slid:
-            console.print(f"[dim]{escape(note)}[/]", soft_wrap=True)
+            err_console.print(f"[dim]{escape(note)}[/]", soft_wrap=True)
 
     def show(ev) -> None:  # stream the text as it is sampled
         if ev.text:
@@ -94,14 +96,14 @@ def _sample(args: argparse.Namespace) -> int:
     if args.batch and n > 1:
         for i, gen in enumerate(engine.generate_many(ids, n, config, use_cache=args.use_cache)):
             console.print(f"[bold]── sample {i + 1}/{n}[/]")
-            console.print(Text(prompt, style="bold") + Text(gen.text))
+            console.print(Text(prompt, style="bold") + Text(gen.text), soft_wrap=True)  # the text as it is
             footer(gen)
         return 0
     for i in range(n):
         if n > 1:
             console.print(f"[bold]── sample {i + 1}/{n}[/]")
-        console.print(Text(prompt, style="bold"), end="")
-        stream = engine.stream(ids, config.with_overrides(seed=config.seed + i), use_cache=args.use_cache)
+        console.print(Text(prompt, style="bold"), end="", soft_wrap=True)
+        stream = engine.stream(ids, config.with_overrides(seed=(config.seed + i) % SEEDS), use_cache=args.use_cache)
         gen = collect(stream, on_event=show)[0]
         console.file.write("\n")
         footer(gen)
@@ -111,6 +113,8 @@ def _sample(args: argparse.Namespace) -> int:
 def _chat(args: argparse.Namespace) -> int:
     from ..chat.app import chat_main
 
+    if args.prompt is not None and not args.prompt.strip():
+        raise MinigptError("-p: the question is empty; give some text, e.g. -p 'What does len do?'")
     return chat_main(args.checkpoint, device=args.device, sampling=sampling_config(args), system=args.system,
                      prompt=args.prompt, mode=args.mode, use_cache=args.use_cache, commands=args.commands,
                      force=args.force)

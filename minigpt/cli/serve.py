@@ -63,12 +63,15 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from ..serve.app import Served, create_app
+        from ..serve.app import Served, Server, create_app
     except ImportError as e:
         raise MinigptError(f"minigpt serve needs the serve extra ({e.name} is missing): "
                            "pip install 'minigpt[serve]'") from None
     if args.queue_size < 1:
         raise MinigptError(f"--queue-size {args.queue_size}: give at least 1")
+    if args.api_key and not (args.api_key.isascii() and args.api_key.isprintable() and " " not in args.api_key):
+        raise MinigptError("--api-key: use printable ASCII without spaces (an HTTP header carries it), e.g. "
+                           "--api-key \"$(openssl rand -hex 16)\"")
     defaults = resolve_config(SamplingConfig, args)
     sock = _bind(args.host, args.port)
     ckpt = load(args)
@@ -87,5 +90,5 @@ def _serve(args: argparse.Namespace) -> int:
         console.print(f"[yellow]warning:[/] listening on {escape(host)} without --api-key: anyone who can reach "
                       "this machine can use the model", soft_wrap=True)
     config = uvicorn.Config(create_app(served), log_level="info", access_log=True, timeout_graceful_shutdown=5)
-    uvicorn.Server(config).run(sockets=[sock])
+    Server(config, served).run(sockets=[sock])
     return 0

@@ -77,25 +77,56 @@ def target(model_config: Any, fmt: str) -> str:
     return arch
 
 
+def _check_out(out: Path, fmt: str, force: bool, step: Path) -> None:
+    """Refuse an `--out` that would lose something: an existing path without --force; with it, anything but an
+    earlier export (a folder holding a Hugging Face config.json, or a file for gguf), the run being exported or a
+    folder holding it, and the working folder or one above it."""
+    where, source = out.resolve(), step.resolve()
+    run = source.parent if (source.parent / "latest").is_file() else source
+    if where in (source, run) or run in where.parents or where in run.parents or where == Path.cwd() \
+            or where in Path.cwd().parents:
+        raise MinigptError(f"--out {out}: is or holds the checkpoint being exported (or the working folder); "
+                           "choose a path outside it, e.g. --out exported/NAME")
+    if fmt == "gguf" and out.is_dir():
+        raise MinigptError(f"--out {out}: is a folder; --format gguf writes one file, e.g. --out model.gguf")
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return
+    if not force:
+        raise MinigptError(f"--out {out}: already exists; choose a new path, or add --force to replace it")
+    if out.is_dir() and not _is_hf_export(out):
+        raise MinigptError(f"--out {out}: is a folder that holds no earlier export (no Hugging Face config.json); "
+                           "--force replaces only an export; choose a new path")
+
+
+def _is_hf_export(folder: Path) -> bool:
+    import json
+
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and "model_type" in config and not (folder / "latest").exists()
+
+
 def export_run(run: str | Path, fmt: str, out: str | Path, *, force: bool = False) -> Path:
     """Load a run's checkpoint and write it as `fmt` to `out` (a folder for hf, a .gguf file for gguf); an
-    existing `out` is replaced only with `force`."""
+    existing export at `out` is replaced only with `force` (`_check_out` says what else is refused)."""
     from ..checkpoint import load_checkpoint, read_config, resolve_step
     from ..models import config_from_dict
 
     out = Path(out)
-    if out.exists() and not force and not (out.is_dir() and not any(out.iterdir())):
-        raise MinigptError(f"--out {out}: already exists; choose a new path, or add --force to replace it")
-    if fmt == "gguf" and out.is_dir():
-        raise MinigptError(f"--out {out}: is a folder; --format gguf writes one file, e.g. --out model.gguf")
     step = resolve_step(run)
+    _check_out(out, fmt, force, step)
     config = read_config(step)
     arch = target(config_from_dict(config["model"], source=str(step)), fmt)  # refuse before loading weights
     ckpt = load_checkpoint(step)
-    if fmt == "hf":
-        from .hf import export_hf
+    try:
+        if fmt == "hf":
+            from .hf import export_hf
 
-        return export_hf(ckpt.model, ckpt.tokenizer, out, arch)
-    from .gguf import export_gguf
+            return export_hf(ckpt.model, ckpt.tokenizer, out, arch)
+        from .gguf import export_gguf
 
-    return export_gguf(ckpt.model, ckpt.tokenizer, out, arch, name=ckpt.run_dir.name)
+        return export_gguf(ckpt.model, ckpt.tokenizer, out, arch, name=ckpt.run_dir.name)
+    except OSError as e:
+        raise MinigptError(f"--out {out}: cannot write there ({e.strerror or e}); choose another path") from None

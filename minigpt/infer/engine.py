@@ -40,7 +40,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import torch
 
 from ..common import MinigptError
-from .sampling import SamplingConfig, make_generators, sample_next
+from .sampling import SEEDS, SamplingConfig, make_generators, sample_next
 from .utf8 import guard_for
 
 DEFAULT_STOP_TOKENS = ("<|end|>", "<|bos|>")
@@ -115,17 +115,18 @@ class Stream:
         self._events.close()
 
     def sample_seed(self, i: int) -> int | None:
-        return None if self.seed is None else self.seed + i
+        return None if self.seed is None else (self.seed + i) % SEEDS
 
 
 class TextStream:
     """One sample's text: complete characters only, stop strings cut exactly.
 
     `push(id) -> (text to emit now, stopped)`; `finish() -> the held-back rest` (an incomplete UTF-8 tail
-    becomes U+FFFD there). Held back: the longest tail of the text that is the start of some stop string."""
+    becomes U+FFFD there, or with `whole_chars` is left out: the bytes of a character the length limit cut off).
+    Held back: the longest tail of the text that is the start of some stop string."""
 
-    def __init__(self, decoder, stops: Sequence[str] = ()):
-        self.decoder, self.stops = decoder, tuple(s for s in stops if s)
+    def __init__(self, decoder, stops: Sequence[str] = (), whole_chars: bool = False):
+        self.decoder, self.stops, self.whole_chars = decoder, tuple(s for s in stops if s), whole_chars
         self.pending = ""
 
     def push(self, token_id: int) -> tuple[str, bool]:
@@ -136,7 +137,7 @@ class TextStream:
         return self._release(final=False)
 
     def finish(self) -> str:
-        self.pending += self.decoder.flush()
+        self.pending += self.decoder.flush("drop" if self.whole_chars else "replace")
         return self._release(final=True)[0]
 
     def _release(self, final: bool) -> tuple[str, bool]:
@@ -306,7 +307,7 @@ class Engine:
         fast = use_cache and self.cache_kind is not None
         P = max(len(p) for p in prompts)
         pads = [P - len(p) for p in prompts for _ in range(n)]
-        texts = [TextStream(self.tokenizer.stream_decoder(), cfg.stop) for _ in pads]
+        texts = [TextStream(self.tokenizer.stream_decoder(), cfg.stop, cfg.valid_utf8) for _ in pads]
         guard = guard_for(self.tokenizer, self.vocab_size, str(dev)) if cfg.valid_utf8 else None
         utf8 = None if guard is None else guard.start(prompts).repeat_interleave(n)  # (B,) automaton states
         samples = list(range(len(pads)))  # batch row -> sample index (rows leave as samples finish)
@@ -332,7 +333,7 @@ class Engine:
                     recent = None
                     if cfg.repetition_penalty != 1.0 and cfg.repetition_window > 0:
                         recent = seq[:, max(0, L - cfg.repetition_window):L]
-                    blocked = None if guard is None else guard.mask(M - step)[utf8]
+                    blocked = None if guard is None else guard.blocked[utf8]
                     ids_t, logp_t = sample_next(logits, cfg, generators, recent, blocked)
                     utf8 = None if guard is None else guard.advance(utf8, ids_t)
                     seq[:, L] = ids_t

@@ -40,6 +40,9 @@ import torch
 from ..common import MinigptError
 from ..config import check, option
 
+SEEDS = 2**64  # torch.Generator.manual_seed takes 0 .. 2**64 - 1
+MAX_NEW_TOKENS = 1_000_000  # the engine holds every sample's whole text: 8 bytes a token
+
 
 @dataclass
 class SamplingConfig:
@@ -63,7 +66,8 @@ class SamplingConfig:
         if isinstance(self.stop, str):
             self.stop = (self.stop,)
         self.stop = tuple(self.stop)
-        check(self.temperature >= 0, "temperature", f"must be >= 0 (0 = greedy), got {self.temperature}")
+        check(0 <= self.temperature < float("inf"), "temperature", f"must be a number >= 0 (0 = greedy), got "
+              f"{self.temperature}")
         check(isinstance(self.top_k, int) and self.top_k >= 0, "top_k", f"must be an integer >= 0 (0 = off), "
               f"got {self.top_k!r}")
         check(0 < self.top_p <= 1, "top_p", f"must be in (0, 1] (1 = off), got {self.top_p}")
@@ -72,11 +76,11 @@ class SamplingConfig:
               f"{self.repetition_penalty}")
         check(isinstance(self.repetition_window, int) and self.repetition_window >= 0, "repetition_window",
               f"must be an integer >= 0, got {self.repetition_window!r}")
-        check(isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1, "max_new_tokens",
-              f"must be a positive integer, got {self.max_new_tokens!r}")
+        check(isinstance(self.max_new_tokens, int) and 1 <= self.max_new_tokens <= MAX_NEW_TOKENS, "max_new_tokens",
+              f"must be an integer from 1 to {MAX_NEW_TOKENS:,}, got {self.max_new_tokens!r}")
         check(isinstance(self.valid_utf8, bool), "valid_utf8", f"must be true or false, got {self.valid_utf8!r}")
-        check(self.seed is None or (isinstance(self.seed, int) and self.seed >= 0), "seed",
-              f"must be an integer >= 0 or none, got {self.seed!r}")
+        check(self.seed is None or (isinstance(self.seed, int) and 0 <= self.seed < SEEDS), "seed",
+              f"must be an integer from 0 to 2**64 - 1 or none, got {self.seed!r}")
         check(all(isinstance(s, str) and s for s in self.stop), "stop", "stop strings must be non-empty text")
 
     @property
@@ -109,10 +113,13 @@ def apply_repetition_penalty(logits: torch.Tensor, recent: torch.Tensor, penalty
 
 
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """logits / T (T > 0; T = 0 is greedy and handled by the caller: there is nothing to scale)."""
+    """logits / T (T > 0; T = 0 is greedy and handled by the caller: there is nothing to scale), each row shifted
+    by its largest logit first (softmax is unchanged), so that a tiny T gives -inf for the rest, not inf - inf."""
     if temperature <= 0:
         raise ValueError("temperature 0 means greedy: take the argmax instead of scaling")
-    return logits if temperature == 1.0 else logits / temperature
+    if temperature == 1.0:
+        return logits
+    return (logits - logits.amax(dim=-1, keepdim=True)) / temperature
 
 
 def apply_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -161,8 +168,8 @@ def process_logits(logits: torch.Tensor, config: SamplingConfig, recent: torch.T
 
 
 def make_generators(seed: int, n: int, device: torch.device | str) -> list[torch.Generator]:
-    """One generator per sample: sample i draws from seed + i."""
-    return [torch.Generator(device=device).manual_seed(seed + i) for i in range(n)]
+    """One generator per sample: sample i draws from seed + i (modulo 2**64, torch's seed range)."""
+    return [torch.Generator(device=device).manual_seed((seed + i) % SEEDS) for i in range(n)]
 
 
 def draw(probs: torch.Tensor, generators: Sequence[torch.Generator] | None) -> torch.Tensor:
@@ -174,6 +181,17 @@ def draw(probs: torch.Tensor, generators: Sequence[torch.Generator] | None) -> t
     if len(generators) == 1:
         return torch.multinomial(probs, 1, generator=generators[0])[:, 0]
     return torch.cat([torch.multinomial(probs[i:i + 1], 1, generator=g)[:, 0] for i, g in enumerate(generators)])
+
+
+def _draw_checked(probs: torch.Tensor, generators: Sequence[torch.Generator] | None) -> torch.Tensor:
+    """`draw`, with torch's error for probabilities that are not finite turned into what it means here."""
+    try:
+        return draw(probs, generators)
+    except RuntimeError as e:
+        if "inf, nan" not in str(e):
+            raise
+        raise MinigptError("the model's next-token probabilities are not finite (NaN or inf logits): its weights "
+                           "are probably broken (a run that diverged?); try an earlier checkpoint step") from None
 
 
 def sample_next(logits: torch.Tensor, config: SamplingConfig, generators: Sequence[torch.Generator] | None = None,
@@ -196,7 +214,7 @@ def sample_next(logits: torch.Tensor, config: SamplingConfig, generators: Sequen
         if 0 < config.top_k < x.size(-1):
             x, index = x.topk(config.top_k, dim=-1)  # (B, k), sorted; index maps back to vocabulary ids
         x = apply_min_p(apply_top_p(x, config.top_p), config.min_p)
-        ids = draw(x.softmax(dim=-1), generators)
+        ids = _draw_checked(x.softmax(dim=-1), generators)
         if index is not None:
             ids = index.gather(1, ids[:, None])[:, 0]
     logprobs = raw.gather(1, ids[:, None])[:, 0] - raw.logsumexp(dim=-1)

@@ -7,13 +7,12 @@ character. The guard runs UTF-8's automaton (the well-formed byte sequences of t
 eight states, `RULES`) over each token's bytes, and precomputes for every state which tokens may come next and
 the state after each (`Utf8Guard.next`). A decoding step then costs a row lookup, a masked fill and a gather
 (about 25 us on a CPU): the tokens that would break a character get -inf before the sampler's chain, greedy
-decoding included. Near the end of what `max_new_tokens` allows, a token is masked too if the tokens left could
-not finish the character it starts or continues (`Utf8Guard.mask`): with the standard-library tokenizer a
-Chinese character is three single-byte tokens, so the last two tokens of a reply may not start one.
+decoding included. The length limit may still stop a reply inside a character: the engine then leaves that
+character's bytes out of the reply's text (`engine.TextStream`), so the text ends on the last whole character
+and the tokens stay the model's own choices (its finish reason "length", as it is).
 
-What it changes: a reply never holds an invalid byte sequence, and it ends on a whole character (a stop token
-cannot cut one, since special tokens are ASCII; nor can the length limit, unless the prompt itself ends inside a
-character that the tokens allowed cannot finish).
+What it changes: a reply's text never holds an invalid byte sequence (a stop token cannot cut a character either:
+special tokens are ASCII, so they are masked inside one).
 What it does not: the log-probabilities reported with each token stay the model's own, and a character
 tokenizer's tokens are whole characters, so nothing is ever masked there. `SamplingConfig.valid_utf8 = False`
 samples the model's raw choices (the export parity tests compare those with other runtimes').
@@ -64,8 +63,7 @@ def run(state: int, data: bytes) -> int:
 
 class Utf8Guard:
     """The automaton's tables for one vocabulary: `next` (STATES, V), the state after each token; `blocked`
-    (STATES, V), the tokens masked in each state; `mask(left)`, the tokens masked when `left` tokens remain, so
-    that `max_new_tokens` never cuts a character in half."""
+    (STATES, V), the tokens masked in each state."""
 
     def __init__(self, token_bytes: Sequence[bytes], device: torch.device | str = "cpu"):
         table = byte_table()
@@ -85,23 +83,6 @@ class Utf8Guard:
         blocked[blocked.all(dim=1)] = False  # a vocabulary missing some bytes: never leave a state without a token
         self.blocked = blocked
         self.next = nxt.clamp(min=0)  # a token drawn where nothing fitted: start again at a character boundary
-        # fewest tokens from each state to a character boundary (Bellman-Ford over the token graph; never: STATES)
-        reach = [{n for n in row if n != REJECT} for row in rows]  # the states one token leads to
-        to_end = [0] + [STATES] * (STATES - 1)
-        for _ in range(STATES):
-            to_end = [0] + [min([STATES] + [1 + to_end[n] for n in reach[s]]) for s in range(1, STATES)]
-        to_end_after = torch.tensor(to_end + [STATES], device=device)[nxt]  # (STATES, V); REJECT (-1): `never`
-        self._finishing = []  # [left - 1]: the mask with `left` tokens to go, this one included
-        for left in range(1, max(n for n in to_end if n < STATES) + 1):
-            mask = blocked | (to_end_after > left - 1)
-            stuck = mask.all(dim=1)  # the prompt ended too deep in a character: let any token continue it
-            mask[stuck] = blocked[stuck]
-            self._finishing.append(mask)
-
-    def mask(self, left: int) -> torch.Tensor:
-        """(STATES, V) the tokens masked in each state when `left` tokens may still be drawn, this one included:
-        those that break a character, and near the end those after which the tokens left cannot finish it."""
-        return self._finishing[left - 1] if left <= len(self._finishing) else self.blocked
 
     def start(self, prompts: Sequence[Sequence[int]]) -> torch.Tensor:
         """(B,) each prompt's state after its last token (invalid bytes in a prompt restart at a boundary)."""

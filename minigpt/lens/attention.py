@@ -33,6 +33,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from ..common import MinigptError
+from ..text.tokenizer import token_text  # noqa: F401 - re-exported: the views, plots and server use it from here
 
 Head = int | str  # a head index, or "mean" (the average over heads)
 WEAK, STRONG, CURRENT = (200, 200, 200), (21, 80, 200), "#d32f2f"  # grey, blue, red (the seeds' colours)
@@ -40,13 +41,6 @@ BLUES = ((247, 251, 255), (107, 174, 214), (8, 48, 107))  # 0, 0.5, 1 of the hea
 
 
 # ---------------------------------------------------------------------------------------------- labels
-
-
-def token_text(tokenizer, token_id: int) -> str:
-    """The token's own text: special tokens by name, bytes that are not whole UTF-8 characters as \\xNN."""
-    if tokenizer.is_special(token_id):
-        return next((name for name, i in tokenizer.specials.items() if i == token_id), f"<{token_id}>")
-    return tokenizer.token_bytes(token_id).decode("utf-8", errors="backslashreplace")
 
 
 def visible(text: str) -> str:

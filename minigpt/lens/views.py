@@ -5,12 +5,12 @@ also at sqrt(weight) (see lens/attention.py for why), with the token being predi
 """
 from __future__ import annotations
 
-import json
 import math
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
+from ..text.tokenizer import quoted
 from .attention import BLUES, CURRENT, STRONG, WEAK, AttentionRecord, Head, InfluenceStep, TokenProb, token_text, visible
 
 
@@ -100,7 +100,7 @@ def top_keys(texts: Sequence[str], row: torch.Tensor, key_start: int = 0, k: int
     """'12:"o" 41% · 3:"h" 22%': the k strongest keys of an attention row, each with its position (plus
     `offset`): the view's text fallback where colours do not show."""
     values, where = torch.topk(row, min(k, row.numel()))
-    return " · ".join(f"{offset + key_start + int(i)}:{json.dumps(texts[key_start + int(i)], ensure_ascii=False)} "
+    return " · ".join(f"{offset + key_start + int(i)}:{quoted(texts[key_start + int(i)])} "
                       f"{100 * float(v):.0f}%" for v, i in zip(values, where))
 
 
@@ -157,10 +157,10 @@ def probs_table(rows: Sequence[TokenProb], title: str = "") -> "Any":
     for j, r in enumerate(rows):
         alts = Text()
         for n, (i, text, p) in enumerate(r.alternatives):
-            alts.append(("" if not n else " · ") + json.dumps(text, ensure_ascii=False) + f" {100 * p:.1f}%",
+            alts.append(("" if not n else " · ") + quoted(text) + f" {100 * p:.1f}%",
                         style="bold" if i == r.token_id else "")
         colour = "green" if r.prob >= 0.5 else "yellow" if r.prob >= 0.1 else "red"
-        table.add_row(str(j), Text(json.dumps(r.text, ensure_ascii=False)), Text(f"{100 * r.prob:.1f}%", colour),
+        table.add_row(str(j), Text(quoted(r.text)), Text(f"{100 * r.prob:.1f}%", colour),
                       alts)
     return table
 

@@ -17,9 +17,11 @@ import asyncio
 import hmac
 import json
 import logging
+import threading
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Awaitable, Callable
 
+import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -32,7 +34,7 @@ from . import openai as api
 from .inspect import parse_inspect, token_view
 from .replies import Reply
 from .served import Served
-from .worker import Job, QueueFull
+from .worker import Job, QueueFull, ShuttingDown
 
 log = logging.getLogger("minigpt.serve")
 
@@ -41,7 +43,7 @@ log = logging.getLogger("minigpt.serve")
 
 
 def error_response(e: api.ApiError) -> JSONResponse:
-    headers = {"www-authenticate": "Bearer"} if e.status == 401 else None
+    headers = {401: {"www-authenticate": "Bearer"}, 503: {"retry-after": "1"}}.get(e.status)
     return JSONResponse(e.body(), status_code=e.status, headers=headers)
 
 
@@ -66,6 +68,8 @@ def endpoint(handler: Handler, served: Served, auth: bool = True) -> Callable[[R
             return await handler(request, served)
         except api.ApiError as e:
             return error_response(e)
+        except ShuttingDown as e:
+            return error_response(_shutting_down(e))
         except MinigptError as e:  # a check deeper down (the engine, the tokenizer): still the caller's input
             return error_response(api.ApiError(str(e)))
         except Exception as e:  # noqa: BLE001 - a bug; say so in the API's shape, keep the server up
@@ -73,6 +77,10 @@ def endpoint(handler: Handler, served: Served, auth: bool = True) -> Callable[[R
             return error_response(api.ApiError(f"internal error: {type(e).__name__}: {e}", status=500,
                                                type="server_error"))
     return run
+
+
+def _shutting_down(e: ShuttingDown) -> api.ApiError:
+    return api.ApiError(f"{e}; retry in a moment", status=503, type="server_error", code="shutting_down")
 
 
 async def _cancel_on_disconnect(receive: Receive, job: Job) -> None:
@@ -116,7 +124,10 @@ async def _stream(job: Job, reply: Reply) -> AsyncIterator[bytes]:
             reply.seed = job.seed
             for chunk in reply.chunks(ev):
                 yield _sse(chunk)
-    except Exception as e:  # noqa: BLE001 - the status line is sent: report in the stream, as OpenAI does
+    except ShuttingDown as e:  # the status line is sent: report in the stream, as OpenAI does
+        yield _sse(_shutting_down(e).body())
+        return
+    except Exception as e:  # noqa: BLE001 - the same, for a check deeper down or a bug
         caller = isinstance(e, MinigptError)
         message = str(e) if caller else f"internal error: {type(e).__name__}: {e}"
         yield _sse(api.ApiError(message, type="invalid_request_error" if caller else "server_error").body())
@@ -154,18 +165,16 @@ async def answer(request: Request, served: Served, req: api.Completion) -> Respo
 async def chat_completions(request: Request, served: Served) -> Response:
     body = api.parse_body(await request.body())
     prompt = served.chat_prompt(api.chat_messages(body))
-    api.check_context(prompt, served.engine.context_limit, "messages")
-    req = api.Completion(True, prompt, api.sampling(body, served.defaults), served.session.stop_ids(),
-                         **api.options(body, chat=True))
+    config = api.fit_context(api.sampling(body, served.defaults), prompt, served.engine.context_limit, "messages")
+    req = api.Completion(True, prompt, config, served.session.stop_ids(), **api.options(body, chat=True))
     return await answer(request, served, req)
 
 
 async def completions(request: Request, served: Served) -> Response:
     body = api.parse_body(await request.body())
     prompt = api.completion_prompt(body, served.tokenizer, served.engine.vocab_size)
-    api.check_context(prompt, served.engine.context_limit, "prompt")
-    req = api.Completion(False, prompt, api.sampling(body, served.defaults), served.engine.default_stop_ids(),
-                         **api.options(body, chat=False))
+    config = api.fit_context(api.sampling(body, served.defaults), prompt, served.engine.context_limit, "prompt")
+    req = api.Completion(False, prompt, config, served.engine.default_stop_ids(), **api.options(body, chat=False))
     return await answer(request, served, req)
 
 
@@ -209,7 +218,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(served: Served) -> Starlette:
-    """The Starlette app; its lifespan starts and stops the worker thread."""
+    """The Starlette app; its lifespan starts and stops the worker thread (`Server` stops it sooner)."""
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         served.worker.start()
@@ -227,3 +236,19 @@ def create_app(served: Served) -> Starlette:
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})
     app.state.served = served
     return app
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, which on Ctrl-C or SIGTERM first cancels the model's jobs: their requests end at once
+    with a 503 `shutting_down` instead of running on until the graceful-shutdown timeout cancels them
+    mid-response (a plain-text 500 and a traceback per request)."""
+
+    def __init__(self, config: uvicorn.Config, served: Served):
+        super().__init__(config)
+        self.served = served
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        # a signal handler runs between two bytecodes of the loop's thread, which may hold the worker's lock:
+        # cancel from another thread
+        threading.Thread(target=self.served.worker.begin_stop, daemon=True).start()
+        super().handle_exit(sig, frame)

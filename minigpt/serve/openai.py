@@ -7,16 +7,18 @@ are accepted as extensions. A field left out takes the server's default (`minigp
 from SamplingConfig). Values are checked twice: their JSON type here, their range by SamplingConfig itself,
 whose one-line message becomes the error's (`--max-new-tokens: must be ...` reads `max_tokens: must be ...`).
 `stream`, `stream_options.include_usage` and `logprobs` (chat) are honoured. Fields that would change the
-answer but that minigpt cannot honour (penalties by presence or frequency, `logit_bias`, tools, top
-alternatives in `top_logprobs`, `echo`, `best_of`) get a 400 saying so; any other field is ignored, as
-`model` is: one server serves one model.
+answer but that minigpt cannot honour (penalties by presence or frequency, `logit_bias`, tools and
+`tool_choice`, a `response_format` other than text, audio, top alternatives in `top_logprobs`, `echo`,
+`best_of`) get a 400 saying so; any other field is ignored, as `model` is: one server serves one model, whatever
+name a client sends (many send their own default), and /v1/models says which.
 
 Chat messages: roles `system`, `user`, `assistant` (`developer`, OpenAI's newer name for system, is taken as
 system); `content` a string or a list of `{"type": "text", "text": ...}` parts. They are rendered by the
 checkpoint's chat template (`render_prompt`, through ChatSession so the terminal chat and the server agree),
 where user text is always ordinary text, never special tokens. A base checkpoint (stage pretrain) has no template:
 chat is answered as a continuation of the conversation's plain text (as `minigpt chat` does); /v1/models says so.
-A prompt longer than the model's context is a 400 `context_length_exceeded`, not a silent cut.
+A prompt that fills the model's context is a 400 `context_length_exceeded`, not a silent cut; a shorter one gets
+at most the room it leaves (`max_tokens` is cut to it, and a reply that reaches it ends with "length").
 """
 from __future__ import annotations
 
@@ -42,7 +44,13 @@ UNSUPPORTED = {"presence_penalty": (0, "use repetition_penalty (1.1-1.3) instead
                "logit_bias": (None, "leave it out"), "tools": (None, "this model cannot call tools"),
                "functions": (None, "this model cannot call functions"), "echo": (False, "leave it out"),
                "best_of": (1, "ask for n samples instead"), "suffix": (None, "leave it out"),
-               "top_logprobs": (0, "POST /v1/minigpt/inspect gives any token's top alternatives")}
+               "top_logprobs": (0, "POST /v1/minigpt/inspect gives any token's top alternatives"),
+               "tool_choice": ("none", "this model cannot call tools"),
+               "function_call": ("none", "this model cannot call functions"),
+               "response_format": ({"type": "text"}, "this model writes plain text only; leave it out"),
+               "modalities": (["text"], "this model reads and writes text only"),
+               "audio": (None, "this model reads and writes text only"),
+               "prediction": (None, "leave it out")}
 
 
 class ApiError(Exception):
@@ -191,10 +199,19 @@ def completion_prompt(body: dict[str, Any], tokenizer, vocab_size: int) -> list[
     raise ApiError("prompt: must be a string, or a list of token ids (one prompt per request)", param="prompt")
 
 
-def check_context(prompt_ids: list[int], limit: int | None, param: str) -> None:
-    if limit is not None and len(prompt_ids) > limit:
-        raise ApiError(f"this model's context is {limit} tokens, but the {param} take {len(prompt_ids)}; shorten "
-                       f"the {param} (e.g. drop the oldest turns)", param=param, code="context_length_exceeded")
+def fit_context(config: SamplingConfig, prompt_ids: list[int], limit: int | None, param: str) -> SamplingConfig:
+    """The request's sampling with max_tokens cut to the room the prompt leaves in the context (the reply then
+    ends with finish_reason "length"), so the engine never slides its window past the start of the prompt; a
+    prompt that leaves no room is a 400 `context_length_exceeded`."""
+    if limit is None:
+        return config
+    room = limit - len(prompt_ids)
+    if room < 1:
+        advice = "drop the oldest turns" if param == "messages" else "shorten the prompt"
+        raise ApiError(f"this model's context is {limit} tokens and the {param} "
+                       f"{'take' if param == 'messages' else 'takes'} {len(prompt_ids)}, leaving "
+                       f"no room for a reply; {advice}", param=param, code="context_length_exceeded")
+    return config if config.max_new_tokens <= room else dataclasses.replace(config, max_new_tokens=room)
 
 
 def options(body: dict[str, Any], chat: bool) -> dict[str, Any]:
@@ -207,6 +224,8 @@ def options(body: dict[str, Any], chat: bool) -> dict[str, Any]:
     if not isinstance(stream_options, dict):
         raise ApiError("stream_options: must be an object like {\"include_usage\": true}", param="stream_options")
     include_usage = _typed(stream_options, "include_usage", bool, False)
+    if stream_options and not stream:
+        raise ApiError("stream_options: only allowed with \"stream\": true", param="stream_options")
     if chat:
         logprobs = _typed(body, "logprobs", bool, False)
     else:  # the legacy endpoint's logprobs is a count of alternatives; 0 = the sampled tokens' own only

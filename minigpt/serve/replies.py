@@ -44,7 +44,7 @@ class Reply:
         self.created = int(time.time())
         self.object = "chat.completion" if request.chat else "text_completion"
         self.choices = [Choice() for _ in range(request.n)]
-        self.seed: int | None = None
+        self.seed: int | None = None if request.config.greedy else request.config.seed  # a drawn one: at the start
 
     # ----------------------------------------------------------------------------- events
 

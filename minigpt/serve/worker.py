@@ -8,7 +8,8 @@ interleave on the model. Every `TokenEvent` crosses back to the request's event 
 
 Cancelling: `job.cancel()` (the server calls it when the client disconnects) sets a flag that the decoder checks
 after every token; it then closes the engine stream (its generator exits at once) and the job ends with reason
-"cancelled". A job cancelled while still queued is skipped without touching the model. Every finished job leaves
+"cancelled". A job cancelled while still queued is skipped without touching the model. When the server is told
+to exit (`begin_stop`), every job is cancelled that way and its request ends with `ShuttingDown` (a 503). Every finished job leaves
 a `JobRecord` (tokens generated, how it ended) in `worker.records`; `wait_for(predicate)` lets tests wait on them.
 
 Batching plugs in here: the worker hands the decoder up to `decoder.max_batch` waiting generation jobs at once,
@@ -34,6 +35,10 @@ _DONE = object()  # ends a job's event queue
 
 class QueueFull(Exception):
     """More jobs are waiting than the queue holds."""
+
+
+class ShuttingDown(Exception):
+    """The server was told to exit before the job ended (or before it was queued)."""
 
 
 @dataclass
@@ -159,13 +164,19 @@ class Worker:
         """Cancel what is waiting or running, and end the thread."""
         if self._thread is None:
             return
+        self.begin_stop()
+        self._thread.join()
+        self._thread = None
+
+    def begin_stop(self) -> None:
+        """Cancel what is waiting or running, whose requests then end with ShuttingDown, and refuse new jobs;
+        the thread ends after the current token. The server calls it as soon as it is told to exit, so that no
+        request holds the shutdown up (they would otherwise run on until the server's graceful timeout)."""
         with self._changed:
             self._stopping = True
             for job in [*self._pending, *self._running]:
                 job.cancel()
             self._changed.notify_all()
-        self._thread.join()
-        self._thread = None
 
     @property
     def waiting(self) -> int:
@@ -189,8 +200,11 @@ class Worker:
     def submit(self, job: Job) -> Job:
         job.on_cancel = self._notify
         with self._changed:
+            if self._stopping:
+                raise ShuttingDown("the server is shutting down")
             if len(self._pending) >= self.queue_size:
-                raise QueueFull(f"{len(self._pending)} requests are already waiting")
+                waiting = len(self._pending)
+                raise QueueFull(f"{waiting} request{'s are' if waiting != 1 else ' is'} already waiting")
             self._pending.append(job)
             self._changed.notify_all()
         return job
@@ -275,6 +289,8 @@ class Worker:
 
     def _finish(self, job: Job, reason: str, error: BaseException | None = None) -> None:
         """Record how the job ended, then close its channel (so a request that got its answer has its record)."""
+        if self._stopping and reason in ("cancelled", "skipped") and error is None:
+            error = ShuttingDown("the server is shutting down")
         with self._changed:
             self.records.append(JobRecord(job.id, len(job.prompt_ids), job.tokens, reason))
             self._changed.notify_all()

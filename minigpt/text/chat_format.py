@@ -77,9 +77,11 @@ def debug_view(tokenizer, ids: list[int], mask: list[int] | None = None):
     """A rich Text showing each token; special tokens bold, trained (mask=1) tokens green, others dim."""
     from rich.text import Text
 
+    from .tokenizer import token_text  # tokenizer.py imports this module's SPECIAL_TOKENS
+
     text = Text()
     for i, t in enumerate(ids):
-        piece = tokenizer.decode([t])
+        piece = token_text(tokenizer, t)  # a byte of a character as \\xNN, not U+FFFD
         trained = mask is not None and mask[i]
         style = "bold magenta" if tokenizer.is_special(t) else ("green" if trained else "dim")
         text.append(piece, style=style + (" underline" if trained else ""))

@@ -123,8 +123,13 @@ def _added(tokenizer) -> list[dict[str, Any]]:
 
 def hf_tokenizer_json(tokenizer: Tokenizer | CharTokenizer) -> dict[str, Any]:
     """The tokenizer.json content (a dict; `json.dumps` it) that encodes exactly like `tokenizer`."""
+    bos = {"SpecialToken": {"id": "<|bos|>", "type_id": 0}}
+    text = [{"Sequence": {"id": "A", "type_id": 0}}]  # tok(text) starts with <|bos|>, as minigpt's prompts do
+    post = {"type": "TemplateProcessing", "single": [bos, *text], "pair": [bos, *text, bos, {"Sequence": {
+            "id": "B", "type_id": 0}}], "special_tokens": {"<|bos|>": {"id": "<|bos|>", "ids": [tokenizer.bos_id],
+                                                                       "tokens": ["<|bos|>"]}}}
     base = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": _added(tokenizer),
-            "normalizer": None, "post_processor": None}
+            "normalizer": None, "post_processor": post}
     if isinstance(tokenizer, CharTokenizer):
         vocab = {ch: i for i, ch in enumerate(tokenizer.chars)} | {UNK: tokenizer.unk_id}
         return base | {
