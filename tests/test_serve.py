@@ -231,7 +231,7 @@ def test_models_lists_the_model(server):
     ({"messages": QUESTION, "temperature": -1}, "temperature", "must be a number >= 0"),
     ({"messages": QUESTION, "temperature": "hot"}, "temperature", "must be a number"),
     ({"messages": QUESTION, "top_p": 1.5}, "top_p", "(0, 1]"),
-    ({"messages": QUESTION, "max_tokens": 0}, "max_tokens", "positive integer"),
+    ({"messages": QUESTION, "max_tokens": 0}, "max_tokens", "from 1 to 1,000,000"),
     ({"messages": QUESTION, "seed": -3}, "seed", "from 0 to 2**64 - 1"),
     ({"messages": QUESTION, "seed": 2**64}, "seed", "from 0 to 2**64 - 1"),
     ({"messages": QUESTION, "n": 0}, "n", "between 1 and"),
