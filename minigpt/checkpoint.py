@@ -250,6 +250,13 @@ def check_run_dir(run_dir: str | Path, resume: bool) -> Path:
     from .runlock import run_lock
 
     run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise MinigptError(f"--out {run_dir}: is a file, not a folder; give a folder for the run")
+    if not resume:  # made now (a file on the way, no permission...): said here, not after the data work
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise MinigptError(f"--out {run_dir}: cannot be created ({e.strerror}); give another folder") from None
     if resume and not (run_dir / "run.json").is_file():
         raise MinigptError(f"--resume: {run_dir} holds no run (no run.json); give the --out of an earlier run")
     if run_dir.is_dir():

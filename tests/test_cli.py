@@ -199,3 +199,18 @@ def test_inspect_numbers_and_files_are_checked_by_argparse(tmp_path, capsys):
             main(["inspect", *argv, "--checkpoint", "anything"])
         assert exit_.value.code == 2 and words in capsys.readouterr().err, argv
 
+
+
+def test_an_out_that_cannot_be_a_folder_is_refused_before_any_work(tmp_path, capsys):
+    from minigpt.cli import main
+
+    (tmp_path / "file.txt").write_text("not a folder")
+    (tmp_path / "corpus.txt").write_text("hello world\n" * 50)
+    for out, words in ((tmp_path / "file.txt", "is a file, not a folder"),
+                       (tmp_path / "file.txt" / "run", "cannot be created")):
+        assert main(["pretrain", "--data", str(tmp_path / "corpus.txt"), "--tokenizer", "char", "--out",
+                     str(out)]) == 2
+        assert words in capsys.readouterr().err
+    assert (tmp_path / "file.txt").read_text() == "not a folder"
+    assert main(["tokenizer", "train", "--data", str(tmp_path / "corpus.txt"), "--out", str(tmp_path)]) == 2
+    assert "is a folder; give a file name" in capsys.readouterr().err

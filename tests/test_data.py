@@ -9,7 +9,7 @@ import torch
 
 from minigpt.text.corpora import pydocs
 from minigpt.common import MinigptError
-from minigpt.text.shards import TokenWindows, prepare
+from minigpt.text.shards import TokenWindows, load_prepared, prepare, prepared_name
 from minigpt.text.sources import open_source
 from minigpt.text.tokenizer import train_bpe, train_char
 
@@ -193,3 +193,96 @@ def test_windows_resume_exactly_and_ddp_slices_the_global_batch():
 def test_too_short_data_is_refused():
     with pytest.raises(MinigptError, match="block-size"):
         TokenWindows(np.arange(10, dtype=np.uint16), 16, 2, seed=0)
+
+
+def test_a_block_size_either_split_cannot_fill_is_refused_up_front(text_file, tmp_path):
+    source = open_source(str(text_file))
+    prepared = prepare(source, train_char(TEXT), out=tmp_path / "prep")
+    val = len(prepared.shard("val"))
+    assert val < len(prepared.shard("train"))
+    prepared.check_block_size(val - 2)
+    with pytest.raises(MinigptError, match=rf"the val split .* has {val:,} tokens, fewer than --block-size "
+                                           rf"{val - 1} \+ 2; give a smaller --block-size"):
+        prepared.check_block_size(val - 1)
+    with pytest.raises(MinigptError, match="the train split"):
+        prepared.check_block_size(100_000, splits=("train",))
+
+
+def test_files_with_the_same_name_keep_their_own_shards(tmp_path):
+    """a/notes.txt and b/notes.txt (and notes.jsonl / notes.csv) once shared data/notes-*: preparing one
+    overwrote the other's shards and its run could no longer resume."""
+    from conftest import tiny_model, tiny_train
+    from minigpt.train.pretrain import pretrain
+
+    texts = {"a": TEXT, "b": "".join(f"another text, line {i}\n" for i in range(300))}
+    for name, text in texts.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "notes.txt").write_text(text, encoding="utf-8")
+
+    def run(name: str, **kw):
+        return pretrain(str(tmp_path / name / "notes.txt"), tokenizer="char", model_config=tiny_model(),
+                        out=tmp_path / f"run-{name}", **kw)
+
+    run("a", train_config=tiny_train(max_iters=2))
+    run("b", train_config=tiny_train(max_iters=2))
+    info = {n: json.loads((tmp_path / f"run-{n}" / "run.json").read_text()) for n in texts}
+    assert info["a"]["prepared"] != info["b"]["prepared"]
+    for name, text in texts.items():
+        prepared = load_prepared(info[name]["prepared"])
+        tok = prepared.tokenizer()
+        assert tok.decode(prepared.shard("train").tolist()[1:] + prepared.shard("val").tolist()[1:]) == text
+    assert run("a", resume=True, train_config=tiny_train(max_iters=3)).step == 3
+    rows = {suffix: tmp_path / f"stories{suffix}" for suffix in (".jsonl", ".csv")}
+    rows[".jsonl"].write_text("".join(json.dumps({"text": f"story {i}"}) + "\n" for i in range(40)))
+    rows[".csv"].write_text("text\n" + "".join(f"tale {i}\n" for i in range(40)))
+    tok = train_char("story tale 0123456789")
+    folders = {prepare(open_source(str(p)), tok).path for p in rows.values()}
+    assert len(folders) == 2 and prepared_name(open_source("pydocs"), tok) == "pydocs-char"
+
+
+def test_a_folder_gives_validation_about_a_tenth_of_its_bytes(tmp_path):
+    """Two books and a tiny readme: validation was the 8-byte readme (5 tokens); now ~10% of the bytes, the
+    file the cut falls in split at a line."""
+    folder = tmp_path / "books"
+    folder.mkdir()
+    books = {"alice_in_wonderland.txt": TEXT, "pride_and_prejudice.txt": TEXT.replace("fox", "cat") * 4,
+             "readme.md": "# notes\n"}
+    for name, text in books.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    source = open_source(str(folder))
+    train, val = (list(source.documents(s)) for s in ("train", "val"))
+    total = sum(len(t.encode()) for t in books.values())
+    assert 0.09 < sum(len(d.encode()) for d in val) / total < 0.11
+    assert sorted(train[:-1] + [train[-1] + val[0]] + val[1:]) == sorted(books.values())
+    assert train[-1].endswith("\n") and val[0].startswith("line ")
+    assert list(open_source(str(folder)).documents("val")) == val  # the same split every time
+
+
+@pytest.mark.parametrize("head", ["", "line one\nline two\n"])
+def test_a_text_file_of_long_lines_still_splits_90_10(tmp_path, head):
+    """A book on one line gave 'the train split is empty'; after two short lines, a train split of 10 tokens."""
+    words = "".join(f"word{i} and 狐狸 " for i in range(3000))
+    path = tmp_path / "oneline.txt"
+    path.write_text(head + words, encoding="utf-8")
+    source = open_source(str(path))
+    train, val = ("".join(source.documents(s)) for s in ("train", "val"))
+    assert train + val == head + words and train.endswith(" ")
+    assert 0.89 < len(train.encode()) / len((head + words).encode()) < 0.91
+    tok = train_char(head + words)
+    prepared = prepare(source, tok, out=tmp_path / "prep")
+    assert tok.decode(prepared.shard("val").tolist()[1:]) == val
+
+
+def test_a_block_size_the_val_split_cannot_fill_is_refused_before_training(tmp_path):
+    from dataclasses import replace
+
+    from conftest import tiny_model, tiny_train
+    from minigpt.train.pretrain import pretrain
+
+    path = tmp_path / "corpus.txt"
+    path.write_text(TEXT, encoding="utf-8")
+    with pytest.raises(MinigptError, match=r"the val split .* has 2,\d{3} tokens, fewer than --block-size 5000"):
+        pretrain(str(path), tokenizer="char", model_config=replace(tiny_model(), block_size=5000),
+                 train_config=tiny_train(max_iters=1), out=tmp_path / "run")
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+

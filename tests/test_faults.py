@@ -350,6 +350,28 @@ def test_stage_resume_refuses_edited_data(base_run, tmp_path):
         stage_run("sft", data, out, resume=True)
 
 
+def test_resume_refuses_flags_that_would_change_what_the_run_is(base_run, tmp_path, capsys):
+    from minigpt.cli import main
+
+    out = tmp_path / "dpo"
+    stage_run("dpo", base_run, out, max_iters=3)
+    capsys.readouterr()
+    for extra, words in [(["--data", str(base_run["sft"])], "--data"), (["--checkpoint", str(out)], "--checkpoint"),
+                         (["--beta", "0.5"], "--beta 0.5")]:
+        before = sorted(p.name for p in out.iterdir())
+        assert main(["dpo", "--out", str(out), "--resume", "--max-iters", "6", *extra]) == 2, extra
+        said = capsys.readouterr().err.strip()
+        assert "\n" not in said and words in said and "--resume continues" in said, said
+        assert sorted(p.name for p in out.iterdir()) == before  # refused before anything ran
+    # the flags it started with, spelled another way, and training flags, are fine
+    same = ["--checkpoint", str(base_run["base"]), "--data", str(base_run["dpo"]), "--beta", "0.1"]
+    assert main(["dpo", "--out", str(out), "--resume", "--max-iters", "4", "--batch-size", "2", *same]) == 0
+    assert "resuming" in capsys.readouterr().out
+    for extra in (["--n-layer", "3"], ["--no-qk-norm"], ["--preset", "small"]):  # pretrain: the model's shape
+        assert main(["pretrain", "--out", str(base_run["base"]), "--resume", *extra]) == 2
+        assert "--resume continues" in capsys.readouterr().err, extra
+
+
 def test_pretrain_resume_of_an_sft_run_and_a_corrupt_run_json_are_one_line(base_run, tmp_path, capsys):
     from minigpt.cli import main
 

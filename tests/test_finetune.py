@@ -399,8 +399,24 @@ def test_malformed_jsonl_names_file_and_line(tmp_path):
 def test_data_without_assistant_turns_is_refused(tmp_path):
     path = tmp_path / "users.jsonl"
     path.write_text("".join(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n" for _ in range(3)))
-    with pytest.raises(MinigptError, match="no assistant turns"):
+    with pytest.raises(MinigptError, match="no conversations with an assistant turn"):
         load_conversations(path, train_char("hi"))
+
+
+def test_a_conversation_without_a_reply_is_left_out_and_an_empty_split_is_named(tmp_path, capsys):
+    tok = train_char("hi there, ok")
+    talk = [{"messages": [{"role": "user", "content": f"hi {i}"}, {"role": "assistant", "content": "ok"}]}
+            for i in range(40)]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in talk + [{"messages": [{"role": "user", "content": "hi"}]}]))
+    rows = load_conversations(path, tok)
+    assert len(rows.train) + len(rows.val) == 40 and all(any(m) for _, m in rows.train + rows.val)  # none silent
+    assert "1 of 41 conversations have no assistant reply" in capsys.readouterr().out
+    with pytest.raises(MinigptError, match="the val split has no preference pairs .1 in all.; give at least 2"):
+        load_preferences([{"prompt": "hi", "chosen": "ok", "rejected": "no"}], tok)
+    with pytest.raises(MinigptError, match="record 1: 'chosen' and 'rejected' are the same reply"):
+        load_preferences([{"prompt": "hi", "chosen": "ok", "rejected": "no"}, {"prompt": "hi", "chosen": "ok",
+                                                                             "rejected": "ok"}], tok)
 
 
 def test_window_keeps_the_reply():
@@ -464,6 +480,35 @@ def test_sft_loss_goes_down(base_run, tmp_path):
     evals = [r for r in rows if r["kind"] == "eval"]
     assert evals[-1]["train/loss"] < evals[0]["train/loss"]
     assert result.metrics["val/loss"] == pytest.approx(evals[-1]["val/loss"], abs=1e-5)
+
+
+def test_rl_picks_its_best_step_by_held_out_reward(base_run, tmp_path):
+    from minigpt.checkpoint import resolve_step
+
+    result = _stage("rl", base_run, tmp_path / "rl", eval_interval=2)
+    rows = [json.loads(l) for l in (tmp_path / "rl" / "metrics.jsonl").read_text().splitlines()]
+    rewards = {r["step"]: r["val/reward"] for r in rows if r["kind"] == "eval"}
+    assert result.best_by == "val/reward" and result.best_val == max(rewards.values())  # not inf, as before
+    top = max(rewards, key=lambda step: (rewards[step], -step))
+    if top > 0:  # a best that beats the parent's own reward (step 0 is not saved) is the `best` pointer
+        assert resolve_step(tmp_path / "rl" / "best").name == f"step_{top:06d}"
+
+
+def nan_reward(prompt, completion, record) -> float:
+    return float("nan")
+
+
+def test_a_reward_spec_that_cannot_work_names_the_flag():
+    from minigpt.train.rewards import load_reward
+
+    wrong = load_reward("python:json:dumps")  # imports fine; called as reward(prompt, completion, record)
+    with pytest.raises(MinigptError, match=r"--reward python:json:dumps failed \(TypeError.*f\(prompt_messages"):
+        wrong([{"role": "user", "content": "hi"}], "hello", {})
+    with pytest.raises(MinigptError, match="returned nan; a reward must be a finite number"):
+        load_reward("python:test_finetune:nan_reward")([], "", {})
+    assert load_reward("python:minigpt.train.rewards:task_reward")([], "a b", {"reference": "a b"}) == 1.0
+    with pytest.raises(MinigptError, match="^--reward rm:no/such/run: no such checkpoint folder"):
+        load_reward("rm:no/such/run")
 
 
 def test_win_rate_counts_ties_half():

@@ -33,7 +33,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _note_warnings() -> None:
+    """minigpt's own warnings (a tokenizer short of merges, ...) print as one "note:" line, without the source
+    line Python adds; other libraries' keep Python's format."""
+    import warnings
+    from pathlib import Path
+
+    package, default = Path(__file__).resolve().parents[1], warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if Path(filename).resolve().is_relative_to(package):
+            err_console.print(f"[yellow]note:[/] {escape(str(message))}", soft_wrap=True)
+        else:
+            default(message, category, filename, lineno, file, line)
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> int:
+    _note_warnings()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -114,6 +114,8 @@ def model_config(args: argparse.Namespace, base: dict | None = None):
 
         if args.preset and args.depth:
             raise MinigptError("--preset and --depth both set the model size; give one of them")
+        if args.depth is not None and args.depth < 1:
+            raise MinigptError(f"--depth {args.depth}: give at least 1 (layers; width and heads follow)")
         if args.depth:
             overrides = scaled(args.depth)
         else:

@@ -10,7 +10,8 @@ from .args import DATA_HELP
 
 
 def register(sub) -> None:
-    p = sub.add_parser("tokenizer", help="train, try and describe tokenizers (byte-level BPE or characters)",
+    p = sub.add_parser("tokenizer", help="train a tokenizer, encode text with one, or describe one (train, "
+                       "encode, info)",
                        description="Byte-level BPE (or characters) trained on your text; encoding runs in tiktoken.")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     t = actions.add_parser("train", help="learn a tokenizer from a text source",
@@ -54,6 +55,8 @@ def _tokenizer_train(args: argparse.Namespace) -> int:
     source = open_source(args.data)
     out = Path(args.out) if args.out else tokenizer_cache_path(source, args.vocab_size, args.kind)
     corpus = {f.resolve() for f in (*source.files, *([source.path] if source.path else []))}
+    if out.is_dir():
+        raise MinigptError(f"--out {out}: is a folder; give a file name, e.g. --out {out / 'my.bpe'}")
     if out.resolve() in corpus:
         raise MinigptError(f"--out {out}: that is the corpus the tokenizer learns from (--data {args.data}); "
                            "write the tokenizer to another file")

@@ -6,6 +6,7 @@ needs a folder that holds no run, checked before any tokenizer or data work; `--
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from rich.markup import escape
@@ -76,6 +77,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 
     if args.resume:
         info = read_run_info(require_out(args))
+        _refuse_changes(args, info)
         result = pretrain(resume=True, out=args.out, train_config=train_config(args, info.get("train")),
                           sample_prompt=args.sample_prompt)
     elif args.init_from:
@@ -141,7 +143,9 @@ def _stage(args: argparse.Namespace) -> int:
 
     base = dict(finetune.STAGE_DEFAULTS[args.stage])
     if args.resume:
-        base.update(read_run_info(require_out(args)).get("train", {}))
+        info = read_run_info(require_out(args))
+        _refuse_changes(args, info)
+        base.update(info.get("train", {}))
     common = dict(train_config=train_config(args, base), out=args.out, resume=args.resume)
     if getattr(args, "init_from", None) and not args.resume:
         from ..export.hf_import import hf_start
@@ -160,6 +164,40 @@ def _stage(args: argparse.Namespace) -> int:
     return _done(result)
 
 
+def _refuse_changes(args: argparse.Namespace, info: dict) -> None:
+    """`--resume` continues a run as it started (its data, tokenizer, model, parent and objective): a flag that
+    would change one of them is refused rather than ignored. Training flags (--max-iters, --lr, ...) may change."""
+    from ..checkpoint import resolve_step
+    from ..config import flag
+
+    def given(name: str) -> bool:  # typed (or from --config): present where flags default to absent, else not
+        value, default = getattr(args, name, None), args._parser.get_default(name)  # the parser's default
+        return value is not None and (default == argparse.SUPPRESS or value != default)
+
+    def same(name: str, value, recorded) -> bool:
+        if name in ("data", "tokenizer") and Path(str(value)).exists() and Path(str(recorded)).exists():
+            return Path(str(value)).resolve() == Path(str(recorded)).resolve()
+        if name == "checkpoint":
+            return resolve_step(value).resolve() == Path(str(recorded)).resolve()
+        return value == recorded
+
+    recorded = {"data": info.get("data"), "tokenizer": info.get("tokenizer"), "vocab_size": info.get("vocab_size"),
+                "checkpoint": info.get("parent"), "beta": info.get("beta"), "rpo_alpha": info.get("rpo_alpha"),
+                **{k: v for k, v in (info.get("model") or {}).items() if k not in ("kind", "vocab_size")},
+                **(info.get("rl") or {})}
+    for name in ("preset", "depth", "model", "init_from"):
+        if given(name):
+            raise MinigptError(f"{flag(name)}: --resume continues {args.out} with the model it started with; drop "
+                               f"{flag(name)}, or start a new run with another --out")
+    for name, was in recorded.items():
+        value = getattr(args, name, None)
+        if was is not None and given(name) and not same(name, value, was):
+            typed = (flag(name) if value else f"--no-{flag(name)[2:]}") if isinstance(value, bool) else \
+                f"{flag(name)} {value}"
+            raise MinigptError(f"{typed}: --resume continues {args.out} as it started, with {flag(name)[2:]} {was}; "
+                               f"drop {flag(name)}, or start a new run with another --out")
+
+
 def _add_init_from(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init-from", default=None, metavar="DIR_OR_HUB_ID",
                    help="start from a Hugging Face GPT-2 (a local folder, or a Hub id such as "
@@ -171,6 +209,6 @@ def _done(result) -> int:
     if result.interrupted:
         return 130
     shown = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if k.startswith("val/"))
-    best = f", best {result.best_val:.4f}" if getattr(result, "best_val", None) is not None else ""
+    best = f", best {result.best_by} {result.best_val:.4f}" if math.isfinite(result.best_val) else ""
     console.print(f"[green]done[/]: step {result.step}, {shown}{best} -> {escape(str(result.run_dir))}")
     return 0

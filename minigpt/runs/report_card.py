@@ -162,7 +162,8 @@ def write_report_card(out: Path, state: dict[str, Any] | None = None) -> Path:
     n_prompts = len(held["prompts"])
     lines = [
         "# minigpt speedrun report card", "",
-        f"Budget used: {state.get('elapsed', 0) / 60:.1f} min. Model: {_describe(base)}. "
+        f"Budget used by the stages: {state.get('elapsed', 0) / 60:.1f} min (the evaluation for this card "
+        f"comes after them). Model: {_describe(base)}. "
         f"All figures on held-out data: pretraining on modules it never saw; the chat models on {n_prompts} "
         "prompts about functions no SFT, DPO or RL example mentions, and identity and out-of-world questions "
         "asked in phrasings never trained on. [a, b] is a 95% bootstrap interval that resamples whole held-out "

@@ -27,7 +27,7 @@ import torch
 
 from .jsonl import read_jsonl
 from .chat_format import prompt_messages, render_completion, render_conversation, render_prompt, validate_messages
-from ..common import MinigptError
+from ..common import MinigptError, print0
 
 VAL_ONE_IN = 20
 
@@ -54,7 +54,7 @@ def preference_of(record: dict, where: str) -> tuple[list[dict[str, str]], str, 
         if "prompt" not in record:
             raise MinigptError(f"{where}: missing 'prompt'; with 'chosen' and 'rejected' as strings (the two "
                                "replies) the record needs the prompt they answer")
-        return prompt_messages(record["prompt"], where), chosen, rejected
+        return prompt_messages(record["prompt"], where), *_differ(chosen, rejected, where)
     if isinstance(chosen, str) or isinstance(rejected, str):
         raise MinigptError(f"{where}: 'chosen' and 'rejected' must both be strings or both message lists")
     chosen, rejected = validate_messages(chosen, f"{where}: chosen"), validate_messages(rejected, f"{where}: rejected")
@@ -65,7 +65,14 @@ def preference_of(record: dict, where: str) -> tuple[list[dict[str, str]], str, 
         while n < min(len(chosen), len(rejected)) and chosen[n] == rejected[n]:
             n += 1
         prompt, chosen, rejected = chosen[:n], chosen[n:], rejected[n:]
-    return prompt, _reply(chosen, where, "chosen"), _reply(rejected, where, "rejected")
+    return prompt, *_differ(_reply(chosen, where, "chosen"), _reply(rejected, where, "rejected"), where)
+
+
+def _differ(chosen: str, rejected: str, where: str) -> tuple[str, str]:
+    if chosen == rejected:  # a pair that prefers a reply to itself: DPO's and the reward model's gradient is 0
+        raise MinigptError(f"{where}: 'chosen' and 'rejected' are the same reply; a preference needs two different "
+                           "ones (drop the record)")
+    return chosen, rejected
 
 
 def _reply(messages: list[dict[str, str]], where: str, side: str) -> str:
@@ -108,19 +115,24 @@ class Rows:
 
 
 def load_conversations(path_or_records, tokenizer, *, source: str = "") -> Rows:
-    """SFT rows (ids, mask). Refuses data with no assistant turn at all."""
-    keyed = []
+    """SFT rows (ids, mask). A conversation with no assistant turn teaches nothing and is left out (with a note
+    naming the first); data with none at all is refused."""
+    keyed, silent = [], []
     for where, record in _records(path_or_records):
         messages = conversation_of(record, where)
-        keyed.append((json.dumps(messages, ensure_ascii=False), render_conversation(tokenizer, messages),
-                      record.get("split")))
+        ids, mask = render_conversation(tokenizer, messages)
+        if not any(mask):
+            silent.append(where)
+            continue
+        keyed.append((json.dumps(messages, ensure_ascii=False), (ids, mask), record.get("split")))
+    name = str(source or path_or_records)
     if not keyed:
-        raise MinigptError(f"{source or path_or_records}: no conversations; give at least a few")
-    if not any(any(m) for _, (_, m), _ in keyed):
-        raise MinigptError(f"{source or path_or_records}: no assistant turns, so there is nothing to learn; "
-                           "add assistant replies")
-    parts = split_records(keyed)
-    return Rows(parts["train"], parts["val"], str(source or path_or_records))
+        raise MinigptError(f"{name}: no conversations with an assistant turn, so there is nothing to learn; add "
+                           "assistant replies" if silent else f"{name}: no conversations; give at least a few")
+    if silent:
+        print0(f"note: {len(silent)} of {len(silent) + len(keyed)} conversations have no assistant reply and are "
+               f"left out (the first: {silent[0]})", markup=False)
+    return _rows(split_records(keyed), name, "conversations")
 
 
 def load_preferences(path_or_records, tokenizer, *, source: str = "") -> Rows:
@@ -133,8 +145,7 @@ def load_preferences(path_or_records, tokenizer, *, source: str = "") -> Rows:
                       record.get("split")))
     if not keyed:
         raise MinigptError(f"{source or path_or_records}: no preference pairs")
-    parts = split_records(keyed)
-    return Rows(parts["train"], parts["val"], str(source or path_or_records))
+    return _rows(split_records(keyed), str(source or path_or_records), "preference pairs")
 
 
 def load_prompts(path_or_records, tokenizer, *, source: str = "") -> Rows:
@@ -148,8 +159,17 @@ def load_prompts(path_or_records, tokenizer, *, source: str = "") -> Rows:
                       record.get("split")))
     if not keyed:
         raise MinigptError(f"{source or path_or_records}: no prompts")
-    parts = split_records(keyed)
-    return Rows(parts["train"], parts["val"], str(source or path_or_records))
+    return _rows(split_records(keyed), str(source or path_or_records), "prompts")
+
+
+def _rows(parts: dict[str, list], source: str, what: str) -> Rows:
+    """Both splits, each non-empty (a record's "split" field can empty one; one record cannot fill two)."""
+    for split, rows in parts.items():
+        if not rows:
+            raise MinigptError(f"{source}: the {split} split has no {what} ({len(parts['train']) + len(parts['val'])}"
+                               f" in all); give at least 2, with the \"split\" fields, if any, naming both "
+                               "train and val")
+    return Rows(parts["train"], parts["val"], source)
 
 
 def _records(path_or_records) -> Iterator[tuple[str, dict]]:

@@ -3,16 +3,19 @@
 `prepare()` tokenizes a source with a batched, multi-process `datasets.map` and streams the ids into
 `data/<name>/{train,val}.bin` (uint16 when the vocabulary fits, else uint32) plus `meta.json` with the token
 and byte counts that bits per byte needs. Memory stays flat in the corpus size: rows are memory-mapped Arrow
-and the shards are written batch by batch. A prepared folder holds its own copy of the tokenizer and is reused
-while the source's fingerprint and the tokenizer's hash match. `resolve_tokenizer()` turns `--tokenizer`
-(auto, char or a file) into a tokenizer, training and caching a BPE under data/tokenizers/ for `auto`.
+and the shards are written batch by batch. `<name>` (`prepared_name`) is the source's key (for a file or
+folder, its name and a hash of its resolved path) and the tokenizer's. A prepared folder holds its own copy of
+the tokenizer and is reused while the source's fingerprint and the tokenizer's hash match. `resolve_tokenizer()`
+turns `--tokenizer` (auto, char or a file) into a tokenizer, training and caching a BPE under data/tokenizers/
+for `auto`.
 
 Concurrency: `prepare` holds the data folder's lock (runlock.py) while it checks, writes and opens the shards, so
 two `prepare`s of the same data run one after the other (the second waits, then reuses the first's shards);
 shards are written under unique temp names, fsynced and renamed, meta.json last. `Prepared.fingerprint()` (the
 meta and the shard sizes) is what a resumed run checks its data against.
 
-Batches: `TokenWindows` draws random windows with its own `torch.Generator`, whose state is the whole data
+Batches: `Prepared.check_block_size` refuses a block size any split is too short for, up front;
+`TokenWindows` draws random windows with its own `torch.Generator`, whose state is the whole data
 position, so a resumed run sees exactly the batches an uninterrupted run would. Under DDP every rank draws the
 global batch and keeps its slice, so N processes see the same data as one process with N times the batch.
 """
@@ -100,6 +103,15 @@ class Prepared:
     def tokens(self, split: str) -> int:
         return int(self.meta["splits"][split]["tokens"])
 
+    def check_block_size(self, block_size: int, splits: tuple[str, ...] = ("train", "val")) -> None:
+        """Refuse a block size some split cannot fill, before any model or evaluation work (TokenWindows would
+        refuse it only when that split's batches are first drawn, after the other split's evaluation)."""
+        for split in splits:
+            n = len(self.shard(split))
+            if n <= block_size + 1:
+                raise MinigptError(f"the {split} split of {self.path} has {n:,} tokens, fewer than --block-size "
+                                   f"{block_size} + 2; give a smaller --block-size or more text")
+
     def bytes_per_token(self, split: str) -> float:
         s = self.meta["splits"][split]
         return s["bytes"] / max(1, s["tokens"])
@@ -153,9 +165,11 @@ def _write_shard(encoded, path: Path, dtype: np.dtype) -> int:
 
 
 def prepared_name(source: TextSource, tokenizer) -> str:
+    """The folder under data/: the source's key (a file's or folder's carries a hash of its resolved path, so
+    two files named alike never overwrite each other's shards) and the tokenizer."""
     if tokenizer.kind == "char":
-        return f"{source.name}-char"
-    return f"{source.name}-bpe{tokenizer.vocab_size}-{tokenizer.sha256[:8]}"
+        return f"{source.key}-char"
+    return f"{source.key}-bpe{tokenizer.vocab_size}-{tokenizer.sha256[:8]}"
 
 
 def prepare(source: TextSource | str, tokenizer, *, out: Path | None = None, num_proc: int | None = None,

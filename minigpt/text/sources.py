@@ -8,10 +8,15 @@ path (a file suffix, an existing parent folder, more than one `/`) is never sent
 and missing is "no such file". A .jsonl file is checked line by line first, so a bad line (not UTF-8, not JSON,
 no string "text") is reported with its line number; other row files get their "text" column's type checked.
 
-Splits: a text file is cut at the first line break after 90% of its bytes (nanoGPT's 90/10 split, made
-line-exact), and so is a folder holding one text file; a folder of several sends every 10th file (by a hash
-of its name) to val; row datasets use their own
-validation split when they have one, else a seeded 5% split; the built-in corpora split by module.
+Splits: a text file is cut near 90% of its bytes (nanoGPT's 90/10 split): at the first line break after that
+point, else the last one before it, when one lies within 1% of the text; else after a space there; else at
+the character at 90% (a book on one line still splits 90/10). A folder is cut the same way as one text: its
+files in the order of a hash of their path inside the folder, the files before the cut train and those after
+it val, and the one file the cut falls in split at a line break near it (so val holds ~10% of the bytes
+however few or uneven the files). Row datasets use their own validation split when they have one, else a
+seeded 5% split; the built-in corpora split by module. The cut depends only on the text, so a split is the
+same on every run. `TextSource.key` names prepared data: a file's or folder's name plus a hash of its
+resolved path (a/notes.txt, b/notes.txt and notes.csv never share shards), the name alone for the others.
 """
 from __future__ import annotations
 
@@ -68,22 +73,58 @@ def check_text_file(path: Path) -> None:
         raise MinigptError(f"{path}: contains only whitespace; give a text file with some content")
 
 
-def _line_split_point(path: Path) -> int:
-    """Number of lines in the train part: lines that start before 90% of the file's bytes."""
-    cut = int(path.stat().st_size * (1 - VAL_FRACTION))
-    lines = 0
-    with open(path, "rb") as f:
-        while f.tell() < cut:
-            chunk = f.read(min(1 << 20, cut - f.tell()))
-            lines += chunk.count(b"\n")
-        # the line containing the cut belongs to train
-        return lines + 1
+def _split_rows(data, split: str):
+    """The train or val part of `data`'s rows (lines of a file, or whole files) taken as one text cut near 90%
+    of its bytes (see the module docstring); the row the cut falls in is split in two. Memory-flat."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    chunks = [c for c in data.data.column("text").chunks if len(c)]
+    total = sum(pc.sum(pc.binary_length(c)).as_py() for c in chunks)
+    target, k, start = int(total * (1 - VAL_FRACTION)), 0, 0
+    for chunk in chunks:  # find row k, the one holding byte `target`, and its first byte `start`
+        ends = start + np.cumsum(pc.binary_length(chunk).to_numpy(zero_copy_only=False), dtype=np.int64)
+        if ends[-1] > target:
+            i = int(np.searchsorted(ends, target, side="right"))
+            k, start = k + i, int(ends[i - 1]) if i else start
+            break
+        k, start = k + len(chunk), int(ends[-1])
+    row = data[k]["text"].encode("utf-8")
+    j = _cut(row, target - start, max(total // 100, 64), first=k == 0, last=k == len(data) - 1)
+    ds = _datasets()
+
+    def rows(a: int, b: int) -> list:
+        return [data.select(range(a, b))] if a < b else []
+
+    def piece(part: bytes) -> list:
+        return [ds.Dataset.from_dict({"text": [part.decode()]})] if part else []
+
+    parts = rows(0, k) + piece(row[:j]) if split == "train" else piece(row[j:]) + rows(k + 1, len(data))
+    return ds.concatenate_datasets(parts) if parts else data.select([])
+
+
+def _cut(row: bytes, at: int, slack: int, *, first: bool, last: bool) -> int:
+    """Where to cut `row` near byte `at`: after a line break (the row's ends count as ones) within `slack`
+    bytes after `at`, else before it, else after a space, else at the character holding `at`; never at the
+    start of the first row or the end of the last while another cut leaves both parts of the text non-empty."""
+    def ok(j: int | None) -> bool:
+        return j is not None and (j > 0 or not first) and (j < len(row) or not last)
+
+    nl = row.find(b"\n", at, at + slack)
+    after = nl + 1 if nl >= 0 else len(row) if len(row) - at <= slack else None
+    before = row.rfind(b"\n", max(0, at - slack), at) + 1 or (0 if at <= slack else None)
+    space = re.compile(rb"\s").search(row, at, at + slack)
+    char = at
+    while char < len(row) and row[char] & 0xC0 == 0x80:  # a UTF-8 continuation byte: not a character start
+        char += 1
+    return next((j for j in (after, before, space and space.end(), char) if ok(j)), char)
 
 
 @dataclass
 class TextSource:
-    """A named text source. `dataset(split)` gives a `datasets.Dataset` with a `text` column; `whole_document`
-    is False when rows are lines of one continuous text (a .txt file), True when each row is a document."""
+    """A named text source. `dataset(split)` gives a `datasets.Dataset` with a `text` column;
+    `rows_are_documents` is False when rows are lines of one continuous text (a .txt file), True when each row
+    is a document. `key` (the name unless open_source gives one) names its prepared data."""
 
     spec: str
     name: str
@@ -91,6 +132,10 @@ class TextSource:
     kind: str  # "corpus" | "file" | "folder" | "rows" | "hub"
     path: Path | None = None
     files: tuple[Path, ...] = ()
+    key: str = ""
+
+    def __post_init__(self) -> None:
+        self.key = self.key or self.name
 
     @property
     def rows_are_documents(self) -> bool:
@@ -103,14 +148,13 @@ class TextSource:
         if self.kind == "corpus":
             return ds.Dataset.from_dict({"text": [t for _, t in corpora.documents(self.spec, split)]})
         if self.kind == "file":
-            full = ds.load_dataset("text", data_files=str(self.path), keep_linebreaks=True, split="train",
-                                   cache_dir=_cache_dir())
-            n_train = min(_line_split_point(self.path), len(full) - 1)
-            return full.select(range(n_train) if split == "train" else range(n_train, len(full)))
+            return _split_rows(ds.load_dataset("text", data_files=str(self.path), keep_linebreaks=True,
+                                                split="train", cache_dir=_cache_dir()), split)
         if self.kind == "folder":
-            files = [f for f in self.files if _folder_split(f, self.files) == split]
-            return ds.load_dataset("text", data_files=[str(f) for f in files], sample_by="document", split="train",
-                                   cache_dir=_cache_dir())
+            files = sorted(self.files, key=lambda f: hashlib.sha256(f.relative_to(self.path).as_posix().encode())
+                           .hexdigest())
+            return _split_rows(ds.load_dataset("text", data_files=[str(f) for f in files], sample_by="document",
+                                               split="train", cache_dir=_cache_dir()), split)
         return self._row_split(split)
 
     def rows(self) -> tuple[Any, Any | None]:
@@ -190,15 +234,14 @@ def check_jsonl_text(path: Path, fingerprint: str) -> None:
     _CHECKED.add(fingerprint)
 
 
-def _folder_split(path: Path, files: tuple[Path, ...]) -> str:
-    h = hashlib.sha256(path.name.encode("utf-8")).digest()[0]
-    if any(hashlib.sha256(f.name.encode("utf-8")).digest()[0] % 10 == 0 for f in files):
-        return "val" if h % 10 == 0 else "train"
-    return "val" if path == files[-1] else "train"  # too few files for the hash to pick one
-
-
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.")[:60] or "data"
+
+
+def _path_key(path: Path) -> str:
+    """A local file's or folder's key: its name (suffix kept) and a hash of its resolved path."""
+    where = path.resolve()
+    return f"{_slug(where.name)}-{hashlib.sha256(str(where).encode()).hexdigest()[:8]}"
 
 
 def open_source(spec: str = "pydocs") -> TextSource:
@@ -214,18 +257,18 @@ def open_source(spec: str = "pydocs") -> TextSource:
             check_text_file(f)
         stamp = ";".join(f"{f.relative_to(path)}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
         fp = hashlib.sha256(stamp.encode()).hexdigest()
-        if len(files) == 1:  # one file: split it at a line like a text file (a folder split needs two files)
-            return TextSource(spec, _slug(path.resolve().name), fp, "file", files[0], files)
-        return TextSource(spec, _slug(path.resolve().name), fp, "folder", path, files)
+        if len(files) == 1:  # one file: read and split exactly like that text file (its lines are the rows)
+            return TextSource(spec, _slug(path.resolve().name), fp, "file", files[0], files, _path_key(path))
+        return TextSource(spec, _slug(path.resolve().name), fp, "folder", path, files, _path_key(path))
     if path.is_file():
         stat = path.stat()
         fp = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
         if path.suffix.lower() in ROW_FORMATS:
             if stat.st_size == 0:
                 raise MinigptError(f"{path}: the file is empty")
-            return TextSource(spec, _slug(path.stem), fp, "rows", path)
+            return TextSource(spec, _slug(path.stem), fp, "rows", path, key=_path_key(path))
         check_text_file(path)
-        return TextSource(spec, _slug(path.stem), fp, "file", path)
+        return TextSource(spec, _slug(path.stem), fp, "file", path, key=_path_key(path))
     if looks_like_path(spec):
         raise MinigptError(f"--data {spec}: no such file or folder")
     if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", spec):

@@ -137,8 +137,11 @@ def sft(checkpoint: str | Path | None = None, data: str | None = None, *, train_
     collate = lm_collate(model.config.block_size, tok.special_id("<|end|>"))
     batches = rows_factory(rows, cfg.batch_size, collate, pack=model.config.block_size + 1)  # packed rows
     objective = NextToken(batches, seed=cfg.seed, eval_iters=cfg.eval_iters, only_targets=True)
-    print0(f"[bold]sft[/] {len(rows.train):,} train / {len(rows.val):,} val conversations from {escape(spec)} "
-           f"-> {escape(str(out))}")
+    long = sum(len(ids) > model.config.block_size + 1 for ids, _ in rows.train + rows.val)
+    cut = (f"; {long:,} are longer than the {model.config.block_size}-token context and are cut to fit it (the "
+           "first reply, and as much as fits before it)") if long else ""
+    print0(f"[bold]sft[/] {len(rows.train):,} train / {len(rows.val):,} val conversations from {escape(spec)}"
+           f"{cut} -> {escape(str(out))}")
     return train(model, objective, cfg, out, tokenizer_path=parent.tokenizer_path, resume=resume, title="sft",
                  run_info=_run_info("sft", parent, spec, model, rows=rows))
 

@@ -275,5 +275,7 @@ class PolicyGradient(_WithReference):
             loss, metrics["anchor_nll"] = loss + self.anchor_coef * anchor, anchor.detach()
         return loss, metrics
 
+    best_by = ("val/reward", -1)  # the run's `best` step: the highest held-out reward (there is no val loss)
+
     def evaluate(self, model, ctx: EvalContext) -> dict[str, float]:
         return self._evaluate(model)

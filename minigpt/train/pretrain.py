@@ -83,6 +83,7 @@ def pretrain(data: str = "pydocs", *, tokenizer: str = "auto", vocab_size: int =
     if model_config is None:
         model_config = GPTConfig(**{**PRESETS["tiny"], "vocab_size": tok.vocab_size})
     model_config = replace(model_config, vocab_size=tok.vocab_size)
+    prepared.check_block_size(model_config.block_size)  # both splits, before any timing, model or evaluation
     if autosize and not resume:
         model_config = _autosize(model_config, cfg, prepared)
     if cfg.compile is None:

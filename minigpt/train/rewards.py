@@ -13,6 +13,7 @@ for `--reward` again (`reward_spec`) rather than import what a shared run folder
 from __future__ import annotations
 
 import importlib
+import math
 import re
 from collections import Counter
 from typing import Callable
@@ -86,10 +87,28 @@ def load_reward(spec: str, device: str | torch.device = "cpu") -> RewardFn:
             fn = getattr(importlib.import_module(module), name)
         except (ImportError, AttributeError, ValueError) as e:
             raise MinigptError(f"--reward {spec}: cannot import ({e}); give python:package.module:function") from None
-        return fn
+        return _checked(fn, spec)
     if kind == "rm":
-        return reward_model_fn(rest, device)
+        try:
+            return reward_model_fn(rest, device)
+        except MinigptError as e:  # the checkpoint's own message, said about the flag that named it
+            raise MinigptError(f"--reward {spec}: {str(e).removeprefix(f'--checkpoint {rest}: ')}") from None
     raise MinigptError(f"--reward {spec}: unknown; use python:module:function or rm:RUN_DIR")
+
+
+def _checked(fn: Callable, spec: str) -> RewardFn:
+    """A user's reward function, whose failures (a wrong signature, a non-number) name the flag and the contract
+    rather than ending RL with a traceback from inside the rollout."""
+    def reward(prompt: list, completion: str, record: dict) -> float:
+        try:
+            value = float(fn(prompt, completion, record))
+        except Exception as e:  # noqa: BLE001 - the user's code: say what was expected of it
+            raise MinigptError(f"--reward {spec} failed ({type(e).__name__}: {e}); it must be "
+                               "f(prompt_messages, completion, record) -> a number") from None
+        if not math.isfinite(value):
+            raise MinigptError(f"--reward {spec} returned {value}; a reward must be a finite number")
+        return value
+    return reward
 
 
 def reward_model_fn(run: str, device: str | torch.device = "cpu") -> RewardFn:

@@ -56,7 +56,7 @@ class Progress:
     step: int = 0
     tokens: int = 0
     elapsed: float = 0.0
-    best_val: float = math.inf
+    best_val: float = math.inf  # the best evaluation's score: best_by's metric times its sign (lower is better)
 
 
 @dataclass
@@ -64,8 +64,15 @@ class TrainResult:
     run_dir: Path
     step: int
     metrics: dict[str, float]
-    best_val: float
+    best_val: float  # the best value of `best_by` (inf: none yet)
     interrupted: bool = False
+    best_by: str = "val/loss"
+
+
+def best_by(objective) -> tuple[str, int]:
+    """The evaluation metric that picks the run's `best` step, and its sign (1: lower is better): an objective's
+    `best_by` (RL's: its held-out reward, higher), else val/loss."""
+    return getattr(objective, "best_by", ("val/loss", 1))
 
 
 def place(cfg: TrainConfig) -> tuple[torch.device, Dist, torch.dtype]:
@@ -125,6 +132,14 @@ class Run:
         self.extra = {"stage": run_info.get("stage"), **(checkpoint_extra or {})}
         tokens_per_micro = cfg.batch_size * self.raw.config.block_size * self.dist.world_size
         self.accum = max(1, round((cfg.tokens_per_step or tokens_per_micro) / tokens_per_micro))
+        if self.dist.is_main and cfg.tokens_per_step and cfg.tokens_per_step != self.accum * tokens_per_micro:
+            console.print(f"note: --tokens-per-step {cfg.tokens_per_step:,} is {self.accum} micro-batch"
+                          f"{'es' if self.accum > 1 else ''} of {tokens_per_micro:,} tokens (--batch-size x "
+                          f"block{' x GPUs' if self.dist.world_size > 1 else ''}): "
+                          f"{self.accum * tokens_per_micro:,} tokens a step", soft_wrap=True)
+        if self.dist.is_main and self.device.type == "cpu" and dtype == torch.float16:
+            console.print("note: --dtype float16 on a CPU is slow (CPUs have no fast fp16 matrix products); "
+                          "bfloat16 or float32 train several times faster here", soft_wrap=True)
         self.model = self._wrap(self.raw)
         self.peak = matmul_peak_flops(self.device, dtype if self.device.type == "cuda" else torch.float32) \
             * self.dist.world_size
@@ -183,11 +198,13 @@ class Run:
         return total, metrics
 
     def evaluate(self) -> tuple[dict[str, float], bool]:
-        """The objective's evaluation, and whether its val loss is the best so far."""
+        """The objective's evaluation, and whether it is the best so far (by `best_by`: val loss for most)."""
         found = self.objective.evaluate(self.raw, self.eval_ctx)
-        best = found.get("val/loss", math.inf) < self.progress.best_val
+        name, sign = best_by(self.objective)
+        score = sign * found.get(name, sign * math.inf)  # lower is better; progress keeps the best score
+        best = score < self.progress.best_val
         if best:
-            self.progress.best_val = found["val/loss"]
+            self.progress.best_val = score
         return found, best
 
     def save(self, best: bool = False) -> None:
@@ -247,6 +264,8 @@ def _train(model: nn.Module, objective: Objective, cfg: TrainConfig, run_dir: Pa
     if resume:
         _check_resume(run_dir, run_info)
         run.restore()
+        if run.dist.is_main:
+            console.print(f"resuming {escape(str(run_dir))} at step {run.progress.step:,}", soft_wrap=True)
     elif run.dist.is_main and (run_dir / "latest").exists():
         raise MinigptError(f"{run_dir}: already holds a run; add --resume to continue it, or choose another --out")
     if run.dist.is_main:
@@ -291,8 +310,9 @@ def _train(model: nn.Module, objective: Objective, cfg: TrainConfig, run_dir: Pa
         plot_run(run_dir)
         if interrupted:
             console.print(f"[yellow]stopped at step {p.step}; checkpoint saved.[/] Resume with:\n  "
-                          f"{escape(resume_command())}")
-    return TrainResult(run_dir, p.step, last_eval, p.best_val, interrupted)
+                          f"{escape(resume_command())}", soft_wrap=True)  # one line, to copy whole
+    name, sign = best_by(objective)
+    return TrainResult(run_dir, p.step, last_eval, sign * p.best_val, interrupted, name)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
