@@ -411,7 +411,8 @@ def ckpt(tmp_path_factory) -> Path:
     return make_checkpoint(tmp_path_factory.mktemp("chat_ckpt"), "sft")
 
 
-def minigpt(*args, input: str | None = None, timeout: int = 180, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def minigpt(*args, input: str | None = None, timeout: int = 180,
+            cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "minigpt", *args], input=input, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}, cwd=cwd)
 

@@ -266,7 +266,8 @@ def test_context_overflow_and_bad_prompts_on_completions(server, ckpts):
         assert reply["choices"][0]["text"] == short.reference(ids, chat=False, temperature=0, max_new_tokens=2).text
         status, reply = short.post("/v1/chat/completions", {"messages": [{"role": "user", "content": "a" * 80}]})
         assert status == 400 and reply["error"]["param"] == "messages"
-        assert "context is 64 tokens" in reply["error"]["message"] and "drop the oldest turns" in reply["error"]["message"]
+        message = reply["error"]["message"]
+        assert "context is 64 tokens" in message and "drop the oldest turns" in message
     finally:
         short.close()
     status, reply = server.post("/v1/completions", {"prompt": [0, 10**6]})

@@ -19,13 +19,13 @@ def register(sub) -> None:
                        "(default: -1, the last)")
         q.add_argument("--head", default="mean", help="head number, or mean: the average over the layer's heads "
                        "(default: mean)")
-        q.add_argument("--window", type=at_least(1), default=None, help="show the last N tokens (default: what fits the "
-                       "terminal; 48 in the PNG, in the influence view)")
+        q.add_argument("--window", type=at_least(1), default=None, help="show the last N tokens (default: what "
+                       "fits the terminal; 48 in the PNG, in the influence view)")
         q.add_argument("--no-bos", dest="bos", action="store_false", help="do not start the text with <|bos|>")
-        q.add_argument("--html", type=file_path, default=None, metavar="FILE", help="also write a self-contained HTML page "
-                       "(pick layer and head, hover tokens, the influence view)")
-        q.add_argument("--png", type=file_path, default=None, metavar="FILE", help="also write every layer x head as thumbnails "
-                       "and the chosen head large (the last --window tokens) to a PNG")
+        q.add_argument("--html", type=file_path, default=None, metavar="FILE", help="also write a self-contained "
+                       "HTML page (pick layer and head, hover tokens, the influence view)")
+        q.add_argument("--png", type=file_path, default=None, metavar="FILE", help="also write every layer x head "
+                       "as thumbnails and the chosen head large (the last --window tokens) to a PNG")
 
     a = actions.add_parser("attention", help="a query x key heatmap of a text (terminal, --png, --html)",
                            description="Run the text through the checkpoint and show one layer's head (or the "
@@ -52,7 +52,8 @@ def register(sub) -> None:
     add_device(e)
     e.add_argument("--token", default=None, metavar="WORD", help="a token (its text, or #ID) to find neighbours of")
     e.add_argument("--top", type=at_least(1), default=10, help="how many neighbours (default: 10)")
-    e.add_argument("--png", type=file_path, default=None, metavar="FILE", help="write a labelled PCA map of frequent tokens")
+    e.add_argument("--png", type=file_path, default=None, metavar="FILE",
+                   help="write a labelled PCA map of frequent tokens")
     e.add_argument("--count", type=at_least(2), default=200, help="tokens in the PCA map (default: 200)")
     e.set_defaults(func=_inspect_embeddings)
 
