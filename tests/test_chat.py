@@ -184,6 +184,7 @@ def test_ctrl_c_during_a_reply_keeps_the_partial_reply_and_the_session(tok):
     assert out.getvalue() == "> hello world\n#1 \n[interrupted]\n> next\n#2 next\n"
     assert session.messages[1] == {"role": "assistant", "content": "#1 h", "interrupted": True}
     assert [m["role"] for m in session.messages] == ["user", "assistant", "user", "assistant"]
+    assert session.messages_for_save()[1] == session.messages[1]  # /save keeps the mark
 
 
 def test_ctrl_c_and_ctrl_d_at_the_prompt_end_the_loop(tok):
@@ -450,12 +451,16 @@ def test_piped_slash_commands_are_text_unless_commands_is_given(ckpt, tmp_path):
     assert r.returncode == 0 and victim.read_text() == "precious" and len(r.stdout) == 6  # a 64-token context
     assert "add --commands" in r.stderr
     r = minigpt("chat", "--checkpoint", str(ckpt), "--commands", "--max-new-tokens", "5",
-                input=f"/save {victim}\nhello\n/attn html {victim}\n/attn html {tmp_path / 'new' / 'a.html'}\n")
+                input=f"hello\n/save {victim}\n/attn html {victim}\n/attn html {tmp_path / 'new' / 'a.html'}\n")
     assert victim.read_text() == "precious" and r.stderr.count("already exists") == 2
     assert r.returncode == 1  # piped: a line that failed makes the exit status say so
     assert "no such folder" in r.stderr and not (tmp_path / "new").exists()
     r = minigpt("chat", "--checkpoint", str(ckpt), "--commands", "--force", input=f"/save {victim}\n")
-    assert r.returncode == 0 and json.loads(victim.read_text()) == {"messages": []}
+    assert r.returncode == 1 and "the conversation is empty" in r.stderr and victim.read_text() == "precious"
+    r = minigpt("chat", "--checkpoint", str(ckpt), "--commands", "--force", "--max-new-tokens", "3",
+                input=f"hi\n/save {victim}\n")
+    assert r.returncode == 0 and [m["role"] for m in json.loads(victim.read_text())["messages"]] == ["user",
+                                                                                                  "assistant"]
 
 
 def test_a_pipe_whose_reader_leaves_ends_the_chat_quietly(ckpt, tmp_path):
@@ -600,6 +605,8 @@ def test_terminal_asks_before_overwriting_or_creating_folders(ckpt, tmp_path):
     child = spawn_chat(ckpt, "--max-new-tokens", "3")
     try:
         at_prompt(child)
+        child.sendline("hi")
+        at_prompt(child)
         child.sendline(f"/save {victim}")
         child.expect_exact("exists; overwrite it? [y/N]")
         child.sendline("")  # the default is no
@@ -607,7 +614,7 @@ def test_terminal_asks_before_overwriting_or_creating_folders(ckpt, tmp_path):
         child.sendline(f"/save {tmp_path / 'new' / 'c.jsonl'}")
         child.expect_exact("does not exist; create it? [y/N]")
         child.sendline("y")
-        child.expect_exact("saved 0 messages")
+        child.expect_exact("saved 2 messages")
         at_prompt(child)
         child.sendcontrol("d")
         child.expect(pexpect_eof())

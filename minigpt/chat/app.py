@@ -49,7 +49,8 @@ def chat_main(checkpoint: str, *, device: str = "auto", sampling: SamplingConfig
     session = ChatSession(engine, sampling=sampling, system=system, mode=mode, use_cache=use_cache, info=info)
     table = default_commands()
     continue_note = (f"this is a base model (stage {stage}): each input is continued as plain text, without chat "
-                     "tokens; fine-tune it with sft to chat")
+                     "tokens; fine-tune it with sft to chat") if stage not in CHAT_STAGES else \
+        f"--mode continue: each input is continued as plain text, without the {stage} model's chat template"
     if prompt is not None or not stdin.isatty():
         lines = [prompt] if prompt is not None else getattr(stdin, "buffer", stdin)  # bytes: repaired, not fatal
         io: ChatIO = PlainIO(lines, stdout, sys.stderr)

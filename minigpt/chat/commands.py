@@ -96,13 +96,15 @@ def _save(ctx: CommandContext, arg: str) -> None:
     if not arg:
         raise MinigptError("usage: /save FILE")
     path = Path(arg).expanduser()
+    if not ctx.session.messages:  # /load refuses an empty conversation: do not write one
+        raise MinigptError("/save: the conversation is empty; say something first")
     ctx.may_write(path)
     line = json.dumps({"messages": ctx.session.messages_for_save()}, ensure_ascii=False)
     try:
         atomic_write_text(path, line + "\n")
     except OSError as e:
         raise MinigptError(f"/save {path}: cannot write ({e.strerror or e})") from None
-    ctx.io.note(f"saved {len(ctx.session.messages)} messages to {path}")
+    ctx.io.note(f"saved {_count(len(ctx.session.messages), 'message')} to {path}")
 
 
 @command("load", "continue a conversation saved with /save (or any messages JSONL)", usage="/load FILE")
@@ -110,6 +112,8 @@ def _load(ctx: CommandContext, arg: str) -> None:
     if not arg:
         raise MinigptError("usage: /load FILE")
     path = Path(arg).expanduser()
+    if path.is_dir():
+        raise MinigptError(f"/load {path}: is a folder; give a file written by /save")
     if not path.is_file():
         raise MinigptError(f"/load {path}: no such file")
     try:
@@ -128,7 +132,11 @@ def _load(ctx: CommandContext, arg: str) -> None:
     messages = validate_messages(row.get("messages") if isinstance(row, dict) else None, f"{path}:1")
     ctx.session.load_messages(messages)
     more = f" (the first of {len(lines)} conversations)" if len(lines) > 1 else ""
-    ctx.io.note(f"loaded {len(messages)} messages from {path}{more}")
+    ctx.io.note(f"loaded {_count(len(messages), 'message')} from {path}{more}")
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 @command("tokens", "show how the last turn was tokenized (colour-coded, with ids)")

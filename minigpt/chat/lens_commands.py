@@ -69,8 +69,8 @@ def _probs(ctx, arg: str) -> None:
     session, reply = ctx.session, ctx.session.last
     if reply is None or not reply.ids:
         raise MinigptError("no reply yet: /probs shows the last reply's token probabilities")
-    if arg and not arg.isdigit():
-        raise MinigptError("usage: /probs [K] (K alternatives per token, default 5)")
+    if arg and not (arg.isdigit() and 1 <= int(arg) <= 50):
+        raise MinigptError("usage: /probs [K] (K alternatives per token, 1 to 50, default 5)")
     model = session.engine.model
     rows = token_probs(model, session.tokenizer, reply.prompt_ids, reply.ids, int(arg or 5))
     if len(reply.prompt_ids) + len(reply.ids) > model.config.block_size + 1:

@@ -125,8 +125,9 @@ class ChatSession:
         self.messages = self.messages[:1] if self.system is not None else []
         self.last, self.replies = None, 0
 
-    def messages_for_save(self) -> list[dict[str, str]]:
-        return [{"role": m["role"], "content": m["content"]} for m in self.messages]
+    def messages_for_save(self) -> list[dict[str, Any]]:
+        """The messages as /save writes them: role and content, and `interrupted` on a reply Ctrl-C cut short."""
+        return [{k: m[k] for k in ("role", "content", "interrupted") if k in m} for m in self.messages]
 
     def load_messages(self, messages: list[dict[str, str]]) -> None:
         self.messages = [{**m, "content": clean_text(m["content"])} for m in messages]
