@@ -425,17 +425,22 @@ def test_inspect_gives_the_tokens_probability_and_attention(server):
 # ---------------------------------------------------------------------------------------------- curl and the CLI
 
 
+def serve_cli(checkpoint: Path, *flags: str) -> tuple[subprocess.Popen, str, str]:
+    """`minigpt serve` in a subprocess on a free port: (the process, its API's base URL, what it printed so far)."""
+    proc = subprocess.Popen([sys.executable, "-m", "minigpt", "serve", "--checkpoint", str(checkpoint), "--port",
+                             "0", *flags], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    banner = ""
+    for line in proc.stdout:
+        banner += line
+        if "API http" in line:
+            break
+    return proc, re.search(r"API (http://127\.0\.0\.1:\d+)/v1", banner).group(1), banner
+
+
 def test_curl_against_minigpt_serve(ckpts):
-    proc = subprocess.Popen([sys.executable, "-m", "minigpt", "serve", "--checkpoint", str(ckpts["short"]), "--port",
-                             "0", "--api-key", "k3y", "--temperature", "0"], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc, url, _ = serve_cli(ckpts["short"], "--api-key", "k3y", "--temperature", "0")
     try:
-        banner = ""
-        for line in proc.stdout:
-            banner += line
-            if "API http" in line:
-                break
-        url = re.search(r"API (http://127\.0\.0\.1:\d+)/v1", banner).group(1)
         body = json.dumps({"model": "run-sft", "messages": QUESTION, "max_tokens": 7})
         curl = ["curl", "-sS", "--max-time", "60", "-H", "Content-Type: application/json"]
         out = subprocess.run(curl + ["-H", "Authorization: Bearer k3y", "-d", body, url + "/v1/chat/completions"],
@@ -465,16 +470,9 @@ def test_ctrl_c_ends_a_running_stream_with_an_error_event_and_exits_at_once(ckpt
     import signal
     import time
 
-    proc = subprocess.Popen([sys.executable, "-m", "minigpt", "serve", "--checkpoint", str(ckpts["sft"]), "--port",
-                             "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc, url, banner = serve_cli(ckpts["sft"])
     try:
-        banner = ""
-        for line in proc.stdout:
-            banner += line
-            if "API http" in line:
-                break
-        host, port = re.search(r"API http://(127\.0\.0\.1):(\d+)/v1", banner).groups()
+        host, port = url.removeprefix("http://").split(":")
         conn = http.client.HTTPConnection(host, int(port), timeout=60)
         conn.request("POST", "/v1/chat/completions", json.dumps({"messages": QUESTION, "max_tokens": 100_000,
                                                                  "stream": True}), {"Content-Type": "application/json"})

@@ -137,7 +137,7 @@ class TextStream:
         return self._release(final=False)
 
     def finish(self) -> str:
-        self.pending += self.decoder.flush("drop" if self.whole_chars else "replace")
+        self.pending += self.decoder.flush(drop_incomplete=self.whole_chars)
         return self._release(final=True)[0]
 
     def _release(self, final: bool) -> tuple[str, bool]:

@@ -33,7 +33,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from ..common import MinigptError
-from ..text.tokenizer import token_text  # noqa: F401 - re-exported: the views, plots and server use it from here
+from ..text.chat_format import token_text  # noqa: F401 - re-exported: the views, plots and server use it from here
 
 Head = int | str  # a head index, or "mean" (the average over heads)
 WEAK, STRONG, CURRENT = (200, 200, 200), (21, 80, 200), "#d32f2f"  # grey, blue, red (the seeds' colours)

@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from ..text.tokenizer import quoted
+from ..text.chat_format import quoted
 from .attention import BLUES, CURRENT, STRONG, WEAK, AttentionRecord, Head, InfluenceStep, TokenProb, token_text, visible
 
 

@@ -5,9 +5,12 @@ ordinary text, even when a user types "<|end|>"), and `<|end|>`. SFT trains only
 the mask is 1 on assistant content and its closing `<|end|>`, 0 elsewhere. A prompt for generation is the
 conversation so far plus `<|assistant|>`, so the model continues as the assistant and stops at `<|end|>`.
 Pretraining documents also start with `<|bos|>`, so the token means "a new text starts here" in every stage.
+How a token looks when shown on its own (`token_text`, `quoted`, `debug_view`) lives here too: a special token
+by name, bytes that are not a whole character as \\xNN.
 """
 from __future__ import annotations
 
+import json
 from typing import Any, Iterable
 
 from ..common import MinigptError
@@ -77,8 +80,6 @@ def debug_view(tokenizer, ids: list[int], mask: list[int] | None = None):
     """A rich Text showing each token; special tokens bold, trained (mask=1) tokens green, others dim."""
     from rich.text import Text
 
-    from .tokenizer import token_text  # tokenizer.py imports this module's SPECIAL_TOKENS
-
     text = Text()
     for i, t in enumerate(ids):
         piece = token_text(tokenizer, t)  # a byte of a character as \\xNN, not U+FFFD
@@ -86,3 +87,15 @@ def debug_view(tokenizer, ids: list[int], mask: list[int] | None = None):
         style = "bold magenta" if tokenizer.is_special(t) else ("green" if trained else "dim")
         text.append(piece, style=style + (" underline" if trained else ""))
     return text
+
+
+def quoted(text: str) -> str:
+    """A token's text (`token_text`) quoted on one line, JSON-style, its \\xNN escapes left single."""
+    return json.dumps(text, ensure_ascii=False).replace("\\\\x", "\\x")
+
+
+def token_text(tokenizer, token_id: int) -> str:
+    """The token's own text: special tokens by name, bytes that are not whole UTF-8 characters as \\xNN."""
+    if tokenizer.is_special(token_id):
+        return next((name for name, i in tokenizer.specials.items() if i == token_id), f"<{token_id}>")
+    return tokenizer.token_bytes(token_id).decode("utf-8", errors="backslashreplace")

@@ -27,7 +27,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from .bpe import DEFAULT_PATTERN, GPT4_PATTERN, MAX_VOCAB, _compiled, resolve_pattern, train_merges
-from .chat_format import SPECIAL_TOKENS
+from .chat_format import SPECIAL_TOKENS, quoted
 from ..common import MinigptError, atomic_write_text, sha256_bytes
 
 BPE_MAGIC, CHAR_MAGIC, FORMAT_VERSION = "minigpt-bpe", "minigpt-char", 1
@@ -102,13 +102,10 @@ class StreamDecoder:
     def push_many(self, ids: Iterable[int]) -> str:
         return self._decoder.decode(b"".join(self._token_bytes(int(i)) for i in ids))
 
-    def flush(self, incomplete: str = "replace") -> str:
-        """Whatever is held back, with an incomplete tail as U+FFFD (`incomplete="drop"`: left out); the decoder
-        is then ready for a new stream."""
-        if incomplete == "drop":
-            self._decoder.reset()  # an incremental decoder holds back only a tail that more bytes could finish
-            return ""
-        out = self._decoder.decode(b"", final=True)
+    def flush(self, drop_incomplete: bool = False) -> str:
+        """Whatever is held back (an incomplete character's bytes as U+FFFD, or left out with `drop_incomplete`);
+        the decoder is then ready for a new stream."""
+        out = "" if drop_incomplete else self._decoder.decode(b"", final=True)
         self._decoder.reset()
         return out
 
@@ -328,18 +325,6 @@ def train_char(texts: Iterable[str] | str) -> CharTokenizer:
 def printable(b: bytes) -> str:
     """A token's bytes as a quoted one-line string; bytes that are not whole UTF-8 characters show as \\xNN."""
     return quoted(b.decode("utf-8", errors="backslashreplace"))
-
-
-def quoted(text: str) -> str:
-    """A token's text (`token_text`) quoted on one line, JSON-style, its \\xNN escapes left single."""
-    return json.dumps(text, ensure_ascii=False).replace("\\\\x", "\\x")
-
-
-def token_text(tokenizer, token_id: int) -> str:
-    """The token's own text: special tokens by name, bytes that are not whole UTF-8 characters as \\xNN."""
-    if tokenizer.is_special(token_id):
-        return next((name for name, i in tokenizer.specials.items() if i == token_id), f"<{token_id}>")
-    return tokenizer.token_bytes(token_id).decode("utf-8", errors="backslashreplace")
 
 
 def bytes_per_token(tokenizer, text: str) -> float:
