@@ -9,8 +9,9 @@ interleave on the model. Every `TokenEvent` crosses back to the request's event 
 Cancelling: `job.cancel()` (the server calls it when the client disconnects) sets a flag that the decoder checks
 after every token; it then closes the engine stream (its generator exits at once) and the job ends with reason
 "cancelled". A job cancelled while still queued is skipped without touching the model. When the server is told
-to exit (`begin_stop`), every job is cancelled that way and its request ends with `ShuttingDown` (a 503). Every finished job leaves
-a `JobRecord` (tokens generated, how it ended) in `worker.records`; `wait_for(predicate)` lets tests wait on them.
+to exit (`begin_stop`), every job is cancelled that way and its request ends with `ShuttingDown` (a 503). Every
+finished job leaves a `JobRecord` (tokens generated, how it ended) in `worker.records`; `wait_for(predicate)` lets
+tests wait on them.
 
 Batching plugs in here: the worker hands the decoder up to `decoder.max_batch` waiting generation jobs at once,
 and a decoder may call `admit(k)` between steps to take newly queued ones (continuous batching). `OneAtATime`,
