@@ -492,6 +492,8 @@ def test_rl_picks_its_best_step_by_held_out_reward(base_run, tmp_path):
     top = max(rewards, key=lambda step: (rewards[step], -step))
     if top > 0:  # a best that beats the parent's own reward (step 0 is not saved) is the `best` pointer
         assert resolve_step(tmp_path / "rl" / "best").name == f"step_{top:06d}"
+    else:  # nothing beat the parent: no step is called best
+        assert not (tmp_path / "rl" / "best").exists()
 
 
 def nan_reward(prompt, completion, record) -> float:
