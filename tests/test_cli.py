@@ -39,6 +39,7 @@ def test_version_and_help():
     (["sample", "--checkpoint", "missing-run", "--temperature", "inf"], "--temperature: must be a number >= 0"),
     (["sample", "--checkpoint", "missing-run", "--max-new-tokens", "100000000000"], "from 1 to 1,000,000"),
     (["chat", "--checkpoint", "missing-run", "-p", " "], "-p: the question is empty"),
+    (["sample", "--checkpoint", "missing-run", "--grid", "temperature=0,1", "-n", "2"], "-n 2 with --grid"),
 ])
 def test_user_errors_are_one_line_and_exit_2(args, message):
     r = minigpt(*args)

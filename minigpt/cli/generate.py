@@ -55,6 +55,9 @@ def _sample(args: argparse.Namespace) -> int:
     grid = parse_grid(args.grid) if args.grid else None
     if args.num_samples < 1:
         raise MinigptError(f"-n {args.num_samples}: give at least 1 sample")
+    if grid and args.num_samples > 1:
+        raise MinigptError(f"-n {args.num_samples} with --grid: the grid shows one continuation per setting; for "
+                           "several, add seeds to it (--grid seed=1,2,3)")
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     ckpt = load(args)
     engine = Engine(ckpt.model, ckpt.tokenizer)
@@ -81,9 +84,10 @@ def _sample(args: argparse.Namespace) -> int:
     def footer(gen) -> None:
         t = gen.timings
         console.file.flush()  # the text, then (on stderr) how it went
-        err_console.print(f"[dim]{len(gen.ids)} tokens · {t.tokens_per_s:.1f} tokens/s · first token "
+        batch = f" for the batch of {t.samples}" if t.samples > 1 else ""  # one figure for all the samples
+        err_console.print(f"[dim]{len(gen.ids)} tokens · {t.tokens_per_s:.1f} tokens/s{batch} · first token "
                           f"{t.ttft_s * 1000:.0f} ms · {gen.finish_reason}"
-                          + (f" · seed {gen.seed}" if gen.seed is not None else "") + "[/]")
+                          + (f" · seed {gen.seed}" if gen.seed is not None else "") + "[/]", soft_wrap=True)
         if gen.slid:
             err_console.print(f"[dim]{escape(note)}[/]", soft_wrap=True)
 
