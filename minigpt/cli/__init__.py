@@ -40,12 +40,15 @@ def _note_warnings() -> None:
     from pathlib import Path
 
     package, default = Path(__file__).resolve().parents[1], warnings.showwarning
+    if getattr(default, "minigpt", False):  # installed by an earlier main() in this process
+        return
 
     def show(message, category, filename, lineno, file=None, line=None):
         if Path(filename).resolve().is_relative_to(package):
             err_console.print(f"[yellow]note:[/] {escape(str(message))}", soft_wrap=True)
         else:
             default(message, category, filename, lineno, file, line)
+    show.minigpt = True  # type: ignore[attr-defined]
     warnings.showwarning = show
 
 
