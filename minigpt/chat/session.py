@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from ..common import MinigptError
 from ..infer.engine import Engine, TokenEvent
-from ..infer.sampling import SEEDS, SamplingConfig
+from ..infer.sampling import SamplingConfig, nth_seed
 from ..text.chat_format import render_prompt
 
 CHAT_STAGES = ("sft", "dpo", "rl")  # checkpoints of these stages know the chat template
@@ -181,7 +181,7 @@ class ChatSession:
     # -------------------------------------------------------------------------------------- replies
 
     def reply_config(self) -> SamplingConfig:
-        seed = None if self.sampling.seed is None else (self.sampling.seed + self.replies) % SEEDS
+        seed = None if self.sampling.seed is None else nth_seed(self.sampling.seed, self.replies)
         return self.sampling.with_overrides(seed=seed)
 
     def respond(self, on_text: Callable[[str], None] | None = None,

@@ -49,7 +49,7 @@ def _sample(args: argparse.Namespace) -> int:
     from rich.text import Text
 
     from ..infer.engine import Engine, collect
-    from ..infer.sampling import SEEDS, grid_configs, parse_grid
+    from ..infer.sampling import grid_configs, nth_seed, parse_grid
 
     config = sampling_config(args)
     grid = parse_grid(args.grid) if args.grid else None
@@ -107,7 +107,7 @@ def _sample(args: argparse.Namespace) -> int:
         if n > 1:
             console.print(f"[bold]── sample {i + 1}/{n}[/]")
         console.print(Text(prompt, style="bold"), end="", soft_wrap=True)
-        stream = engine.stream(ids, config.with_overrides(seed=(config.seed + i) % SEEDS), use_cache=args.use_cache)
+        stream = engine.stream(ids, config.with_overrides(seed=nth_seed(config.seed, i)), use_cache=args.use_cache)
         gen = collect(stream, on_event=show)[0]
         console.file.write("\n")
         footer(gen)

@@ -40,7 +40,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import torch
 
 from ..common import MinigptError
-from .sampling import SEEDS, SamplingConfig, make_generators, sample_next
+from .sampling import SamplingConfig, make_generators, nth_seed, sample_next
 from .utf8 import guard_for
 
 DEFAULT_STOP_TOKENS = ("<|end|>", "<|bos|>")
@@ -115,7 +115,7 @@ class Stream:
         self._events.close()
 
     def sample_seed(self, i: int) -> int | None:
-        return None if self.seed is None else (self.seed + i) % SEEDS
+        return None if self.seed is None else nth_seed(self.seed, i)
 
 
 class TextStream:

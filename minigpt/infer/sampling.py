@@ -168,8 +168,13 @@ def process_logits(logits: torch.Tensor, config: SamplingConfig, recent: torch.T
 
 
 def make_generators(seed: int, n: int, device: torch.device | str) -> list[torch.Generator]:
-    """One generator per sample: sample i draws from seed + i (modulo 2**64, torch's seed range)."""
-    return [torch.Generator(device=device).manual_seed((seed + i) % SEEDS) for i in range(n)]
+    """One generator per sample: sample i draws from `nth_seed(seed, i)`."""
+    return [torch.Generator(device=device).manual_seed(nth_seed(seed, i)) for i in range(n)]
+
+
+def nth_seed(seed: int, i: int) -> int:
+    """The seed of the i-th sample (or reply) of a run seeded `seed`: seed + i, wrapped into torch's range."""
+    return (seed + i) % SEEDS
 
 
 def draw(probs: torch.Tensor, generators: Sequence[torch.Generator] | None) -> torch.Tensor:
