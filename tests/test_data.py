@@ -237,7 +237,11 @@ def test_files_with_the_same_name_keep_their_own_shards(tmp_path):
     rows[".csv"].write_text("text\n" + "".join(f"tale {i}\n" for i in range(40)))
     tok = train_char("story tale 0123456789")
     folders = {prepare(open_source(str(p)), tok).path for p in rows.values()}
-    assert len(folders) == 2 and prepared_name(open_source("pydocs"), tok) == "pydocs-char"
+    assert len(folders) == 2
+    other = train_char("story tale 0123456789!")  # another character set on the same source: its own folder
+    assert prepared_name(open_source("pydocs"), tok) == f"pydocs-char-{tok.sha256[:8]}"
+    assert prepare(open_source(str(rows[".csv"])), other).path not in folders
+    assert {load_prepared(f).meta["tokenizer_sha256"] for f in folders} == {tok.sha256}
 
 
 def test_a_folder_gives_validation_about_a_tenth_of_its_bytes(tmp_path):

@@ -311,7 +311,8 @@ def test_chat_attn_and_probs_commands(tok, model):
     session = ChatSession(Engine(model, tok), sampling=SamplingConfig(temperature=0, max_new_tokens=8),
                           mode="continue")
     out = io.StringIO()
-    lines = ["/attn", "the quick", "/attn", "/attn map 0 1", "/attn 7", "/probs 3", "/attn mean html page.html"]
+    lines = ["/attn", "the quick", "/attn", "/attn map 0 1", "/attn 7", "/probs 3", "/attn mean html page.html",
+             "/attn mean 1", "/attn 0 1 1"]
     assert run_chat(session, PlainIO(lines, out, out), default_commands()) == 0
     text = out.getvalue()
     assert "error: no reply yet: /attn" in text
@@ -320,6 +321,7 @@ def test_chat_attn_and_probs_commands(tok, model):
     assert "error: --layer 7: this model has 2 layers" in text
     assert text.count("%") > 3 * len(reply.ids) and "perplexity" in text
     assert "wrote page.html" in text and "http" not in Path("page.html").read_text("utf-8")
+    assert "error: /attn: 'mean 1' is too many numbers" in text and "'0 1 1' is too many numbers" in text
 
 
 # ---------------------------------------------------------------------------------------------- embeddings

@@ -34,6 +34,9 @@ def _parse_view_args(arg: str, n_layer: int) -> tuple[int, Head, bool, str | Non
             numbers.append(w)
         else:
             raise MinigptError(f"/attn: unexpected {w!r}; usage: /attn [map] [LAYER] [HEAD|mean] [html FILE]")
+    if len(numbers) > 2 or (numbers[:1] == ["mean"] and len(numbers) > 1):
+        raise MinigptError(f"/attn: {' '.join(numbers)!r} is too many numbers: give LAYER, then HEAD or mean "
+                           f"(e.g. /attn {n_layer - 1} mean)")
     layer = int(numbers[0]) if numbers and numbers[0] != "mean" else n_layer - 1
     head: Head = parse_head(numbers[1]) if len(numbers) > 1 else "mean"
     if numbers and numbers[0] == "mean":

@@ -25,7 +25,7 @@ def register(sub) -> None:
     t.add_argument("--pattern", default="minigpt", help="pre-split regex, or a name: minigpt (GPT-4's with one "
                    "chunk per Han character), gpt4, gpt2 (default: minigpt)")
     t.add_argument("--out", default=None, help="file to write (default: the cache file that --tokenizer auto "
-                   "looks for, data/tokenizers/<source>-bpe<vocab>-<hash>.bpe, or <source>-char.char)")
+                   "looks for, data/tokenizers/<source>-bpe<vocab>-<hash>.bpe, or <source>-char-<hash>.char)")
     t.set_defaults(func=_tokenizer_train)
     e = actions.add_parser("encode", help="show how a text splits into tokens (coloured, with ids)")
     e.add_argument("--tokenizer", required=True, help="a .bpe/.char/.tiktoken file, or cl100k_base")

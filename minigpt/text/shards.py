@@ -166,9 +166,10 @@ def _write_shard(encoded, path: Path, dtype: np.dtype) -> int:
 
 def prepared_name(source: TextSource, tokenizer) -> str:
     """The folder under data/: the source's key (a file's or folder's carries a hash of its resolved path, so
-    two files named alike never overwrite each other's shards) and the tokenizer."""
+    two files named alike never overwrite each other's shards) and the tokenizer's hash (two character
+    tokenizers of one source never share a folder either)."""
     if tokenizer.kind == "char":
-        return f"{source.key}-char"
+        return f"{source.key}-char-{tokenizer.sha256[:8]}"
     return f"{source.key}-bpe{tokenizer.vocab_size}-{tokenizer.sha256[:8]}"
 
 
