@@ -305,6 +305,30 @@ def test_heldout_and_out_of_world_questions_are_distinct():
     assert not sft & {r["messages"][0]["content"] for r in chat_tasks.unknown_records(fresh=True)}
 
 
+def test_function_questions_write_the_name_as_people_type_it():
+    """Every name in backticks taught the model that a bare `json.dumps` is not a function question (sr33's
+    models answered "What does json.dumps do?" with their scope): training and held-out questions now write it in
+    backticks, bare and called (never a class), some typed casually, and so do the out-of-world questions."""
+    import re
+
+    from minigpt.text import chat_tasks
+
+    records = chat_tasks.conversations(chat_tasks.Facts(params=1_840_000))
+    for split in ("train", "val"):
+        asked = [(r["entry"], r["messages"][0]["content"]) for r in records
+                 if r["family"] == "recall" and r["split"] == split]
+        forms = {next(f for f, pat in (("code", f"`{re.escape(n)}`"), ("called", rf"{re.escape(n)}\(\)"),
+                                       ("bare", re.escape(n))) if re.search(pat, q)) for n, q in asked}
+        assert forms == {"code", "called", "bare"}, split
+        casual = [q for _, q in asked if q[:1].islower() and not q.endswith(("?", "."))]
+        assert 0.1 < len(casual) / len(asked) < 0.4, split
+    classes = {e.name for e in chat_tasks.task_entries() if e.kind == "class"}
+    assert not any(r["entry"] in classes and f"{r['entry']}()" in r["messages"][0]["content"] for r in records
+                   if r["family"] == "recall")
+    unknown = [r["messages"][0]["content"] for r in chat_tasks.unknown_records()]
+    assert any(q[:1].islower() for q in unknown) and any(q.endswith("?") for q in unknown)
+
+
 def test_identity_paraphrases_stay_off_the_heldout_phrasings():
     """The generated identity questions teach each intent in hundreds of phrasings: none contains a held-out
     hand-written phrasing or variant (case and punctuation aside), SFT's and RL's are disjoint, and each is

@@ -2,8 +2,9 @@
 
 Five families, each a record with a `family` and a `split`:
 
-- `recall`: "What does `json.dumps` do?" answered with the first sentence of its docstring. The model has read
-  the docstring during pretraining (stdlib source and pydocs); SFT teaches it to answer from memory.
+- `recall`: "What does `json.dumps` do?" answered with the first sentence of its docstring (the name also bare or
+  called, "what does json.dumps() do": `question`). The model has read the docstring during pretraining (stdlib
+  source and pydocs); SFT teaches it to answer from memory.
 - `context`: the user pastes a function (its `def` line and docstring) and asks what it does, what its
   arguments are or what it returns; the answer is in the prompt. Reading questions (`reading_records`) paste a
   training function with its docstring from the second sentence on, so that the answer must be read, not
@@ -37,11 +38,13 @@ from .identity import (IDENTITY, PHRASING_HELDOUT_ONE_IN, Facts, assistant_turn,
                        is_chinese, paraphrase_records, user_turn)
 
 QUESTIONS = (
-    "What does `{name}` do?",
-    "Explain `{name}` in one sentence.",
-    "What is `{name}` for?",
-    "Describe the {kind} `{name}` briefly.",
+    "What does {name} do?",
+    "Explain {name} in one sentence.",
+    "What is {name} for?",
+    "Describe the {kind} {name} briefly.",
 )
+NAME_FORMS = ("`{}`", "{}", "{}()")  # how people write a name in a chat: as code, bare, or called
+CASUAL_ONE_IN = 4  # 1 question in 4 typed casually: lower-case first letter, no question mark (`casual`)
 CONTEXT_ASKS = {
     "does": ("What does this {kind} do?", "In one sentence, what does it do?", "Summarise what this does."),
     "args": ("What arguments does it take?", "Which parameters does this {kind} have?"),
@@ -107,8 +110,22 @@ def _kind(e: Entry) -> str:
 
 
 def question(e: Entry, variant: int | None = None) -> str:
-    template = QUESTIONS[_pick(e, "q", len(QUESTIONS)) if variant is None else variant % len(QUESTIONS)]
-    return template.format(name=e.name, kind=_kind(e))
+    """The entry asked in one of the QUESTIONS (its own, picked by a hash, or `variant`), its name written in one
+    of the NAME_FORMS and the question sometimes typed casually, each picked by a hash of the name and variant.
+    With the name always in backticks, sr33's models answered "What does json.dumps do?" with their scope and
+    "what does json.dumps do" with "I don't know" (README "What changed since")."""
+    variant = _pick(e, "q", len(QUESTIONS)) if variant is None else variant
+    forms = NAME_FORMS[:2] if e.kind == "class" else NAME_FORMS  # "the class calendar.TextCalendar()": no
+    form = forms[hash_byte(f"form:{e.name}:{variant}") % len(forms)]
+    text = QUESTIONS[variant % len(QUESTIONS)].format(name=form.format(e.name), kind=_kind(e))
+    return casual(text, f"{e.name}:{variant}")
+
+
+def casual(text: str, salt: str) -> str:
+    """1 question in CASUAL_ONE_IN (by a hash of `salt`) as people type in a chat: 'what does json.dumps do'."""
+    if hash_byte(f"casual:{salt}") % CASUAL_ONE_IN:
+        return text
+    return text[:1].lower() + text[1:].rstrip("?.")
 
 
 # ---------------------------------------------------------------------------------------------- answers
@@ -224,7 +241,7 @@ def unknown_records(fresh: bool = False) -> list[dict[str, Any]]:
                           key=lambda q: hash_byte(q, 5))
         for q in fillings[6:12] if fresh else fillings[:6]:
             out.append({"family": "unknown", "split": "train" if fresh else phrasing_split(q),
-                        "messages": [user_turn(q), assistant_turn(UNKNOWN_ANSWER)]})
+                        "messages": [user_turn(casual(q, q)), assistant_turn(UNKNOWN_ANSWER)]})
     return out
 
 
