@@ -59,6 +59,54 @@ def test_pretraining_hands_on_its_lowest_val_loss_step_and_the_chat_stages_their
     assert [checkpoint_of(tmp_path, s) for s in ("sft", "dpo", "rl")] == [tmp_path / s for s in ("sft", "dpo", "rl")]
 
 
+def test_a_speedrun_rerun_keeps_its_budget_seed_and_shares(tmp_path, monkeypatch, capsys):
+    """The stages faked, the bookkeeping real: an interrupted stage resumes with the share it started with (its
+    trainer's clock goes on), the time of the interrupted attempt counts, the card's figure is the stages' time
+    (not the card's own evaluation), and a rerun with another --budget or --seed is refused, not ignored."""
+    from types import SimpleNamespace
+
+    from minigpt.cli import main
+    from minigpt.common import MinigptError
+    from minigpt.runs import speedrun as sr
+    from minigpt.train import finetune, rl
+
+    calls, interrupt = [], {"sft"}
+
+    def fake(stage):
+        def train(*args, out, resume, train_config, **kwargs):
+            calls.append((stage, train_config.max_seconds, resume))
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "latest").write_text("step_000001\n")
+            stop = stage in interrupt
+            interrupt.discard(stage)
+            return SimpleNamespace(interrupted=stop, step=1, metrics={})
+        return train
+
+    cards = []
+    monkeypatch.setattr(sr, "prepare_corpus", lambda name: None)
+    monkeypatch.setattr(sr, "pretrain", fake("pretrain"))
+    for module, stage in ((finetune, "sft"), (finetune, "reward"), (finetune, "dpo"), (rl, "rl")):
+        monkeypatch.setattr(module, stage, fake(stage))
+    monkeypatch.setattr(sr, "write_report_card", lambda out, state: cards.append(dict(state)) or out / "report.md")
+    out = tmp_path / "sr"
+    with pytest.raises(KeyboardInterrupt):
+        sr.speedrun(600, out, seed=7)
+    state = json.loads((out / "speedrun.json").read_text())
+    assert (state["budget"], state["seed"], list(state["stages"])) == (600, 7, ["pretrain"])
+    assert set(state["shares"]) == {"pretrain", "sft"} and state["elapsed"] > 0
+    sft_share = calls[1][1]
+    with pytest.raises(MinigptError, match="started with --budget 10m --seed 7"):
+        sr.speedrun(1800, out, seed=1)
+    sr.speedrun(None, out)  # resumes with its own budget and seed
+    assert calls[2] == ("sft", sft_share, True) and [c[0] for c in calls[3:]] == ["reward", "dpo", "rl"]
+    state = json.loads((out / "speedrun.json").read_text())
+    assert state["elapsed"] == cards[0]["elapsed"] <= state["total"]  # the card reads the stages' time
+    assert main(["speedrun", "--budget", "0", "--out", str(tmp_path / "new")]) == 2
+    assert "--budget 0: too short" in capsys.readouterr().err and not (tmp_path / "new").exists()
+    assert main(["speedrun", "--report-only", "--out", str(tmp_path / "none")]) == 2
+    assert "no speedrun there" in capsys.readouterr().err and not (tmp_path / "none").exists()
+
+
 @pytest.mark.slow
 def test_speedrun_runs_every_stage_and_writes_the_report_card():
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

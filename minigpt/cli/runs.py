@@ -91,10 +91,12 @@ def _register_speedrun(sub) -> None:
                                    "stdlib data within a time budget, then a report card (markdown + PNG). Rerun "
                                    "with the same --out to resume an interrupted speedrun (a finished one is not "
                                    "redone).")
-    p.add_argument("--budget", default="30m", help="wall-clock budget, e.g. 30m, 5m, 90s, 1h (default: 30m)")
+    p.add_argument("--budget", default=None, help="wall-clock budget of the stages, e.g. 30m, 5m, 90s, 1h; the "
+                   "report card's evaluation (a minute or two on 2 cores) comes after them (default: 30m; a rerun: "
+                   "the --out run's own)")
     p.add_argument("--out", default="checkpoints/speedrun", help="folder for the runs and the report "
                    "(default: checkpoints/speedrun)")
-    p.add_argument("--seed", type=int, default=1337, help="random seed (default: 1337)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: 1337; a rerun: the --out run's own)")
     add_device(p)
     p.add_argument("--report-only", action="store_true", help="only rewrite the report from finished stages")
     p.set_defaults(func=_speedrun)
@@ -108,7 +110,14 @@ def _speedrun(args: argparse.Namespace) -> int:
     from ..runs.speedrun import speedrun
 
     if args.report_only:
+        if not (Path(args.out) / "speedrun.json").is_file():
+            raise MinigptError(f"--out {args.out}: no speedrun there (no speedrun.json) to write a report card for; "
+                               f"run `minigpt speedrun --out {args.out}` first")
         console.print(f"wrote {escape(str(write_report_card(Path(args.out))))}")
         return 0
-    speedrun(parse_seconds(args.budget), args.out, seed=args.seed, device=args.device)
+    budget = None if args.budget is None else parse_seconds(args.budget)
+    if budget is not None and budget < 30:
+        raise MinigptError(f"--budget {args.budget}: too short for the five training stages (each gets at least "
+                           "5 s); give 30s or more, e.g. 5m")
+    speedrun(budget, args.out, seed=args.seed, device=args.device)
     return 0

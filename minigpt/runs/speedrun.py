@@ -22,7 +22,7 @@ from typing import Any
 from rich.markup import escape
 
 from ..train import finetune, rl
-from ..common import atomic_write_text, console, seed_everything
+from ..common import MinigptError, atomic_write_text, console, seed_everything
 from ..train.pretrain import pretrain
 from ..models.gpt import GPTConfig
 from ..train.trainer import TrainConfig
@@ -60,12 +60,34 @@ def prepare_corpus(name: str) -> None:
     prepare(source, resolve_tokenizer("auto", source, DEFAULT_VOCAB))
 
 
-def speedrun(budget: float = 1800.0, out: str | Path = "checkpoints/speedrun", *, seed: int = 1337,
+def _settings(out: Path, state: dict[str, Any], budget: float | None, seed: int | None) -> tuple[float, int]:
+    """The budget and seed of the speedrun in `out`: a new one records them (defaults 30 minutes, 1337); a rerun
+    resumes with its own, and one given other values is refused (its stages' shares came from them)."""
+    given = {"budget": budget, "seed": seed}
+    if "budget" not in state:
+        state.update(budget=1800.0 if budget is None else budget, seed=1337 if seed is None else seed)
+        return state["budget"], state["seed"]
+    changed = [f"--budget {_duration(state[k])}" if k == "budget" else f"--{k} {state[k]}"
+               for k, v in given.items() if v is not None and v != state[k]]
+    if changed:
+        raise MinigptError(f"--out {out} holds a speedrun started with {' '.join(changed)}; rerun without those "
+                           f"flags (or with these) to {'see' if state.get('reported') else 'resume'} it, or give "
+                           "another --out for a new one")
+    return state["budget"], state["seed"]
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:g}m" if seconds % 60 == 0 else f"{seconds:g}s"
+
+
+def speedrun(budget: float | None = None, out: str | Path = "checkpoints/speedrun", *, seed: int | None = None,
              device: str = "auto") -> Path:
-    """Run every stage within `budget` seconds; returns the report path."""
+    """Run every stage within `budget` seconds (default 30 minutes; a rerun: the one `out` was started with);
+    returns the report path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = read_state(out)
+    budget, seed = _settings(out, state, budget, seed)
     started = time.perf_counter() - state.get("elapsed", 0.0)
     console.rule(f"[bold]minigpt speedrun[/]: budget {budget / 60:.1f} min -> {out}")
     seed_everything(seed)
@@ -82,13 +104,17 @@ def speedrun(budget: float = 1800.0, out: str | Path = "checkpoints/speedrun", *
         run_dir = out / stage
         resume = (run_dir / "latest").is_file()
         console.rule(f"{stage}{' (resuming)' if resume else ''}")
-        result = fn(run_dir, remaining_share(stage), resume)
+        # a stage's share is fixed when it first starts: resumed, its trainer's clock goes on from where it was
+        seconds = state.setdefault("shares", {}).setdefault(stage, remaining_share(stage))
+        _save_state(out, state)
+        result = fn(run_dir, seconds, resume)
+        state["elapsed"] = time.perf_counter() - started  # an interrupted attempt's time counts too
+        if not result.interrupted:
+            state["stages"][stage] = {"run": str(run_dir), "step": result.step, "metrics": result.metrics}
+            state.pop("reported", None)
+        _save_state(out, state)
         if result.interrupted:
             raise KeyboardInterrupt
-        state["stages"][stage] = {"run": str(run_dir), "step": result.step, "metrics": result.metrics}
-        state.pop("reported", None)
-        state["elapsed"] = time.perf_counter() - started
-        _save_state(out, state)
 
     fixed = dict(seed=seed, device=device)
     prepare_corpus(CORPUS)  # before the shares are computed: tokenizer and shards are cached for pretrain
@@ -106,9 +132,9 @@ def speedrun(budget: float = 1800.0, out: str | Path = "checkpoints/speedrun", *
         console.rule("report card")
         report = write_report_card(out, state)
         state["reported"] = True
-        state["elapsed"] = time.perf_counter() - started
+        state["total"] = time.perf_counter() - started  # "elapsed" stays the stages' time, as the card says
         _save_state(out, state)
-    console.print(f"\n[bold green]speedrun finished[/] in {state['elapsed'] / 60:.1f} min. "
+    console.print(f"\n[bold green]speedrun finished[/] in {state.get('total', state['elapsed']) / 60:.1f} min. "
                   f"Report: {escape(str(report))}")
     console.print(f"Chat with the final model:\n  [bold]minigpt chat --checkpoint {escape(str(out / 'rl'))}[/]")
     return report
