@@ -82,7 +82,12 @@ class FolderLock:
     def acquire(self) -> "FolderLock":
         if fcntl is None:
             return self
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # a file where the folder (or a folder above it) would be, no permission...
+            why = "a file is in the way" if isinstance(e, (FileExistsError, NotADirectoryError)) else e.strerror
+            raise MinigptError(f"{self.folder}: cannot be made a folder for this {self.what} ({why}); give "
+                               "another --out") from None
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             if not self._flock(fd):

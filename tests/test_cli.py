@@ -215,3 +215,10 @@ def test_an_out_that_cannot_be_a_folder_is_refused_before_any_work(tmp_path, cap
     assert (tmp_path / "file.txt").read_text() == "not a folder"
     assert main(["tokenizer", "train", "--data", str(tmp_path / "corpus.txt"), "--out", str(tmp_path)]) == 2
     assert "is a folder; give a file name" in capsys.readouterr().err
+    for out in (tmp_path / "file.txt", tmp_path / "file.txt" / "shards"):  # was a FileExistsError traceback
+        assert main(["prepare", "--data", str(tmp_path / "corpus.txt"), "--tokenizer", "char", "--out",
+                     str(out)]) == 2
+        assert "cannot be made a folder for this data folder (a file is in the way)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["tokenizer", "info", "--tokenizer", "cl100k_base", "--top", "-3"])
+    assert "--top: must be at least 1" in capsys.readouterr().err

@@ -6,7 +6,7 @@ import os
 import sys
 
 from ..common import MinigptError, console
-from .args import DATA_HELP
+from .args import DATA_HELP, at_least
 
 
 def register(sub) -> None:
@@ -34,7 +34,7 @@ def register(sub) -> None:
     i = actions.add_parser("info", help="vocabulary size, special tokens, compression, longest tokens, merges")
     i.add_argument("--tokenizer", required=True, help="a .bpe/.char/.tiktoken file, or cl100k_base")
     i.add_argument("--text", default=None, help="a UTF-8 text file to measure bytes/token on")
-    i.add_argument("--top", type=int, default=10, help="how many longest tokens and first merges (default: 10)")
+    i.add_argument("--top", type=at_least(1), default=10, help="how many longest tokens and first merges (default: 10)")
     i.set_defaults(func=_tokenizer_info)
 
 
