@@ -68,6 +68,60 @@ def test_chinese_story_through_the_cli(tmp_path, capsys):
     assert_png(tmp_path / "neuron_gates.png")
 
 
+def one_error_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), err
+    return lines[0]
+
+
+def test_png_flag_is_checked_before_the_lesson(tmp_path, capsys):
+    a_file = tmp_path / "outfile"
+    a_file.write_text("")
+    for png, message in ((a_file, "is a file, not a folder"), (a_file / "sub", "cannot make the folder")):
+        assert main(["learn", "neuron", "--png", str(png)]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and f"--png {png}: {message}" in one_error_line(err) and "--no-png" in err
+    assert a_file.read_text() == ""
+
+
+@pytest.mark.parametrize("name", [lesson.name for lesson in lessons.LESSONS])
+def test_device_is_checked_before_every_lesson(name, capsys):
+    assert main(["learn", name, "--device", "bogus", "--no-png"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "--device bogus: not a device" in one_error_line(err)
+
+
+@pytest.mark.parametrize("seed", [2**64, -1])
+def test_seed_out_of_range_is_one_error_line(seed, capsys):
+    from minigpt.infer.sampling import SEEDS
+
+    assert SEEDS == 2**64  # the range `sample --seed` checks, reused
+    assert main(["learn", "mnist", "--quick", "--no-png", "--seed", str(seed)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and f"--seed {seed}: must be an integer from 0 to 2**64 - 1" in one_error_line(err)
+
+
+def test_highest_seed_restarts_the_xor_net_within_range():
+    from minigpt.infer.sampling import SEEDS
+    from minigpt.learn.perceptron import train_xor_net
+
+    with pytest.raises(RuntimeError, match="did not solve XOR from 2 random starts"):  # no overflow at SEEDS
+        train_xor_net(SEEDS - 1, steps=1, tries=2)
+
+
+def test_listing_claims_and_fits_80_columns():
+    from rich.console import Console
+
+    console = Console(width=80, record=True)
+    console.print(lessons.listing("zh"))
+    zh = console.export_text()
+    assert all(lesson.zh in zh for lesson in lessons.LESSONS)  # no description wrapped mid-formula
+    assert "参数更少的 GPT" in zh and "同等参数量" not in zh
+    console.print(lessons.listing("en"))
+    en = console.export_text()
+    assert "fewer parameters" in en and "equal-size" not in en
+
+
 # ---------------------------------------------------------------------------------------------- 1 neuron
 
 
@@ -83,6 +137,21 @@ def test_neuron_and_or(tmp_path, capsys):
     assert t["XOR"] == [0, 1, 1, 0]
     assert "threshold = 0.7" in out and last_line(out).startswith("next:")
     assert_png(tmp_path / "neuron_gates.png")
+
+
+def test_code_listings_fit_80_columns(monkeypatch, capsys):
+    import inspect
+
+    from minigpt.common import console
+    from minigpt.learn import backprop, cnn_rnn, mnist, neuron, perceptron
+
+    monkeypatch.setattr(console, "width", 80)
+    for fn in (neuron.neuron, perceptron.perceptron_step, backprop.gradients, backprop.sgd_step, mnist.train_epoch,
+               cnn_rnn.conv_at, cnn_rnn.rnn_cell, cnn_rnn.lstm_cell, cnn_rnn.gru_cell):
+        Story().code(fn)
+        source = inspect.getsource(fn).splitlines()
+        shown = capsys.readouterr().out.rstrip("\n").splitlines()
+        assert [ln.rstrip() for ln in shown] == [ln.rstrip() for ln in source], fn.__name__  # no line wrapped
 
 
 # ---------------------------------------------------------------------------------------------- 2 perceptron
@@ -109,7 +178,21 @@ def test_perceptron_rule_learns_and_or_and_cycles_on_xor(tmp_path, capsys):
     outs = result["xor_net"]["outputs"]
     assert [int(y > 0.5) for y in outs] == [0, 1, 1, 0] and max(abs(y - t) for y, t in zip(outs, [0, 1, 1, 0])) < 0.2
     assert "never converges" in out and "minigpt learn backprop" in last_line(out)
+    assert "stuck near 0.5" not in out  # a failed start's outputs are not near 0.5 (seed 1: 0.45, 0.39, 0.69, 0.43)
+    assert ("still on the wrong side of 0.5 after 2,000 steps" in out) == bool(result["xor_net"]["restarts"])
     assert_png(tmp_path / "perceptron_xor.png")
+
+
+def test_perceptron_picture_shows_which_side_fires():
+    from minigpt.learn.perceptron import DATA, draw, train_perceptron
+
+    runs = {name: train_perceptron(targets) for name, targets in DATA.items()}
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Sigmoid(), torch.nn.Linear(2, 1), torch.nn.Sigmoid())
+    fig = draw(Story(), runs, {"net": net})
+    for ax in fig.axes[:2]:  # AND and OR: a filled region for each side of the learned line
+        assert any(type(c).__name__ == "QuadContourSet" for c in ax.collections)
+    assert "output 1" in fig.get_suptitle() and "on a line gets 0" in fig.get_suptitle()
 
 
 # ---------------------------------------------------------------------------------------------- 3 backprop
@@ -215,6 +298,73 @@ def test_mnist_from_idx_files_runs_the_784_network(tmp_path, capsys):
     assert "45,360" in out and "784-50-100-10" in out
 
 
+def _idx_folder(folder: Path, train: np.ndarray, test: np.ndarray, train_labels: np.ndarray,
+                test_labels: np.ndarray) -> Path:
+    folder.mkdir(parents=True)
+    for prefix, images, labels in (("train", train, train_labels), ("t10k", test, test_labels)):
+        _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
+        _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return folder
+
+
+@pytest.mark.parametrize("case, message", [
+    ("label 11", "a train label is 11; the labels must be the digits 0-9"),
+    ("28x20", "the train images are 28 x 20 pixels, not square"),
+    ("no images", "the train split holds no images"),
+    ("test 16x16", "the train images are 28 x 28 pixels, the test images 16 x 16; give both splits one size"),
+])
+def test_malformed_mnist_files_are_one_error_line(case, message, tmp_path, capsys):
+    images, labels = _fake_mnist(20, 0)
+    train, test = images, images[:5]
+    if case == "label 11":
+        labels = labels.copy()
+        labels[3] = 11
+    elif case == "28x20":
+        train, test = images[:, :, :20], images[:5, :, :20]
+    elif case == "no images":
+        train, test, labels = images[:0], images[:0], labels[:0]
+    elif case == "test 16x16":
+        test = images[:5, :16, :16]
+    folder = _idx_folder(tmp_path / "idx", train, test, labels, labels[:len(test)])
+    assert main(["learn", "mnist", "--quick", "--no-png", "--data", str(folder)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and f"{folder}: {message}" in one_error_line(err)
+
+
+def test_mnist_parquet_folder_with_only_test_files(tmp_path):
+    from minigpt.common import MinigptError
+    from minigpt.learn.mnist_data import load
+
+    (tmp_path / "test-00000-of-00001.parquet").write_bytes(b"never read")
+    with pytest.raises(MinigptError, match=r"holds only test files \(test-00000-of-00001.parquet\); add the train"):
+        load(str(tmp_path))
+
+
+def test_a_local_mnist_folder_wins_over_the_hub(tmp_path, monkeypatch, capsys):
+    from minigpt.learn import mnist_data
+
+    monkeypatch.setattr(mnist_data, "hub_mnist", lambda: pytest.fail("went to the Hub"))
+    images, labels = _fake_mnist(40, 0)
+    _idx_folder(Path("mnist"), images, images[:10], labels, labels[:10])  # ./mnist, in the test's working folder
+    d = mnist_data.load("mnist")
+    assert d.side == 28 and d.x_train.shape == (40, 784) and d.name == "MNIST IDX files in mnist"
+    result, out = run_lesson("mnist", tmp_path, capsys, data="mnist")
+    assert "MNIST IDX files in mnist: 40 training and 10 test images" in out
+
+
+def test_mnist_without_pictures_prints_the_confusion_matrix(tmp_path, capsys):
+    images, labels = _fake_mnist(60, 0)
+    folder = _idx_folder(tmp_path / "idx", images, images[:20], labels, labels[:20])
+    result = lessons.run("mnist", Story(png=None, quick=True, device="cpu", data=str(folder)))
+    out = capsys.readouterr().out
+    assert result["epochs"] == 1 and "SGD with lr 0.5, 1 pass:" in out
+    assert "drawn" not in out and "picture:" not in out and not list(tmp_path.glob("**/*.png"))
+    rows = [ln.split() for ln in out.splitlines() if re.match(r"^\d\s", ln)]
+    assert len(rows) == 10 and all(int(r[0]) == d for d, r in enumerate(rows))  # one row per true digit
+    counts = [[0 if v == "·" else int(v) for v in r[1:]] for r in rows]
+    assert torch.equal(torch.tensor(counts), result["confusion"])
+
+
 def test_mnist_from_parquet(tmp_path):
     import io
 
@@ -265,6 +415,7 @@ def test_cnn_rnn_lesson(tmp_path, capsys):
     assert long["lstm"] > 0.9 and long["gru"] > 0.9  # measured with --quick: 1.00 and 1.00
     assert long["rnn"] < 0.6 and long["lstm"] - long["rnn"] > 0.3  # measured 0.25 (the full lesson: 0.23-0.50)
     assert "input gate" in out and "forget" in out and "N−1, N and N+1" in out
+    assert f"{long['rnn']:.0%} from 16 on" in out  # the mean counts 16 itself
     assert "minigpt learn why-attention" in last_line(out)
     assert_png(tmp_path / "cnn_rnn_memory.png")
 
@@ -291,6 +442,38 @@ def test_recall_batches_answer_the_stored_number():
     assert task.vocab_size == 32 * 8 + 32 and task.block_size == 48
 
 
+def test_recall_asks_about_each_entry_once():
+    from minigpt.learn.tasks import Recall
+
+    task = Recall()
+    for p in (1, 7, 24):
+        x, y, gap = task.batch(200, torch.Generator().manual_seed(p), pairs=p)
+        for row in x.tolist():
+            entries = sorted(task.text(t).split("=")[0] for t in row[:p])
+            assert sorted(task.text(t).rstrip("?") for t in row[p:]) == entries  # every name asked, none twice
+        assert set(gap[:, p:].flatten().tolist()) <= set(range(1, 2 * p))
+
+
+def test_equal_accuracy_curves_stay_visible():
+    from minigpt.learn.tasks import GAP_BINS, draw_accuracy
+
+    same = {"params": 100_000, "bins": [0.125] * len(GAP_BINS)}
+    fig = draw_accuracy({"task": "recall", "chance": 0.125, "models": {"gpt": same, "lstm": same, "gru": same}})
+    lines = fig.axes[0].get_lines()[:3]
+    styles = {(ln.get_linewidth(), ln.get_linestyle(), ln.get_marker()) for ln in lines}
+    assert len(styles) == 3  # LSTM under GRU: a wide line under a narrow dashed one, not one hiding the other
+
+
+def test_compare_task_progress_in_chinese(capsys):
+    from minigpt.learn.tasks import Recall, compare_task
+    from minigpt.runs.compare import CompareConfig
+
+    config = CompareConfig(models=("gpt",), params=5e3, seed=0, device="cpu")
+    compare_task(Recall(max_pairs=2), config, steps=2, per_length=2, lang="zh")
+    line = last_line(capsys.readouterr().out)
+    assert "个参数" in line and "准确率" in line and "parameters" not in line and "accuracy" not in line
+
+
 @pytest.mark.slow
 def test_why_attention_gpt_solves_recall_and_rnns_do_not(tmp_path, capsys):
     result, out = run_lesson("why-attention", tmp_path, capsys)
@@ -299,6 +482,7 @@ def test_why_attention_gpt_solves_recall_and_rnns_do_not(tmp_path, capsys):
     assert m["gpt"]["params"] <= m["lstm"]["params"] and m["gpt"]["params"] > 0.5 * m["lstm"]["params"]
     assert m["gpt"]["accuracy"] > 0.95  # measured 99.1% with --quick
     assert m["lstm"]["accuracy"] < 0.5 and m["gru"]["accuracy"] < 0.5
+    assert "fewer parameters" in out and "about each entry" in out
     assert "minigpt compare --task recall" in out and "minigpt learn chinese" in last_line(out)
     assert_png(tmp_path / "why_attention_recall.png")
 
@@ -338,6 +522,88 @@ def test_tang_selection_is_shipped():
     assert "chinese-poetry" in readme and "public domain" in readme
 
 
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.write_text(""), "the file is empty; give a UTF-8 text file of at least 2,000 characters"),
+    (lambda p: p.mkdir(), "is a folder; give a UTF-8 text file with --data"),
+    (lambda p: p.write_text("春眠不觉晓，处处闻啼鸟。\n" * 6, encoding="utf-8"), "78 characters, too short"),
+    (lambda p: p.write_bytes("床前明月光，疑是地上霜。\n".encode("gbk") * 200), "`iconv -f GBK -t UTF-8 "),
+])
+def test_chinese_data_is_refused_before_the_lesson(make, message, tmp_path, capsys):
+    path = tmp_path / "poems.txt"
+    make(path)
+    assert main(["learn", "chinese", "--quick", "--no-png", "--data", str(path)]) == 2
+    out, err = capsys.readouterr()
+    line = one_error_line(err)
+    assert out == "" and f"{path}: " in line and message in line and "--block-size" not in line
+
+
+def test_chinese_quick_model_has_a_folder_of_its_own(tmp_path):
+    from minigpt.learn.chinese import model_dir
+
+    assert model_dir(Story(png=tmp_path)) == tmp_path / "chinese-gpt"
+    assert model_dir(Story(png=tmp_path, quick=True)) == tmp_path / "chinese-gpt-quick"
+    assert model_dir(Story(png=None, quick=True)) == Path("checkpoints/learn/chinese-gpt-quick")
+
+
+def test_chinese_example_and_prompts_come_from_another_corpus():
+    from minigpt.learn.chinese import NEXT_PROMPTS, example_line, known, prompts
+
+    text = "帝京篇十首 一\n太宗皇帝\n秦川雄帝宅，函谷壯皇居。\n綺殿千尋起，離宮百雉餘。\n"
+    line = example_line(text)
+    assert line == "秦川雄帝宅，函谷壯皇居。"  # not the title: its space would be a blank target
+    chosen = prompts(text, NEXT_PROMPTS)
+    assert chosen == ["綺殿千尋起，", "綺殿千尋起，"] and all(known(p, text) for p in chosen)  # 尽, 床: not in it
+    shipped = (Path(__file__).resolve().parents[1] / "data" / "tang_poems_5char.txt").read_text(encoding="utf-8")
+    assert prompts(shipped, NEXT_PROMPTS) == list(NEXT_PROMPTS)
+
+
+def test_chinese_influence_legend_in_chinese():
+    from minigpt.learn.chinese import legend
+
+    text = legend(Story(lang="zh")).plain
+    assert "颜色" in text and "预测出的字" in text and not re.search(r"[A-Za-z]", text)
+
+
+def test_lessons_say_chance_not_slang():
+    from minigpt.learn import chinese, cnn_rnn, why_attention
+
+    for module in (chinese, cnn_rnn, why_attention):
+        source = Path(module.__file__).read_text(encoding="utf-8")
+        assert "瞎猜" not in source and "随机猜测" in source
+
+
+def test_ctrl_c_in_chinese_keeps_the_earlier_model(tmp_path, monkeypatch, capsys):
+    import signal
+
+    from minigpt.learn.chinese import CORPUS
+    from minigpt.train import trainer
+
+    class CtrlC(trainer.Interrupt):  # Ctrl-C pressed before the first training step
+        def __enter__(self):
+            super().__enter__()
+            self._handle(signal.SIGINT, None)
+            return self
+
+    monkeypatch.setattr(trainer, "Interrupt", CtrlC)
+    poems = tmp_path / "poems.txt"
+    poems.write_text(CORPUS.read_text(encoding="utf-8")[:3000], encoding="utf-8")
+    earlier = tmp_path / "png" / "chinese-gpt-quick"
+    (earlier / "step_000089").mkdir(parents=True)
+    (earlier / "step_000089" / "model.safetensors").write_text("the earlier model")
+    (earlier / "best").write_text("step_000089\n")
+    argv = ["learn", "chinese", "--quick", "--png", str(tmp_path / "png"), "--data", str(poems), "--device", "cpu"]
+    assert main(argv) == 130
+    out, err = capsys.readouterr()
+    assert "--resume" not in out + err and "Resume with" not in out + err
+    assert err.strip().splitlines()[-1] == f"interrupted: the earlier model in {earlier} is kept"
+    assert (earlier / "step_000089" / "model.safetensors").read_text() == "the earlier model"
+    assert sorted(p.name for p in earlier.iterdir()) == ["best", "step_000089"]
+    assert sorted(p.name for p in (tmp_path / "png").iterdir()) == ["chinese-gpt-quick"]  # no partial run left
+    assert "steps, validation loss" not in out  # the lesson stopped
+    han = len({c for c in poems.read_text(encoding="utf-8") if "\u4e00" <= c <= "\u9fff"})
+    assert f"{han:,} of them Chinese characters" in out and "1,361" not in out  # not the shipped corpus
+
+
 @pytest.mark.slow
 def test_chinese_lesson_trains_and_shows_influence(tmp_path, capsys):
     from minigpt.checkpoint import load_checkpoint
@@ -348,6 +614,7 @@ def test_chinese_lesson_trains_and_shows_influence(tmp_path, capsys):
     assert "春 → 春眠 → 春眠不 → 春眠不觉 → 春眠不觉晓" in out
     assert result["steps"] > 10 and result["best_val"] < math.log(3293)  # it learned something in 8 s
     assert result["tokens"] == 18 and len(result["continuation"]) >= 1
+    assert result["run_dir"] == tmp_path / "chinese-gpt-quick" and f"{result['run_dir']} once it is saved" in out
     ckpt = load_checkpoint(result["run_dir"])
     assert ckpt.model.config.kind == "gpt" and ckpt.tokenizer.encode("春眠") != [ckpt.tokenizer.unk_id] * 2
     html = result["html"].read_text(encoding="utf-8")

@@ -22,14 +22,18 @@ MAX_PASSES = 3000
 TOLERANCE = 1e-9  # converged: a whole pass moved w and b by less than this
 
 
-def gradients(w: float, b: float, x: float, t: float) -> tuple[float, float, float]:
-    """Forward y = w*x + b, loss (y - t)^2 / 2; backward by the chain rule. Returns (loss, dL/dw, dL/db)."""
+def gradients(w: float, b: float, x: float,
+              t: float) -> tuple[float, float, float]:
+    """Forward y = w*x + b, loss (y - t)^2 / 2; backward by the chain rule.
+    Returns (loss, dL/dw, dL/db)."""
     y = w * x + b
     dy = y - t  # dL/dy
-    return dy * dy / 2, dy * x, dy  # dL/dw = dL/dy * dy/dw = (y - t) * x;  dL/db = (y - t) * 1
+    # dL/dw = dL/dy * dy/dw = (y - t) * x;  dL/db = (y - t) * 1
+    return dy * dy / 2, dy * x, dy
 
 
-def sgd_step(w: float, b: float, x: float, t: float, lr: float = LR) -> tuple[float, float]:
+def sgd_step(w: float, b: float, x: float, t: float,
+             lr: float = LR) -> tuple[float, float]:
     _, dw, db = gradients(w, b, x, t)
     return w - lr * dw, b - lr * db
 

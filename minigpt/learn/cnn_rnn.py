@@ -12,7 +12,7 @@
    Each cell with a 64-wide state, 600 AdamW steps at lr 1e-2 (--quick: 300 steps, up to 32 distractors), tested
    on 1 to 128 distractors. Measured (seed 0): the LSTM and GRU 100% at every gap, even 128, twice the longest
    they trained on; the tanh RNN far less, and how much less varies with the run (2 torch threads: 63% after one
-   distractor, ~50% past 16; 1 thread: 47%, then ~25% from 4 on; chance is 12.5%). The forget gate (biased to
+   distractor, ~50% from 16 on; 1 thread: 47%, then ~25% from 4 on; chance is 12.5%). The forget gate (biased to
    keep, f ~ 1) lets the LSTM's cell state carry the symbol unchanged.
    The RNN's trouble is learning, not capacity: trained with mostly short gaps first (log-uniform gaps) the same
    RNN holds the symbol across 128 too; with every gap equally likely, its gradient through many tanh steps
@@ -38,7 +38,8 @@ LR = 1e-2
 
 
 def conv_at(x: list[float], w: tuple[float, float, float], n: int) -> float:
-    """The output at position n: positions n-1, n and n+1 weighted by w (zero outside the sequence)."""
+    """The output at position n: positions n-1, n and n+1 weighted by w
+    (zero outside the sequence)."""
     seen = [x[i] if 0 <= i < len(x) else 0.0 for i in (n - 1, n, n + 1)]
     return sum(wi * xi for wi, xi in zip(w, seen))
 
@@ -59,26 +60,34 @@ def receptive_field(config: CNNConfig, t: int) -> list[int]:
     return (kept[0].grad[0].abs().sum(-1) > 0).nonzero()[:, 0].tolist()
 
 
-def rnn_cell(x: torch.Tensor, h: torch.Tensor, W: dict[str, torch.Tensor]) -> torch.Tensor:
-    return torch.tanh(x @ W["weight_ih_l0"].T + W["bias_ih_l0"] + h @ W["weight_hh_l0"].T + W["bias_hh_l0"])
+def rnn_cell(x: torch.Tensor, h: torch.Tensor,
+             W: dict[str, torch.Tensor]) -> torch.Tensor:
+    return torch.tanh(x @ W["weight_ih_l0"].T + W["bias_ih_l0"]
+                      + h @ W["weight_hh_l0"].T + W["bias_hh_l0"])
 
 
 def lstm_cell(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor,
               W: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """4 weight sets, stacked in torch's order: input gate, forget gate, cell candidate, output gate."""
-    i, f, g, o = (x @ W["weight_ih_l0"].T + W["bias_ih_l0"] + h @ W["weight_hh_l0"].T + W["bias_hh_l0"]).chunk(4, -1)
-    i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
-    c = f * c + i * g  # forget some of the old memory, write some of the candidate
+    """4 weight sets, stacked in torch's order: input gate, forget gate,
+    cell candidate, output gate."""
+    i, f, g, o = (x @ W["weight_ih_l0"].T + W["bias_ih_l0"]
+                  + h @ W["weight_hh_l0"].T + W["bias_hh_l0"]).chunk(4, -1)
+    i, f, o = torch.sigmoid(i), torch.sigmoid(f), torch.sigmoid(o)
+    g = torch.tanh(g)
+    c = f * c + i * g  # forget some old memory, write some of the candidate
     return o * torch.tanh(c), c  # show some of the memory
 
 
-def gru_cell(x: torch.Tensor, h: torch.Tensor, W: dict[str, torch.Tensor]) -> torch.Tensor:
+def gru_cell(x: torch.Tensor, h: torch.Tensor,
+             W: dict[str, torch.Tensor]) -> torch.Tensor:
     """3 weight sets: reset gate, update gate, candidate."""
     xr, xz, xn = (x @ W["weight_ih_l0"].T + W["bias_ih_l0"]).chunk(3, -1)
     hr, hz, hn = (h @ W["weight_hh_l0"].T + W["bias_hh_l0"]).chunk(3, -1)
     r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
-    n = torch.tanh(xn + r * hn)  # the reset gate decides how much of the past the candidate sees
-    return (1 - z) * n + z * h  # the update gate mixes the candidate with the old state
+    # the reset gate decides how much of the past the candidate sees
+    n = torch.tanh(xn + r * hn)
+    # the update gate mixes the candidate with the old state
+    return (1 - z) * n + z * h
 
 
 @torch.no_grad()
@@ -136,7 +145,7 @@ def draw(story: Story, x: list[float], out: list[float], field: list[int], t: in
     styles = {"rnn": dict(marker="o", lw=2), "lstm": dict(marker="s", lw=5, alpha=0.5), "gru": dict(marker="^", ls="--")}
     for kind, acc in curves.items():  # LSTM and GRU often coincide at 100%: a wide pale line under a dashed one
         ax.plot(list(acc), list(acc.values()), label=kind, **styles[kind])
-    ax.axhline(1 / 8, color="grey", ls="--", lw=1, label=story.label("chance", "瞎猜"))
+    ax.axhline(1 / 8, color="grey", ls="--", lw=1, label=story.label("chance", "随机猜测"))
     ax.set(xscale="log", ylim=(0, 1.03), xlabel=story.label("distractors between symbol and ?", "符号与 ? 之间的干扰数"),
            ylabel=story.label("accuracy", "准确率"), title=story.label("remember the first symbol", "记住第一个符号"))
     ax.legend(fontsize=8)
@@ -197,14 +206,14 @@ def run(story: Story) -> dict[str, Any]:
     long = [gp for gp in gaps if gp >= 16]
     mean = {k: sum(curves[k][gp] for gp in long) / len(long) for k in curves}
     story.say("Trained on up to {g} distractors and tested on up to 128: the RNN is right {first:.0%} of the time "
-              "after one distractor and {rnn:.0%} past 16 (chance: 12.5%); the LSTM {lstm:.0%} and the GRU {gru:.0%} "
-              "past 16. The tanh RNN rewrites its whole state at every step, so what it saw fades, and the "
-              "gradient that should teach it to keep the symbol shrinks at every step back through the tanh. The "
+              "after one distractor and {rnn:.0%} from 16 on (chance: 12.5%); the LSTM {lstm:.0%} and the GRU "
+              "{gru:.0%} from 16 on. The tanh RNN rewrites its whole state at every step, so what it saw fades, and "
+              "the gradient that should teach it to keep the symbol shrinks at every step back through the tanh. The "
               "LSTM's forget gate can stay at ~1, so its cell state carries the symbol unchanged for as long as it "
               "is needed. (The RNN's problem is learning, not room: trained with mostly short gaps first, this "
               "same RNN does learn to hold one symbol.)",
-              "训练时最多 {g} 个干扰，测试到 128 个：RNN 在 1 个干扰之后的准确率是 {first:.0%}，干扰超过 16 个时是 "
-              "{rnn:.0%}（瞎猜是 12.5%）；LSTM 和 GRU 在干扰超过 16 个时分别是 {lstm:.0%} 和 {gru:.0%}。"
+              "训练时最多 {g} 个干扰，测试到 128 个：RNN 在 1 个干扰之后的准确率是 {first:.0%}，干扰达到 16 个及以上时是 "
+              "{rnn:.0%}（随机猜测是 12.5%）；LSTM 和 GRU 在干扰达到 16 个及以上时分别是 {lstm:.0%} 和 {gru:.0%}。"
               "tanh RNN 每一步都重写整个状态，看过的东西会逐渐淡掉；本该教会它记住符号的梯度，"
               "每往回传一步都要穿过一次 tanh，越传越小。LSTM 的遗忘门可以一直保持在 1 附近，"
               "于是细胞状态能把这个符号原封不动地一直带下去。（RNN 的问题在于学不会，而不是装不下："

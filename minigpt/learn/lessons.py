@@ -30,13 +30,13 @@ LESSONS: tuple[Lesson, ...] = (
     Lesson("perceptron", "perceptron", "the perceptron rule learns AND and OR; XOR needs a hidden layer",
            "感知机规则学会与门和或门；异或需要隐藏层", 0.1),
     Lesson("backprop", "backprop", "SGD by hand on y = 2x + 1: every update, the loss surface, autograd check",
-           "手算随机梯度下降拟合 y = 2x + 1：每一次更新、损失曲面、与自动求导对照", 0.1),
+           "手算 SGD 拟合 y=2x+1：逐次更新、损失曲面、自动求导对照", 0.1),
     Lesson("mnist", "mnist", "a 784-50-100-10 network reads handwritten digits (8x8 digits offline)",
            "784-50-100-10 网络识别手写数字（离线时用 8x8 数字）", 0.1),
     Lesson("cnn-rnn", "cnn_rnn", "convolution over a sequence; RNN, LSTM and GRU cells; who remembers longer",
            "序列上的卷积；RNN、LSTM、GRU 单元；谁记得更久", 0.4),
-    Lesson("why-attention", "why_attention", "associative recall: an equal-size GPT solves it, LSTM and GRU do not",
-           "关联回忆：同等参数量的 GPT 能解，LSTM 和 GRU 不能", 2.3),
+    Lesson("why-attention", "why_attention", "associative recall: a GPT with fewer parameters solves it, LSTM and "
+           "GRU do not", "关联回忆：参数更少的 GPT 能解，LSTM 和 GRU 不能", 2.3),
     Lesson("chinese", "chinese", "next-token training on Tang poems, and what each new character attended to",
            "在唐诗上训练预测下一个字，再看每个新字关注了什么", 2.1),
 )

@@ -38,16 +38,19 @@ def parameter_count(inputs: int) -> int:
     return sum(a * b + b for a, b in zip(sizes, sizes[1:]))
 
 
-def train_epoch(net: nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer,
+def train_epoch(net: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                opt: torch.optim.Optimizer,
                 generator: torch.Generator) -> float:
-    """One pass over the training set in random batches: forward, loss, backward, step (lesson 3's loop)."""
+    """One pass over the training set in random batches: forward, loss,
+    backward, step (lesson 3's loop)."""
     device = next(net.parameters()).device
     order = torch.randperm(len(x), generator=generator)
     total = 0.0
     for i in range(0, len(x), BATCH):
         batch = order[i:i + BATCH]
         scores = net(x[batch].to(device))
-        loss = F.cross_entropy(scores, y[batch].to(device))  # = -log softmax(scores)[right digit]
+        # -log softmax(scores)[right digit], averaged over the batch
+        loss = F.cross_entropy(scores, y[batch].to(device))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -116,11 +119,12 @@ def run(story: Story) -> dict[str, Any]:
     net = network(digits.inputs).to(resolve_device(story.device))
     n_params = sum(p.numel() for p in net.parameters())
     story.say("{name}: {train:,} training and {test:,} test images; the network {shape} has {params:,} parameters. "
-              "Training is lesson 3's loop on batches of {batch}, SGD with lr {lr}, {epochs} passes:",
+              "Training is lesson 3's loop on batches of {batch}, SGD with lr {lr}, {epochs} {passes}:",
               "{name}：{train:,} 张训练图片、{test:,} 张测试图片；网络 {shape} 共 {params:,} 个参数。"
               "训练就是第 3 课的循环，每批 {batch} 张，SGD 学习率 {lr}，共 {epochs} 轮：",
               name=digits.name, train=len(digits.y_train), test=len(digits.y_test), params=n_params,
-              shape="-".join(map(str, (digits.inputs, *HIDDEN, 10))), batch=BATCH, lr=LR, epochs=epochs)
+              shape="-".join(map(str, (digits.inputs, *HIDDEN, 10))), batch=BATCH, lr=LR, epochs=epochs,
+              passes="pass" if epochs == 1 else "passes")
     story.code(train_epoch)
     opt = torch.optim.SGD(net.parameters(), lr=LR)
     gen = torch.Generator().manual_seed(story.seed)
@@ -136,9 +140,13 @@ def run(story: Story) -> dict[str, Any]:
     matrix = confusion(digits.y_test, guess)
     wrong = (guess != digits.y_test).nonzero()[:, 0]
     story.say("Test accuracy: [bold]{acc:.2%}[/] ({right:,} of {n:,} right). The confusion matrix counts which digit "
-              "was read as which; the misread ones are drawn beside it.",
-              "测试准确率：[bold]{acc:.2%}[/]（{n:,} 张中对了 {right:,} 张）。混淆矩阵统计每个数字被认成了哪个；"
-              "认错的那些画在旁边。", acc=accuracy, right=len(guess) - len(wrong), n=len(guess))
+              "was read as which (row: the true digit, column: the network's answer; right answers on the diagonal)"
+              + ("; the picture draws the misread ones beside it:" if story.png else ":"),
+              "测试准确率：[bold]{acc:.2%}[/]（{n} 张中对了 {right} 张）。混淆矩阵统计每个数字被认成了哪个"
+              "（行是真实数字，列是网络的答案，对角线上是答对的）" + ("；图里还画出了认错的那些：" if story.png else "："),
+              acc=accuracy, right=len(guess) - len(wrong), n=len(guess))
+    story.table([story.t("true \\ answer", "真实 \\ 答案"), *map(str, range(10))],
+                [(r, *(int(v) or "·" for v in row)) for r, row in enumerate(matrix.tolist())])
     story.picture(draw(story, digits, matrix, wrong, guess, accuracy), "mnist_confusion")
     story.next("`minigpt learn cnn-rnn`: networks for sequences, which see their neighbours and remember.",
                "`minigpt learn cnn-rnn`：处理序列的网络：能看见相邻位置，也能记住过去。")

@@ -4,7 +4,8 @@
 - None or "digits": data/digits.csv.gz, the UCI "Optical Recognition of Handwritten Digits" test set (Alpaydin &
   Kaynak 1998; 1,797 images of 8x8 pixels valued 0-16, CC BY 4.0; the copy scikit-learn ships), split by a
   seeded shuffle into 1,438 train and 359 test images;
-- "ylecun/mnist" (or "mnist"): MNIST from the Hugging Face Hub through `datasets` (online; 60,000 + 10,000);
+- "ylecun/mnist" (or "mnist"): MNIST from the Hugging Face Hub through `datasets` (online; 60,000 + 10,000),
+  unless a file or folder of that name exists: then that is read;
 - a folder of IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte,
   t10k-labels-idx1-ubyte, each optionally .gz: LeCun's original distribution);
 - a .parquet file or a folder of them (the Hub's layout: an `image` column of PNG bytes and a `label` column;
@@ -45,11 +46,13 @@ class Digits:
 
 
 def load(spec: str | None = None, seed: int = 0) -> Digits:
-    if spec in (None, "digits"):
+    """The digits `spec` names; a file or folder that exists wins over the names "digits", "mnist" and the Hub
+    id (a local folder ./mnist is read, not the Hub; the lesson prints which data it read)."""
+    path = Path(spec) if spec else None
+    if path is None or (spec == "digits" and not path.exists()):
         return shipped_digits(seed)
-    if spec in (HUB_ID, "mnist"):
+    if spec in (HUB_ID, "mnist") and not path.exists():
         return hub_mnist()
-    path = Path(spec)
     if not path.exists():
         raise MinigptError(f"--data {spec}: no such file or folder; give a folder of MNIST IDX files, a .parquet "
                            f"file or folder, or {HUB_ID} (online)")
@@ -59,7 +62,7 @@ def load(spec: str | None = None, seed: int = 0) -> Digits:
     if not files or any(f.suffix != ".parquet" for f in files):
         raise MinigptError(f"--data {spec}: neither MNIST IDX files (train-images-idx3-ubyte, ...) nor .parquet "
                            "files; give one of those")
-    return parquet_files(files, seed)
+    return parquet_files(files, seed, by_name=path.is_dir())
 
 
 def _split(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[torch.Tensor, ...]:
@@ -98,8 +101,28 @@ def read_idx(path: Path) -> np.ndarray:
     return data.reshape(dims)
 
 
-def _as_digits(name: str, images: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> Digits:
+def _check(where: object, split: str, images: np.ndarray, labels: np.ndarray) -> None:
+    """What the network needs of a split: at least one square image, and labels that are digits 0-9."""
+    if len(images) == 0:
+        raise MinigptError(f"{where}: the {split} split holds no images; give MNIST data with at least one")
+    if images.ndim != 3:
+        raise MinigptError(f"{where}: the {split} images have shape {images.shape}, not (count, rows, columns); "
+                           "give MNIST's image files")
+    if images.shape[1] != images.shape[2]:
+        raise MinigptError(f"{where}: the {split} images are {' x '.join(map(str, images.shape[1:]))} pixels, not "
+                           "square; give square digit images (MNIST's are 28 x 28)")
+    if labels.min() < 0 or labels.max() > 9:
+        raise MinigptError(f"{where}: a {split} label is {labels.max() if labels.max() > 9 else labels.min()}; "
+                           "the labels must be the digits 0-9")
+
+
+def _as_digits(name: str, images: dict[str, np.ndarray], labels: dict[str, np.ndarray], where: object) -> Digits:
+    for split in images:
+        _check(where, split, images[split], labels[split])
     side = images["train"].shape[-1]
+    if images["test"].shape[-1] != side:
+        raise MinigptError(f"{where}: the train images are {side} x {side} pixels, the test images "
+                           f"{images['test'].shape[-1]} x {images['test'].shape[-1]}; give both splits one size")
     x = {s: torch.from_numpy(images[s].reshape(len(images[s]), -1).astype(np.float32) / 255.0) for s in images}
     y = {s: torch.from_numpy(labels[s].astype(np.int64)) for s in labels}
     return Digits(name, side, x["train"], y["train"], x["test"], y["test"])
@@ -115,7 +138,7 @@ def idx_folder(folder: Path) -> Digits:
         images[split], labels[split] = read_idx(found[0]), read_idx(found[1])
         if len(images[split]) != len(labels[split]):
             raise MinigptError(f"{folder}: {split} has {len(images[split])} images but {len(labels[split])} labels")
-    return _as_digits(f"MNIST ({folder})", images, labels)
+    return _as_digits(f"MNIST IDX files in {folder}", images, labels, folder)
 
 
 def _pixels(image) -> np.ndarray:
@@ -128,14 +151,20 @@ def _pixels(image) -> np.ndarray:
 
 
 def _rows(dataset) -> tuple[np.ndarray, np.ndarray]:
+    if len(dataset) == 0:
+        return np.zeros((0, 0, 0), np.uint8), np.zeros(0, np.int64)
     return np.stack([_pixels(im) for im in dataset["image"]]), np.asarray(dataset["label"])
 
 
-def parquet_files(files: list[Path], seed: int = 0) -> Digits:
+def parquet_files(files: list[Path], seed: int = 0, by_name: bool = True) -> Digits:
+    """`by_name` (a folder): files named test* are the test split; else (one file given) it is split 80/20."""
     from ..text.sources import _datasets
 
-    test = [str(f) for f in files if f.name.startswith("test")]
-    train = [str(f) for f in files if not f.name.startswith("test")]
+    test = [str(f) for f in files if by_name and f.name.startswith("test")]
+    train = [str(f) for f in files if str(f) not in test]
+    if not train:
+        raise MinigptError(f"{files[0].parent}: holds only test files ({', '.join(f.name for f in files)}); add the "
+                           "train files (train-*.parquet), or give one .parquet file to split 80/20")
     try:
         ds = _datasets().load_dataset("parquet", data_files={"train": train, **({"test": test} if test else {})},
                                       cache_dir=str(minigpt_home() / "datasets"))
@@ -145,10 +174,12 @@ def parquet_files(files: list[Path], seed: int = 0) -> Digits:
         raise MinigptError(f"{files[0]}: needs an image and a label column, has {ds['train'].column_names}")
     if not test:
         x, y = _rows(ds["train"])
-        return Digits(f"MNIST ({files[0]})", x.shape[-1], *_split(x.reshape(len(x), -1).astype(np.float32) / 255.0,
-                                                                   y.astype(np.int64), seed))
+        _check(files[0], "train", x, y)
+        return Digits(f"MNIST parquet {files[0]} (split 80/20)", x.shape[-1],
+                      *_split(x.reshape(len(x), -1).astype(np.float32) / 255.0, y.astype(np.int64), seed))
     (xi, yi), (xt, yt) = _rows(ds["train"]), _rows(ds["test"])
-    return _as_digits(f"MNIST ({files[0].parent})", {"train": xi, "test": xt}, {"train": yi, "test": yt})
+    return _as_digits(f"MNIST parquet files in {files[0].parent}", {"train": xi, "test": xt},
+                      {"train": yi, "test": yt}, files[0].parent)
 
 
 def hub_mnist() -> Digits:
@@ -161,4 +192,4 @@ def hub_mnist() -> Digits:
                            "drop --data for the shipped 8x8 digits, or give a folder of MNIST IDX or parquet "
                            "files") from None
     (xi, yi), (xt, yt) = _rows(ds["train"]), _rows(ds["test"])
-    return _as_digits(f"MNIST ({HUB_ID})", {"train": xi, "test": xt}, {"train": yi, "test": yt})
+    return _as_digits(f"MNIST from the Hub ({HUB_ID})", {"train": xi, "test": xt}, {"train": yi, "test": yt}, HUB_ID)

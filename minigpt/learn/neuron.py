@@ -21,7 +21,8 @@ GATES: dict[str, tuple[float, float, float]] = {  # name: (w1, w2, threshold)
 
 
 def neuron(x1: float, x2: float, w1: float, w2: float, threshold: float) -> int:
-    """Fire (1) when the weighted sum of the inputs is above the threshold, else stay silent (0)."""
+    """Fire (1) when the weighted sum of the inputs is above the threshold,
+    else stay silent (0)."""
     return 1 if w1 * x1 + w2 * x2 > threshold else 0
 
 

@@ -8,7 +8,8 @@ separate, and XOR is not such data: w2 > -b and w1 > -b (the 1s at (0,1) and (1,
 while (0,0) -> 0 needs b <= 0 and (1,1) -> 0 needs w1 + w2 <= -b, so -b >= w1 + w2 > -2b, i.e. b > 0: a
 contradiction. The rule then cycles: the weights after pass 3 equal those after pass 2, forever.
 A 2-2-1 network (two sigmoid hidden units) trained by backpropagation bends the boundary and solves it; some
-random starts stall in a local minimum (outputs stuck near 0.5), and the lesson restarts them with a new seed.
+random starts get stuck (a local minimum: after 2,000 steps some output is still on the wrong side of 0.5; seed 0:
+the first three), and the lesson restarts them from the next seed.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from .story import Story, figure
 DATA = {"AND": (0, 0, 0, 1), "OR": (0, 1, 1, 1), "XOR": (0, 1, 1, 0)}  # targets on (0,0), (0,1), (1,0), (1,1)
 ETA = 0.1
 MAX_PASSES = 20
+XOR_STEPS = 2000  # gradient steps of the 2-2-1 network from each random start
 
 
 def predict(w: list[float], b: float, x: tuple[int, int]) -> int:
@@ -28,9 +30,11 @@ def predict(w: list[float], b: float, x: tuple[int, int]) -> int:
 
 def perceptron_step(w: list[float], b: float, x: tuple[int, int], t: int,
                     eta: float = ETA) -> tuple[list[float], float]:
-    """One application of the rule: delta w = eta (t - y) x, delta b = eta (t - y)."""
+    """One application of the rule: delta w = eta (t - y) x,
+    delta b = eta (t - y)."""
     y = predict(w, b, x)
-    return [w[0] + eta * (t - y) * x[0], w[1] + eta * (t - y) * x[1]], b + eta * (t - y)
+    step = eta * (t - y)  # 0 when right
+    return [w[0] + step * x[0], w[1] + step * x[1]], b + step
 
 
 def train_perceptron(targets: tuple[int, ...], eta: float = ETA, max_passes: int = MAX_PASSES) -> dict[str, Any]:
@@ -53,15 +57,17 @@ def train_perceptron(targets: tuple[int, ...], eta: float = ETA, max_passes: int
     return {"converged": False, "passes": passes, "w": w, "b": b, "cycle": None}
 
 
-def train_xor_net(seed: int, steps: int = 2000, lr: float = 2.0, tries: int = 10) -> dict[str, Any]:
+def train_xor_net(seed: int, steps: int = XOR_STEPS, lr: float = 2.0, tries: int = 10) -> dict[str, Any]:
     """A 2-2-1 sigmoid network fitted to XOR by gradient descent on the mean of (y - t)^2 / 2; a start that
     ends stuck (an output on the wrong side of 0.5) is restarted with the next seed."""
     import torch
 
     x = torch.tensor(INPUTS, dtype=torch.float32)
     t = torch.tensor(DATA["XOR"], dtype=torch.float32)[:, None]
+    from ..infer.sampling import nth_seed
+
     for attempt in range(tries):
-        torch.manual_seed(seed + attempt)
+        torch.manual_seed(nth_seed(seed, attempt))  # seed + attempt, kept in torch's range
         net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Sigmoid(), torch.nn.Linear(2, 1), torch.nn.Sigmoid())
         opt = torch.optim.SGD(net.parameters(), lr=lr)
         for _ in range(steps):
@@ -71,7 +77,7 @@ def train_xor_net(seed: int, steps: int = 2000, lr: float = 2.0, tries: int = 10
             opt.step()
         y = net(x).detach()[:, 0]
         if ((y > 0.5).int() == t[:, 0].int()).all():
-            return {"net": net, "outputs": y.tolist(), "loss": loss.item(), "seed": seed + attempt,
+            return {"net": net, "outputs": y.tolist(), "loss": loss.item(), "seed": nth_seed(seed, attempt),
                     "restarts": attempt}
     raise RuntimeError(f"the 2-2-1 network did not solve XOR from {tries} random starts")
 
@@ -80,8 +86,11 @@ def draw(story: Story, runs: dict[str, dict[str, Any]], xor_net: dict[str, Any])
     import numpy as np
     import torch
 
-    fig = figure(story, 13, 3.4)
+    fig = figure(story, 13, 3.6)
     xs = np.linspace(-0.25, 1.25, 2)
+    grid = np.linspace(-0.25, 1.25, 151)
+    gx, gy = np.meshgrid(grid, grid)
+    sides = dict(levels=[-0.5, 0.5, 1.5], colors=["#e3f2fd", "#ffcdd2"])  # blue: output 0, red: output 1
 
     def points(ax, targets):
         for (x1, x2), t in zip(INPUTS, targets):
@@ -91,6 +100,7 @@ def draw(story: Story, runs: dict[str, dict[str, Any]], xor_net: dict[str, Any])
     for i, name in enumerate(("AND", "OR")):
         ax = fig.add_subplot(1, 4, i + 1)
         w, b = runs[name]["w"], runs[name]["b"]
+        ax.contourf(gx, gy, (w[0] * gx + w[1] * gy + b > 0).astype(float), **sides)  # the side that fires
         points(ax, DATA[name])
         ax.plot(xs, (-b - w[0] * xs) / w[1], color="#1565c0", lw=2)
         ax.set_title(story.label(f"{name}: learned in {len(runs[name]['passes'])} passes",
@@ -99,14 +109,15 @@ def draw(story: Story, runs: dict[str, dict[str, Any]], xor_net: dict[str, Any])
     points(ax, DATA["XOR"])
     ax.set_title(story.label("XOR: no line separates", "XOR：没有直线能分开"))
     ax = fig.add_subplot(1, 4, 4)
-    grid = np.linspace(-0.25, 1.25, 151)
-    gx, gy = np.meshgrid(grid, grid)
     with torch.no_grad():
         z = xor_net["net"](torch.tensor(np.stack([gx.ravel(), gy.ravel()], 1), dtype=torch.float32))
-    ax.contourf(gx, gy, z.numpy().reshape(gx.shape), levels=[0, 0.5, 1], colors=["#e3f2fd", "#ffcdd2"])
+    ax.contourf(gx, gy, (z.numpy().reshape(gx.shape) > 0.5).astype(float), **sides)
     ax.contour(gx, gy, z.numpy().reshape(gx.shape), levels=[0.5], colors="#1565c0", linewidths=2)
     points(ax, DATA["XOR"])
     ax.set_title(story.label("2-2-1 net: XOR solved", "2-2-1 网络：解出 XOR"))
+    fig.suptitle(story.label("red: output 1, blue: output 0 (a point exactly on a line gets 0: the rule is "
+                             "w·x + b > 0); filled dots: target 1",
+                             "红色区域输出 1，蓝色区域输出 0（正好在直线上的点输出 0：规则是 w·x + b > 0）；实心点：目标为 1"))
     return fig
 
 
@@ -141,11 +152,14 @@ def run(story: Story) -> dict[str, Any]:
     net = train_xor_net(story.seed)
     story.say("Add a hidden layer: a 2-2-1 network (two sigmoid units, then one) trained by backpropagation on "
               "(y − t)²/2. Outputs on (0,0), (0,1), (1,0), (1,1): {outs}, loss {loss:.4f}"
-              + (" after {r} restart(s) from a local minimum (outputs stuck near 0.5)." if net["restarts"] else "."),
+              + (", after {r} restart(s): a start that gets stuck, with some output still on the wrong side of "
+                 "0.5 after {steps:,} steps, is tried again from the next seed." if net["restarts"] else "."),
               "加一个隐藏层：2-2-1 网络（两个 sigmoid 单元，再接一个），用反向传播最小化 (y − t)²/2。"
               "在 (0,0)、(0,1)、(1,0)、(1,1) 上的输出：{outs}，损失 {loss:.4f}"
-              + ("（有 {r} 次从局部极小值重新开始：输出卡在 0.5 附近）。" if net["restarts"] else "。"),
-              outs=", ".join(f"{y:.2f}" for y in net["outputs"]), loss=net["loss"], r=net["restarts"])
+              + ("。此前重新开始了 {r} 次：训练 {steps} 步后仍有输出落在 0.5 错误一侧的初始化算作卡住，换下一个种子重来。"
+                 if net["restarts"] else "。"),
+              outs=("、" if story.zh else ", ").join(f"{y:.2f}" for y in net["outputs"]), loss=net["loss"],
+              r=net["restarts"], steps=XOR_STEPS)
     story.picture(draw(story, runs, net), "perceptron_xor")
     story.next("`minigpt learn backprop`: what loss.backward() computed, by hand, one SGD step at a time.",
                "`minigpt learn backprop`：亲手算一遍 loss.backward() 做了什么，一步一步地做随机梯度下降。")

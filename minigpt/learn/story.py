@@ -62,10 +62,12 @@ class Story:
         console.print(table)
 
     def code(self, fn: Callable) -> None:
-        """Show a function's source, highlighted: what the lesson is about to run."""
+        """Show a function's source, highlighted: what the lesson is about to run. The listed functions are
+        written to fit 80 columns; a narrower terminal crops a line rather than wrapping it to column 0, where
+        it would read as broken Python."""
         from rich.syntax import Syntax
 
-        console.print(Syntax(inspect.getsource(fn).rstrip(), "python", theme="ansi_dark", word_wrap=True))
+        console.print(Syntax(inspect.getsource(fn).rstrip(), "python", theme="ansi_dark", word_wrap=False))
 
     def picture(self, fig: Any, name: str) -> Path | None:
         """Save a matplotlib figure as DIR/NAME.png (atomically) and say where; None without --png."""

@@ -1,12 +1,13 @@
 """Synthetic sequence tasks that tell model families apart, and the small loop that trains on them.
 
 `Recall` (associative recall, the phone-book task): a sequence of P entries "name=number" (one token each: 32
-names x 8 numbers = 256 entry tokens; the P names all different), then P questions "name?" (32 more tokens);
-the answer to each question is the number stored with that name. Nothing about the answer is in the question
-itself: it has to be looked up, across a gap of 1 to 2P - 1 tokens. P varies from 1 to 24 (sequences of up to 48
-tokens), so short gaps are common and long ones rare. Attention solves it by matching the question against every
-entry at once (an equal-size GPT reaches ~100% in a few hundred steps); a recurrent network has to squeeze all P
-entries into its fixed state as they stream past, and recalls mostly the recent ones.
+names x 8 numbers = 256 entry tokens; the P names all different), then P questions "name?" (32 more tokens),
+one about each entry in a random order; the answer to each question is the number stored with that name.
+Nothing about the answer is in the question itself: it has to be looked up, across a gap of 1 to 2P - 1 tokens.
+P varies from 1 to 24 (sequences of up to 48 tokens), so short gaps are common and long ones rare. Attention
+solves it by matching the question against every entry at once (a GPT with fewer parameters than the LSTM and
+GRU reaches ~100% in a few hundred steps); a recurrent network has to squeeze all P entries into its fixed state
+as they stream past, and recalls mostly the recent ones.
 `RememberFirst` (the cnn-rnn lesson's copy task): one of 8 symbols, a gap of random distractors, a question
 mark; the answer is the first symbol.
 
@@ -49,12 +50,13 @@ class Recall:
         return 1 / self.values
 
     def batch(self, size: int, generator: torch.Generator, pairs: int | None = None) -> Batch:
-        """`size` sequences of `pairs` entries then `pairs` questions (default: a random count of pairs).
-        y holds the number at each question and -1 elsewhere; gap: tokens from the entry to its question."""
+        """`size` sequences of `pairs` entries then `pairs` questions, one about each entry in a random order
+        (default: a random count of pairs). y holds the number at each question and -1 elsewhere; gap: tokens
+        from the entry to its question."""
         p = pairs or int(torch.randint(1, self.max_pairs + 1, (1,), generator=generator))
         names = torch.rand(size, self.keys, generator=generator).argsort(1)[:, :p]  # p different names
         numbers = torch.randint(0, self.values, (size, p), generator=generator)
-        asked = torch.randint(0, p, (size, p), generator=generator)  # which entry each question asks about
+        asked = torch.rand(size, p, generator=generator).argsort(1)  # which entry each question asks about
         x = torch.cat([names * self.values + numbers, self.keys * self.values + names.gather(1, asked)], 1)
         y = torch.cat([torch.full((size, p), -1), numbers.gather(1, asked)], 1)
         gap = torch.cat([torch.zeros(size, p, dtype=torch.long), p + torch.arange(p) - asked], 1)
@@ -175,15 +177,20 @@ GAP_BINS = ((1, 2), (3, 4), (5, 8), (9, 12), (13, 16), (17, 24), (25, 32), (33, 
 LONG = 17  # "a long gap": the entry is more than 16 tokens back
 
 
+LINE_STYLES = (dict(marker="o", lw=2), dict(marker="s", lw=6, alpha=0.45), dict(marker="^", lw=1.5, ls="--"),
+               dict(marker="D", lw=1.5, ls=":"), dict(marker="v", lw=3, alpha=0.6), dict(marker="x", lw=1, ls="-."))
+
+
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{x:.1%}"
 
 
 def compare_task(task, config: Any = None, *, steps: int | None = None, out: Any = None,
-                 per_length: int = 100) -> dict[str, Any]:
+                 per_length: int = 100, lang: str = "en") -> dict[str, Any]:
     """Train each kind of `config.models` (a runs.compare.CompareConfig) at `config.params` parameters on `task`
     with the same budget: `steps` each, else `config.tokens` tokens each, else `config.seconds` split equally;
-    score every model on the same fixed test batches. With `out`: results.json, report.md and accuracy.png."""
+    score every model on the same fixed test batches. With `out`: results.json, report.md and accuracy.png.
+    `lang` "zh": the progress lines in Chinese (lesson 6 with --lang zh)."""
     from ..models import build_model
     from ..models.sizing import sized
     from ..runs.compare import CompareConfig
@@ -194,8 +201,10 @@ def compare_task(task, config: Any = None, *, steps: int | None = None, out: Any
     n_steps = steps or (math.ceil(cfg.tokens / tokens_per_step) if cfg.tokens else 10**9)
     seconds = None if steps or cfg.tokens else cfg.seconds / len(cfg.models)
     tests = task.evaluation(per_length)
+    budget = (f"{steps:,} steps" if steps else f"{n_steps:,} steps ({cfg.tokens:,} tokens)" if cfg.tokens
+              else f"{seconds:.0f} s")
     results: dict[str, Any] = {"task": task.name, "params": cfg.params, "batch_size": cfg.batch_size,
-                               "seed": cfg.seed, "chance": task.chance, "models": {}}
+                               "seed": cfg.seed, "chance": task.chance, "budget": budget, "models": {}}
     for kind in cfg.models:
         torch.manual_seed(cfg.seed)
         model = build_model(sized(kind, task.vocab_size, task.block_size, cfg.params)).to(dev)
@@ -208,26 +217,33 @@ def compare_task(task, config: Any = None, *, steps: int | None = None, out: Any
                  "long": overall(by_gap, tests, LONG), "by_gap": by_gap,
                  "bins": [overall(by_gap, tests, lo, hi) for lo, hi in GAP_BINS]}
         results["models"][kind] = entry
-        console.print(f"[bold]{kind}[/] {entry['params']:,} parameters, {entry['steps']:,} steps in "
-                      f"{entry['seconds']:.0f} s: accuracy {entry['accuracy']:.1%} (gap <= 8: {_pct(entry['short'])}, "
-                      f"gap > {LONG - 1}: {_pct(entry['long'])})", soft_wrap=True)
+        if lang == "zh":
+            console.print(f"[bold]{kind}[/] {entry['params']} 个参数，{entry['seconds']:.0f} 秒训练 {entry['steps']} "
+                          f"步：准确率 {entry['accuracy']:.1%}（间隔 ≤ 8：{_pct(entry['short'])}，间隔 > {LONG - 1}："
+                          f"{_pct(entry['long'])}）", soft_wrap=True)
+        else:
+            console.print(f"[bold]{kind}[/] {entry['params']:,} parameters, {entry['steps']:,} steps in "
+                          f"{entry['seconds']:.0f} s: accuracy {entry['accuracy']:.1%} (gap <= 8: "
+                          f"{_pct(entry['short'])}, gap > {LONG - 1}: {_pct(entry['long'])})", soft_wrap=True)
     if out is not None:
         write_task_report(results, out)
     return results
 
 
 def draw_accuracy(results: dict[str, Any], title: str = "", xlabel: str = "gap (tokens from entry to question)",
-                  ylabel: str = "accuracy", fig: Any = None):
-    """Accuracy against the gap, one line per model, the chance level dashed (on `fig`, or a new figure)."""
+                  ylabel: str = "accuracy", fig: Any = None, chance: str = "chance"):
+    """Accuracy against the gap, one line per model, the chance level dashed (on `fig`, or a new figure). Each
+    model has its own marker, width and dashes, so equal curves (LSTM and GRU near chance) stay visible: a wide
+    pale line under a narrow dashed one."""
     from matplotlib.figure import Figure
 
     fig = fig or Figure(figsize=(7, 4.2), layout="constrained")
     ax = fig.add_subplot()
     mids = [(lo + hi) / 2 for lo, hi in GAP_BINS]
-    for kind, e in results["models"].items():
+    for i, (kind, e) in enumerate(results["models"].items()):
         acc = [math.nan if a is None else a for a in e["bins"]]
-        ax.plot(mids, acc, marker="o", lw=2, label=f"{kind} ({e['params'] / 1e3:.0f}K)")
-    ax.axhline(results["chance"], color="grey", ls="--", lw=1, label=f"chance ({results['chance']:.1%})")
+        ax.plot(mids, acc, label=f"{kind} ({e['params'] / 1e3:.0f}K)", **LINE_STYLES[i % len(LINE_STYLES)])
+    ax.axhline(results["chance"], color="grey", ls="--", lw=1, label=f"{chance} ({results['chance']:.1%})")
     ax.set(xscale="log", ylim=(0, 1.03), xlabel=xlabel, ylabel=ylabel, title=title or results["task"])
     ax.set_xticks(mids, [f"{lo}-{hi}" for lo, hi in GAP_BINS])
     ax.minorticks_off()
@@ -256,7 +272,8 @@ def write_task_report(results: dict[str, Any], out: Any) -> Any:
             for k, e in results["models"].items()]
     text = "\n".join([
         f"# minigpt compare --task {results['task']}", "",
-        f"Every model sized to about {results['params']:,.0f} parameters, batch {results['batch_size']}, seed "
+        f"Every model sized towards {results['params']:,.0f} parameters (each one's count is in the table), "
+        f"trained for {results.get('budget', 'the same budget')} each, batch {results['batch_size']}, seed "
         f"{results['seed']}; accuracy on the same fixed test sequences (chance {results['chance']:.1%}).", "",
         markdown_table(["model", "params", "steps", "time", "lr", "final loss", "accuracy", "gap <= 8",
                         f"gap > {LONG - 1}"],
