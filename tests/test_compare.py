@@ -3,8 +3,10 @@ the diagnosis when the GPT does not win, and the CLI end to end."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +15,7 @@ import pytest
 
 import minigpt.train.pretrain
 import minigpt.train.trainer
-from minigpt.common import MinigptError
+from minigpt.common import MinigptError, human_count
 from minigpt.runs.compare import DEFAULT_MODELS, CompareConfig, compare, line_structured, memorisation, parse_count
 from minigpt.runs.compare_report import diagnose, write_report
 from minigpt.common import parse_seconds
@@ -143,8 +145,13 @@ def test_compare_trains_every_kind_and_writes_the_report(names, tmp_path):
         assert entry["final_val_loss"] == entry["curve"][-1]["val_loss"] >= entry["val_loss"]
         assert entry["memorisation"]["n"] == len(entry["samples"]) > 0
         assert f"| {kind} | {entry['params']:,} |" in text  # one table row per model
-        assert f"**{kind}**" in text  # its samples
+        row = next(line for line in text.splitlines() if line.startswith(f"| {kind} |"))
+        assert f" | {entry['steps']:,} | {human_count(entry['tokens'])} | " in row  # training steps, and their time:
+        assert 0 < entry["train_s"] <= entry["wall_s"] and entry["evals"] == len(entry["curve"])
+        assert f"**{kind}** (seed {entry['sample_seed']})" in text  # its samples, with the seed that drew them
     assert "## Memorisation" in text and "![validation bits per byte](curves.png)" in text
+    assert "| training time | wall time |" in text
+    assert len({e["sample_seed"] for e in saved["models"].values()}) == len(DEFAULT_MODELS)
     png = out / "curves.png"
     assert png.read_bytes()[:8] == PNG_MAGIC
     import matplotlib.image
@@ -237,3 +244,178 @@ def test_cli_end_to_end_with_a_time_budget(names, tmp_path):
     bad = subprocess.run(args[:4] + ["--models", "gpt,transformer"], capture_output=True, text=True, env=env,
                          timeout=120)
     assert bad.returncode == 2 and "error: --models: unknown kind transformer" in bad.stderr
+
+
+# ---------------------------------------------------------------------------------------------- faults found by use
+
+
+def _cli(argv, capsys) -> tuple[int, str]:
+    """`minigpt compare ...` in this process: (exit code, stderr)."""
+    from minigpt.cli import main
+
+    code = main(["compare", *argv])
+    return code, capsys.readouterr().err
+
+
+def test_config_errors_name_the_flag_that_is_wrong():
+    with pytest.raises(MinigptError, match=r"^--batch-size: must be at least 1$"):
+        CompareConfig(batch_size=0)
+    with pytest.raises(MinigptError, match=r"^--block-size: must be at least 2$"):
+        CompareConfig(block_size=1)
+    with pytest.raises(MinigptError, match=r"^--eval-iters: must be at least 1$"):
+        CompareConfig(eval_iters=0)
+    with pytest.raises(MinigptError, match=r"^--evals: must be at least 1$"):
+        CompareConfig(evals=0)
+
+
+def test_a_vocabulary_the_target_size_cannot_hold_is_refused_up_front(tmp_path, capsys):
+    """3,000 distinct characters (a Chinese text's vocabulary): at 200K parameters an RNN's 64-wide token table
+    and its output layer alone are ~250K, so every sized kind would be a 1-unit model near the uniform loss."""
+    rng = random.Random(0)
+    chars = [chr(0x4E00 + i) for i in range(3000)]
+    data = tmp_path / "poems.txt"
+    data.write_text("".join("".join(rng.choice(chars) for _ in range(7)) + "\n" for _ in range(2000)))
+    out = tmp_path / "cmp"
+    code, err = _cli(["--data", str(data), "--budget", "70s", "--out", str(out)], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    found = re.fullmatch(r"error: --params 200K: at vocab ([\d,]+) the rnn's token table and output layer alone "
+                         r"need \S+ parameters; raise --params to at least (\S+), or use a smaller vocabulary "
+                         r"\(--tokenizer auto --vocab-size (\d+)\)", lines[0])
+    assert found, lines[0]
+    assert not out.exists()  # refused before any data preparation or training
+    from minigpt.runs.compare import check_size
+
+    vocab, at_least, smaller = int(found[1].replace(",", "")), parse_count(found[2]), int(found[3])
+    assert 2900 < vocab < 3100 and smaller < vocab
+    check_size(CompareConfig(params=at_least), vocab)  # either suggestion passes the check
+    check_size(CompareConfig(), smaller)
+
+
+def test_no_model_is_named_best_when_none_got_below_the_uniform_loss():
+    uniform = math.log(6964)
+
+    def flat(steps, loss):
+        return {**_entry(loss / math.log(2) / 2.8, val_loss=loss), "steps": steps, "wall_s": 10.0}
+
+    results = {"config": {"seconds": 70, "models": ["cnn", "gru", "gpt"], "params": 2e6}, "machine": {"cpus": 2},
+               "vocab_size": 6964, "models": {"cnn": flat(4, uniform - 0.09), "gru": flat(3, uniform - 0.05),
+                                               "gpt": flat(2, uniform + 0.01)}}
+    notes = diagnose(results)
+    assert notes[0].startswith("No model learned beyond the uniform loss") and "ln 6,964 = 8.849" in notes[0]
+    assert "2 to 4 steps" in notes[0]
+    assert not any(n.startswith("Best") or "Likely causes" in n for n in notes)
+    results["models"]["cnn"] = flat(400, uniform - 2)  # one learned: it is ranked, the others are named flat
+    notes = diagnose(results)
+    assert notes[0].startswith("Best: **cnn**")
+    assert any(n.startswith("At the uniform loss") and n.endswith("gru, gpt.") for n in notes)
+
+
+def test_weak_runs_are_flagged_in_the_notes():
+    """Few steps, evaluation eating a time budget, wall time over the per-model budget, sizes off target."""
+    results = {"config": {"seconds": 70, "models": ["bigram", "cnn", "gpt"], "params": 2e5}, "machine": {"cpus": 2},
+               "models": {"bigram": {**_entry(4.5, params=48_497_296), "steps": 3, "wall_s": 16.0, "train_s": 1.0},
+                          "cnn": {**_entry(4.4, params=460_000), "steps": 15, "wall_s": 12.0, "train_s": 2.0},
+                          "gpt": {**_entry(4.3, params=210_000), "steps": 500, "wall_s": 23.0, "train_s": 20.0}}}
+    notes = "\n".join(diagnose(results))
+    assert "Few training steps (bigram 3, cnn 15; under 100)" in notes
+    assert "cnn (2 s of 12 s in training steps)" in notes and "bigram (1 s of 16 s" in notes
+    assert "Not near the target size of 200K parameters (cnn 460,000 = 2.3x)" in notes  # the bigram is exempt
+    assert "Wall time over" not in notes  # 23 s of 70 s / 3 = 23.3 s
+    results["models"]["gpt"]["wall_s"] = 30.0
+    assert "Wall time over the per-model budget of 23 s (gpt 30 s)" in "\n".join(diagnose(results))
+
+
+def test_evaluation_is_a_bounded_share_of_a_time_budget_whatever_the_step_estimate(monkeypatch):
+    """The trainer spaces evaluations in steps; with a step-time estimate that is wrong (a busy machine), the old
+    eval_interval of 1 let 16 evaluations eat a 10 s budget that held 15 training steps."""
+    import minigpt.train.throughput
+    from minigpt.models.sizing import sized
+    from minigpt.runs.compare import EVAL_SHARE, plan, train_config
+
+    cfg = CompareConfig(models=("cnn",), seconds=10.0, evals=8, eval_iters=10)
+    model_config, settings = plan("cnn", 65, cfg)
+    per_eval = 2 * cfg.eval_iters / 3  # training steps' worth: both splits' batches, a forward ~1/3 of a step
+    for estimate in (1e-4, 1e-3, 0.01, 0.15, 0.6, 5.0, 60.0):
+        monkeypatch.setattr(minigpt.train.throughput, "step_seconds", lambda *a, **k: estimate)
+        tcfg = train_config(model_config, settings, "cpu")
+        assert per_eval / (tcfg.eval_interval + per_eval) <= EVAL_SHARE + 1e-9, estimate
+        assert tcfg.max_seconds == 10.0 and tcfg.eval_interval % tcfg.log_interval == 0
+        expected = 10.0 * (1 - EVAL_SHARE) / estimate
+        assert expected / tcfg.eval_interval <= cfg.evals + 1  # an accurate estimate: about --evals of them
+    assert sized("cnn", 65, 64, 2e5) == model_config
+
+
+def test_an_out_that_is_a_file_is_refused_in_one_line(names, tmp_path, capsys):
+    afile = tmp_path / "outfile"
+    afile.write_text("")
+    code, err = _cli(["--data", str(names), "--models", "bigram", "--tokens", "4K", "--out", str(afile)], capsys)
+    assert code == 2 and err.strip() == f"error: --out {afile}: is a file, not a folder; choose another --out"
+
+
+def test_report_only_regenerates_a_task_folder_report(tmp_path, capsys):
+    from minigpt.learn.tasks import compare_task, get_task
+
+    out = tmp_path / "cmp_recall"
+    compare_task(get_task("recall"), tiny(["gpt"]), steps=2, out=out, per_length=2)
+    before = (out / "report.md").read_text()
+    (out / "report.md").unlink()
+    code, err = _cli(["--report-only", "--out", str(out)], capsys)
+    assert code == 0, err
+    assert (out / "report.md").read_text() == before and before.startswith("# minigpt compare --task recall")
+    assert "trained for 2 steps each" in before
+
+
+def test_task_refuses_the_flags_it_would_ignore(tmp_path, capsys):
+    """--task makes its own data: --data (even a missing file), --block-size, --line-check... were ignored."""
+    code, err = _cli(["--task", "recall", "--data", "nosuch.txt", "--block-size", "32", "--no-line-check",
+                      "--out", str(tmp_path / "t")], capsys)
+    assert code == 2 and "--data, --block-size, --line-check do not apply to a synthetic task" in err
+    assert not (tmp_path / "t").exists()
+
+
+def _special_loving_bigram():
+    """A char tokenizer of '\\n', 'a', 'b' and a bigram table that always goes \\n -> a -> <|unk|> and
+    <|bos|> -> <|user|>: what a lightly trained model does now and then, here every time."""
+    import torch
+
+    from minigpt.models import build_model, config_from_dict
+    from minigpt.text.tokenizer import train_char
+
+    tok = train_char("ab\n")
+    model = build_model(config_from_dict({"kind": "bigram", "vocab_size": tok.vocab_size, "block_size": 16}))
+    nl, a = tok.encode("\n")[0], tok.encode("a")[0]
+    with torch.no_grad():
+        table = model.table.weight
+        table.fill_(-30.0)
+        for row, col in ((nl, a), (a, tok.unk_id), (tok.unk_id, nl), (tok.bos_id, tok.special_id("<|user|>"))):
+            table[row, col] = 30.0
+        table[tok.special_id("<|user|>"), a] = 30.0
+    return model.eval(), tok
+
+
+def test_samples_never_print_special_tokens_and_say_why_they_end():
+    from minigpt.runs.compare import sample
+    from minigpt.runs.compare_report import _ending
+
+    model, tok = _special_loving_bigram()
+    cfg = tiny(["bigram"], samples=5)
+    lines = sample(model, tok, cfg, True, ["a", "b"], [])
+    # every line went "a" then the unknown-character id: left out, not counted as a new name "a" or "a\ufffd"
+    assert lines["samples"] == [] and lines["memorisation"]["n"] == 0
+    assert lines["dropped"] == {"length": 0, "special": 5, "blank": 0}
+    text = sample(model, tok, cfg, False, [], [])
+    assert "<|" not in text["sample_text"] and text["sample_text"] == ""
+    assert text["sample_end"] == {"tokens": 1, "reason": "stop", "token": "<|user|>"}
+    assert _ending(text["sample_end"]) == ("ended after 0 tokens: the model drew <|user|> (a special token plain "
+                                           "text never holds)")
+
+
+def test_each_model_samples_with_its_own_recorded_seed():
+    from minigpt.runs.compare import SEED_STRIDE, sample, sample_seed
+
+    seeds = {kind: sample_seed(1337, kind) for kind in DEFAULT_MODELS}
+    assert len(set(seeds.values())) == len(DEFAULT_MODELS) and min(seeds.values()) == 1337
+    assert sorted(seeds.values())[1] - 1337 == SEED_STRIDE  # far apart: model k's sample j never meets another's
+    model, tok = _special_loving_bigram()
+    assert sample(model, tok, tiny(["bigram"]), False, [], [], seed=seeds["gpt"])["sample_seed"] == seeds["gpt"]

@@ -32,8 +32,8 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="sequences per step (default: 32)")
     p.add_argument("--lr", default="", help="peak learning rates, e.g. gpt=3e-3,lstm=1e-2 (defaults: "
                    + ", ".join(f"{k} {v:g}" for k, v in LR.items()) + ")")
-    p.add_argument("--evals", type=int, default=8, help="evaluations per model: the learning-curve points "
-                   "(default: 8)")
+    p.add_argument("--evals", type=int, default=8, help="at most this many evaluations per model (the "
+                   "learning-curve points); under a time budget at least 2 x --eval-iters steps apart (default: 8)")
     p.add_argument("--eval-iters", type=int, default=10, help="batches per evaluation (default: 10)")
     p.add_argument("--samples", type=int, default=100, help="lines sampled per model for the memorisation check "
                    "on line data (default: 100)")
@@ -47,8 +47,11 @@ def register(sub) -> None:
                    "results.json without training")
     p.add_argument("--task", default=None, metavar="NAME", help="train on a synthetic task instead of --data and "
                    "report accuracy against the gap: recall (associative recall; see `minigpt learn why-attention`)")
-    p.set_defaults(func=_compare)
+    p.set_defaults(func=_compare, data_defaults={name: p.get_default(name) for name in DATA_ONLY})
     _register_speedrun(sub)
+
+
+DATA_ONLY = ("data", "tokenizer", "vocab_size", "block_size", "evals", "eval_iters", "samples", "line_check")
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -79,6 +82,10 @@ def _compare(args: argparse.Namespace) -> int:
 
         from ..learn.tasks import compare_task, get_task
 
+        given = ["--" + k.replace("_", "-") for k, v in args.data_defaults.items() if getattr(args, k) != v]
+        if given:
+            raise MinigptError(f"--task {args.task}: {', '.join(given)} do not apply to a synthetic task (it makes "
+                               "its own data, vocabulary and sequences and scores accuracy); leave them out")
         compare_task(get_task(args.task), config, out=Path(args.out or f"checkpoints/compare-task-{args.task}"))
         return 0
     result = compare(args.data, tokenizer=args.tokenizer, vocab_size=args.vocab_size, config=config, out=args.out)

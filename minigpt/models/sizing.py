@@ -15,9 +15,15 @@ Any other field can be pinned with keywords, e.g. `sized("gpt", 65, 64, 1e6, n_l
 bisection search finds the closest width in ~20 model builds; models are built on the meta device (no memory,
 no init cost). Granularity: one unit of width, except the GPT, whose step of 16 moves the count by about
 2 x 16 / n_embd (e.g. +-25% steps at n_embd 64, +-11% at 144); pin n_layer to land closer there.
+
+A large vocabulary can make a target impossible: the token table and the output layer grow with it whatever the
+width (an RNN's fixed 64-wide embedding of 6,964 Chinese characters is 446K parameters), so `sized` would return
+a 1-unit model far over the target. `narrowest` (MIN_WIDTH: one GPT head, 16 units or channels for the others) and
+`vocab_params` let a caller (`minigpt compare`) refuse such a target up front instead of training degenerate models.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -28,6 +34,7 @@ WIDTH_FIELD = {"gpt": "n_embd", "mlp": "n_hidden", "cnn": "n_embd", "rnn": "n_hi
                "gru": "n_hidden"}
 GPT_HEAD_SIZE = 16
 GPT_LAYERS = 4
+MIN_WIDTH = 16  # the narrowest model worth comparing: one GPT head of 16, or 16 hidden units / channels
 _MAX_UNITS = 1 << 20
 
 
@@ -38,6 +45,24 @@ def count_params(config: Any) -> int:
             return build_model(config).num_params()
     except (RuntimeError, NotImplementedError):  # an init that meta tensors cannot run: build it for real
         return build_model(config).num_params()
+
+
+def vocab_params(config: Any) -> int:
+    """Parameters that grow with the vocabulary (token table and output layer, whatever a kind calls them): the
+    count at `config.vocab_size` less the count at a vocabulary of one."""
+    return count_params(config) - count_params(dataclasses.replace(config, vocab_size=1))
+
+
+def narrowest(kind: str, vocab_size: int, block_size: int, **fixed: Any) -> Any:
+    """The config of `kind` at MIN_WIDTH (the bigram as it is): the least a comparison can train of it."""
+    classes(kind)
+    base = {"kind": kind, "vocab_size": vocab_size, "block_size": block_size, **fixed}
+    if kind == "gpt":
+        base.setdefault("n_layer", GPT_LAYERS)
+        base.setdefault("n_head", max(1, MIN_WIDTH // GPT_HEAD_SIZE))
+    if kind in WIDTH_FIELD:
+        base.setdefault(WIDTH_FIELD[kind], MIN_WIDTH)
+    return config_from_dict(base)
 
 
 def sized(kind: str, vocab_size: int, block_size: int, target_params: float, **fixed: Any) -> Any:

@@ -8,14 +8,22 @@ sweep below). The out folder holds one run folder per kind, `results.json` (rewr
 model, so an interrupted comparison resumes: finished kinds are skipped, an interrupted one continues with
 `resume=True`) and `report.md` + `curves.png` (regenerate them any time with `compare_report.write_report(out)`).
 
-The report: params, FLOPs per token, tokens/s, train/val loss, val bits per byte, wall time, samples, the val
-bits-per-byte curves against wall time and against tokens, and, for line-structured data (>= 90% of lines at
-most 24 characters, like names), makemore's memorisation check: the share of sampled lines found in the training
-set, in the validation set, or new. When the GPT does not come out best, `diagnose` writes the likely cause
-(budget, size, data) into the report.
+A --params that the vocabulary alone outgrows (200K at 6,964 Chinese characters: an RNN's token table and output
+layer are 564K) is refused before any work (`check_size`): the sized kinds would all be 1-unit models far over the
+target, stuck at the uniform loss. The bigram is never sized and never refused: its V^2 table is the floor every
+model must beat (one token of context), most worth having where the others struggle, so it trains at its real
+size, which the report's header, table and notes state.
+
+The report: params, FLOPs per token, tokens/s, training steps, train/val loss, val bits per byte, time in training
+steps and wall time, samples (each kind with its own recorded seed, `sample_seed`), the val bits-per-byte curves
+against wall time and against tokens, and, for line-structured data (>= 90% of lines at most 24 characters, like
+names), makemore's memorisation check: the share of sampled lines found in the training set, in the validation
+set, or new. `diagnose` names the best model (none when all sit at the uniform loss), writes the likely causes
+when the GPT does not come out best (budget, size, data), and flags what weakens the comparison.
 
 Defaults (2 CPU cores, a few minutes): 200K parameters (makemore's transformer size), a 5-minute total budget,
-block 64, batch 32, 8 evaluations of 10 batches per model, AdamW with cosine decay to a tenth of the peak rate.
+block 64, batch 32, up to 8 evaluations of 10 batches per model (under a time budget at most EVAL_SHARE of it),
+AdamW with cosine decay to a tenth of the peak rate.
 Peak learning rates (`LR`) from a sweep on names.txt (char level, 200K parameters, 250K tokens each = 1.2 epochs,
 block 64, batch 32; final val loss in nats per character, lower is better):
 
@@ -45,7 +53,7 @@ from typing import Any
 
 from rich.markup import escape
 
-from ..common import MinigptError, atomic_write_text, console
+from ..common import MinigptError, atomic_write_text, console, human_count
 from ..config import check, to_dict
 from .compare_report import RESULTS, read_results, write_report
 
@@ -55,6 +63,8 @@ LR: dict[str, float] = {"bigram": 1e-1, "mlp": 1e-2, "cnn": 1e-2, "rnn": 1e-2, "
                         "gpt": 3e-3}
 LINE_LIMIT = 24          # a "short line", in characters
 LINE_SHARE = 0.9         # share of lines that must be short for the memorisation check
+EVAL_SHARE = 0.25        # the most of a time budget that evaluations between training steps may take
+SEED_STRIDE = 1_000_000  # kind i of DEFAULT_MODELS samples with seed + i * SEED_STRIDE (sample j: + j)
 FORMAT = 1
 
 
@@ -87,10 +97,12 @@ class CompareConfig:
         check(self.params > 0, "params", "must be positive")
         check((self.seconds is None) != (self.tokens is None), "budget", "give a time budget or --tokens, not both")
         check(self.seconds is None or self.seconds > 0, "budget", "must be positive")
+        check(self.block_size >= 2, "block_size", "must be at least 2")
+        check(self.batch_size >= 1, "batch_size", "must be at least 1")
         check(self.tokens is None or self.tokens >= self.block_size * self.batch_size, "tokens",
               f"must be at least one batch ({self.block_size * self.batch_size} tokens)")
-        check(self.block_size >= 2 and self.batch_size >= 1, "block_size", "block >= 2 and batch >= 1")
-        check(self.evals >= 1 and self.eval_iters >= 1, "evals", "must be at least 1")
+        check(self.evals >= 1, "evals", "must be at least 1")
+        check(self.eval_iters >= 1, "eval_iters", "must be at least 1")
         check(self.samples >= 0, "samples", "must be >= 0")
         bad = [k for k in self.lr if k not in kinds()]
         check(not bad, "lr", f"unknown kind {', '.join(bad)} (write KIND=RATE)")
@@ -151,6 +163,25 @@ def memorisation(samples: list[str], train_lines, val_lines) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- planning
 
 
+def check_size(cfg: CompareConfig, vocab_size: int) -> None:
+    """Refuse a --params that the vocabulary alone outgrows: the token table and output layer of some kind's
+    narrowest model (models.sizing.narrowest) have more parameters than the whole target, so `sized` would
+    build 1-unit models far over it, which all stay at the uniform loss. The bigram is not checked: its V^2
+    table is the one-token floor, not a sized model, and the report gives its real size."""
+    from ..models.sizing import narrowest, vocab_params
+
+    need = {k: vocab_params(narrowest(k, vocab_size, cfg.block_size)) for k in cfg.models if k != "bigram"}
+    kind = max(need, key=need.__getitem__, default=None)
+    if kind is None or need[kind] <= cfg.params:
+        return
+    smaller = 2 ** int(math.log2(max(1.0, cfg.params * vocab_size / (2 * need[kind]))))  # vocab at half the target
+    vocab = (f", or use a smaller vocabulary (--tokenizer auto --vocab-size {smaller})"
+             if 512 <= smaller < vocab_size else "")
+    raise MinigptError(f"--params {human_count(cfg.params)}: at vocab {vocab_size:,} the {kind}'s token table and "
+                       f"output layer alone need {human_count(need[kind])} parameters; raise --params to at least "
+                       f"{human_count(2 * need[kind])}{vocab}")
+
+
 def plan(kind: str, vocab_size: int, cfg: CompareConfig) -> tuple[Any, dict[str, Any]]:
     """(model config, the settings that must match on resume) for one kind."""
     from ..models.sizing import sized
@@ -164,22 +195,28 @@ def plan(kind: str, vocab_size: int, cfg: CompareConfig) -> tuple[Any, dict[str,
 
 def train_config(model_config: Any, settings: dict[str, Any], device: str, shard=None):
     """The TrainConfig for one kind: a token budget sets max_iters; a time budget sets max_seconds and a
-    generous max_iters (the schedule follows elapsed time), with eval_interval from a measured step time."""
+    generous max_iters (the schedule follows elapsed time), with eval_interval from a measured step time.
+
+    Under a time budget evaluations spend the same clock as training, and the trainer spaces them in steps. So
+    the gap between two is at least `min_gap` training steps, which keeps them to EVAL_SHARE of the time whatever
+    the step-time estimate says (an evaluation of both splits is ~2/3 eval_iters steps' worth: a forward is ~1/3
+    of a training step); a wrong estimate then changes how many evaluations there are, not their share."""
     from ..train.throughput import step_seconds
     from ..train.trainer import TrainConfig
 
     batch, block = settings["batch_size"], model_config.block_size
-    eval_cost = 2 * settings["evals"] * settings["eval_iters"] / 3  # a forward is ~1/3 of a training step
-    if "tokens" in settings:
+    if "tokens" in settings:  # evaluations are outside a token budget
         iters = max(1, math.ceil(settings["tokens"] / (batch * block)))
-        expected, max_iters = iters, iters
+        expected, max_iters, min_gap = iters, iters, 1
     else:
         step = step_seconds(model_config, batch, device, shard)
-        expected = max(1, int(settings["seconds"] / step - eval_cost))
+        expected = max(1, int(settings["seconds"] * (1 - EVAL_SHARE) / step))
         max_iters = 10 * expected + 100
+        min_gap = math.ceil(2 * settings["eval_iters"] / 3 * (1 - EVAL_SHARE) / EVAL_SHARE)
     lr = settings["lr"]
     log_every = max(1, min(50, expected // 50))  # evals land on logged steps, which carry their wall time
     eval_every = max(log_every, expected // settings["evals"] // log_every * log_every)
+    eval_every = max(eval_every, math.ceil(min_gap / log_every) * log_every)  # a multiple of log_every too
     return TrainConfig(max_iters=max_iters, batch_size=batch, lr=lr, min_lr=lr / 10,
                        warmup_iters=min(100, expected // 50), eval_interval=eval_every,
                        eval_iters=settings["eval_iters"], log_interval=log_every,
@@ -211,14 +248,20 @@ def compare(data: str = "pydocs", *, tokenizer: str = "char", vocab_size: int = 
 
     cfg = config or CompareConfig()
     source = open_source(data)
-    tok = resolve_tokenizer(tokenizer, source, vocab_size)
-    prepared = prepare(source, tok)
     out = Path(out) if out else Path("checkpoints") / f"compare-{source.name}"
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise MinigptError(f"--out {out}: is a file, not a folder; choose another --out")
+    tok = resolve_tokenizer(tokenizer, source, vocab_size)
+    check_size(cfg, tok.vocab_size)
+    prepared = prepare(source, tok)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MinigptError(f"--out {out}: cannot create the folder ({e.strerror or e}); choose another --out") from None
     results = read_results(out)
     if results and (results.get("data") != data or results.get("tokenizer_sha256") != tok.sha256):
-        raise MinigptError(f"{out}: holds a comparison on {results.get('data')} with another tokenizer or data; "
-                           "choose another --out")
+        held = f"--task {results['task']}" if results.get("task") else f"{results.get('data')} with another tokenizer"
+        raise MinigptError(f"{out}: holds a comparison on {held} or other data; choose another --out")
     lines = cfg.line_check if cfg.line_check is not None else line_structured(_lines(source, "train", 10_000))
     train_lines, val_lines = (_lines(source, "train"), _lines(source, "val")) if lines else ([], [])
     ascending = sum(a <= b for a, b in zip(val_lines, val_lines[1:])) / max(1, len(val_lines) - 1)
@@ -248,7 +291,7 @@ def compare(data: str = "pydocs", *, tokenizer: str = "char", vocab_size: int = 
         if entry["status"] == "interrupted":
             console.print(f"[yellow]comparison interrupted during {kind}; rerun the same command to resume[/]")
             return CompareResult(out, results, None, interrupted=True)
-        entry.update(measure_run(run_dir, cfg, lines, train_lines, val_lines))
+        entry.update(measure_run(run_dir, cfg, lines, train_lines, val_lines, seed=sample_seed(cfg.seed, kind)))
         entry["status"] = "done"
         _write_results(out, results)
     path = write_report(out)
@@ -303,9 +346,11 @@ def _machine() -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- measuring
 
 
-def measure_run(run_dir: Path, cfg: CompareConfig, lines: bool, train_lines: list[str],
-            val_lines: list[str]) -> dict[str, Any]:
-    """What the report needs from one finished run: its metrics, size, speed, curve and samples."""
+def measure_run(run_dir: Path, cfg: CompareConfig, lines: bool, train_lines: list[str], val_lines: list[str],
+                seed: int | None = None) -> dict[str, Any]:
+    """What the report needs from one finished run: its metrics, size, speed, curve and samples (drawn with
+    `seed`, default cfg.seed). `train_s` is the time spent in training steps (each train row's tokens over its
+    tokens/s, which leaves evaluations and checkpoints out), so the report can show what the budget bought."""
     from ..checkpoint import load_checkpoint
     from ..train.metrics import read_metrics
 
@@ -324,8 +369,11 @@ def measure_run(run_dir: Path, cfg: CompareConfig, lines: bool, train_lines: lis
         return max([r["time"]] + [t["time"] for t in train if t["step"] <= r["step"]][-1:])
 
     best = min((r for r in evals if "val/loss" in r), key=lambda r: r["val/loss"], default=last)
+    train_s = sum((b["tokens"] - a["tokens"]) / b["tokens_per_s"]
+                  for a, b in zip([{"tokens": 0}] + train, train) if b.get("tokens_per_s"))
     found = {"params": model.num_params(), "flops_per_token": model.flops_per_token(),
-             "steps": last["step"], "tokens": last["tokens"], "wall_s": wall,
+             "steps": last["step"], "tokens": last["tokens"], "wall_s": wall, "train_s": train_s,
+             "evals": len(evals),
              "tokens_per_s": statistics.median(speeds) if speeds else None,
              "train_loss": last.get("train/loss"), "train_bpb": last.get("train/bpb"),
              "final_val_loss": last.get("val/loss"), "best_step": best["step"],
@@ -334,26 +382,51 @@ def measure_run(run_dir: Path, cfg: CompareConfig, lines: bool, train_lines: lis
                         "val_loss": r.get("val/loss"), "train_loss": r.get("train/loss")} for r in evals]}
     if (run_dir / "best").is_file():  # samples from the checkpoint the table reports (makemore keeps the best too)
         model = load_checkpoint(run_dir / "best").model.eval()
-    found.update(sample(model, ckpt.tokenizer, cfg, lines, train_lines, val_lines))
+    found.update(sample(model, ckpt.tokenizer, cfg, lines, train_lines, val_lines, seed=seed))
     return found
 
 
-def sample(model, tokenizer, cfg: CompareConfig, lines: bool, train_lines: list[str],
-           val_lines: list[str]) -> dict[str, Any]:
-    """Samples from the model's own distribution (temperature 1, no top-k/top-p, as makemore samples), through
-    the one inference engine. Line data: `cfg.samples` lines, each begun after a newline and stopped at the next
-    (one batch, one shared prefill); lines cut by the length limit are dropped. Other data: one text of 256
-    tokens after <|bos|>."""
-    from ..infer.engine import Engine
+def sample_seed(seed: int, kind: str) -> int:
+    """Each kind's own sampling seed, fixed by its place in DEFAULT_MODELS: with one shared seed, near-uniform
+    models draw the same uniforms and their samples share fragments, as if they copied each other."""
+    from ..infer.sampling import nth_seed
 
+    return nth_seed(seed, DEFAULT_MODELS.index(kind) * SEED_STRIDE)
+
+
+def sample(model, tokenizer, cfg: CompareConfig, lines: bool, train_lines: list[str], val_lines: list[str],
+           seed: int | None = None) -> dict[str, Any]:
+    """Samples from the model's own distribution (temperature 1, no top-k/top-p, as makemore samples), through
+    the one inference engine, seeded `seed` (default cfg.seed). Line data: `cfg.samples` lines, each begun after a
+    newline and stopped at the next (one batch, one shared prefill). Other data: one text of 256 tokens after
+    <|bos|>. A base model can draw the special tokens (chat markers, <|bos|>) and the unknown-character id, which
+    plain data never holds: they are the engine's stop ids here, so no sample prints one; `sample_end` says why the
+    text ended, and the lines the memorisation check leaves out are counted in `dropped` (cut by the length
+    limit, ended on such a token, blank)."""
+    from ..infer.engine import Engine
+    from ..text.tokenizer import UNK
+
+    seed = cfg.seed if seed is None else seed
     engine = Engine(model, tokenizer)
-    plain = dict(temperature=1.0, top_k=0, top_p=1.0)
+    names = {i: name for name, i in tokenizer.specials.items()}
+    if getattr(tokenizer, "unk_id", None) is not None:
+        names[tokenizer.unk_id] = UNK
+    plain = dict(temperature=1.0, top_k=0, top_p=1.0, stop_ids=set(names), seed=seed)
+
+    def stopped_on(g) -> str | None:
+        """The name of the special token that ended g; None when a newline or the length limit did."""
+        return names.get(g.ids[-1]) if g.finish_reason == "stop" else None
+
     if not lines or cfg.samples == 0:
-        gen = engine.generate([tokenizer.bos_id], max_new_tokens=256, seed=cfg.seed, **plain)
-        return {"samples": [], "sample_text": gen.text, "memorisation": None}
+        gen = engine.generate([tokenizer.bos_id], max_new_tokens=256, **plain)
+        end = {"tokens": len(gen.ids), "reason": gen.finish_reason, "token": stopped_on(gen)}
+        return {"samples": [], "sample_text": gen.text, "sample_end": end, "sample_seed": seed, "memorisation": None}
     prompt = tokenizer.encode("\n")
     gens = engine.generate_many(prompt, cfg.samples, max_new_tokens=max(1, model.config.block_size - len(prompt)),
-                                stop=("\n",), seed=cfg.seed, **plain)
-    picked = [g.text for g in gens if g.finish_reason == "stop" and g.text.strip()]
-    return {"samples": picked, "sample_text": "\n".join(picked[:12]),
+                                stop=("\n",), **plain)
+    ended = [g for g in gens if g.finish_reason == "stop" and stopped_on(g) is None]  # at a newline
+    picked = [g.text for g in ended if g.text.strip()]
+    dropped = {"length": sum(g.finish_reason == "length" for g in gens),
+               "special": sum(stopped_on(g) is not None for g in gens), "blank": len(ended) - len(picked)}
+    return {"samples": picked, "sample_text": "\n".join(picked[:12]), "sample_seed": seed, "dropped": dropped,
             "memorisation": memorisation(picked, train_lines, val_lines)}

@@ -1,21 +1,25 @@
 """The report of `minigpt compare`: results.json -> report.md (table, notes, samples) + curves.png.
 
-`write_report(out)` can be rerun at any time from a comparison folder. `diagnose` writes the notes: which model
-won and, when the GPT did not, the detectable causes (budget, size, context, data, overfitting, a sorted
-validation split) with the numbers behind each.
+`write_report(out)` can be rerun at any time from a comparison folder (a `--task` folder gets its task report).
+`diagnose` writes the notes: which model won (none, when no model got below the uniform loss) and, when the GPT
+did not, the detectable causes (budget, size, context, data, overfitting, a sorted validation split) with the
+numbers behind each; and what makes the comparison weak (few steps, evaluation eating a time budget, runs past
+the budget, models off the target size).
 """
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 from typing import Any
-
-import json
 
 from ..common import MinigptError, atomic_write_text, human_count
 
 RESULTS = "results.json"
 REPORT = "report.md"
 FIGURE = "curves.png"
+LEARNED = 0.1    # nats per token below ln V: less, and a model has learned nothing measurable
+FEW_STEPS = 100  # fewer training steps than this say little about an architecture
 
 
 def read_results(out: Path) -> dict[str, Any]:
@@ -45,6 +49,18 @@ def diagnose(results: dict[str, Any]) -> list[str]:
     if "bigram" in done:
         notes.append(f"The bigram table has V^2 = {done['bigram']['params']:,} parameters whatever --params says: "
                      "it is the floor (one character of context), not a sized competitor.")
+    notes += _weak_spots(done, results)
+    uniform = math.log(results["vocab_size"]) if results.get("vocab_size") else None
+    flat = [k for k, e in done.items() if uniform and e.get("val_loss") and e["val_loss"] > uniform - LEARNED]
+    if done and len(flat) == len(done):
+        lo, hi = min(e.get("steps", 0) for e in done.values()), max(e.get("steps", 0) for e in done.values())
+        notes.insert(0, f"No model learned beyond the uniform loss: every best val loss is within {LEARNED} nats of "
+                        f"ln {results['vocab_size']:,} = {uniform:.3f} (every token equally likely), so none is named "
+                        f"best. They trained {lo:,}{f' to {hi:,}' if hi > lo else ''} steps: raise the budget.")
+        return notes
+    if flat:
+        notes.append(f"At the uniform loss (ln {results['vocab_size']:,} = {uniform:.3f}, nothing learned): "
+                     f"{', '.join(flat)}.")
     if len(done) < 2:
         return notes
     ranked = sorted(done, key=lambda k: done[k]["val_bpb"])
@@ -58,6 +74,42 @@ def diagnose(results: dict[str, Any]) -> list[str]:
     causes = "".join(f"\n  - {c}" for c in _why_gpt_lost(done["gpt"], done[best], best, results))
     notes.insert(1, f"The GPT is {behind:.3f} bpb behind {best}. Likely causes:{causes}")
     return notes
+
+
+def _weak_spots(done: dict[str, dict[str, Any]], results: dict[str, Any]) -> list[str]:
+    """What makes these runs a weak comparison: few steps, evaluation eating a time budget, runs past their time
+    budget (the clock is read between steps; the last evaluation and checkpoint come after), sizes off target."""
+    cfg, notes = results.get("config", {}), []
+    few = {k: e["steps"] for k, e in done.items() if e.get("steps", FEW_STEPS) < FEW_STEPS}
+    if few:
+        notes.append(f"Few training steps ({_listed(few, '{:,}')}; under {FEW_STEPS}): too few for the losses to say "
+                     "much about the architectures; raise the budget.")
+    if cfg.get("seconds"):
+        per = cfg["seconds"] / len(cfg.get("models") or done)
+        slow = {k: e for k, e in done.items() if e.get("train_s") is not None and e["train_s"] < 0.5 * e["wall_s"]}
+        if slow:
+            notes.append("Evaluation and checkpoints took most of the time of "
+                         + ", ".join(f"{k} ({e['train_s']:.0f} s of {e['wall_s']:.0f} s in training steps)"
+                                     for k, e in slow.items())
+                         + ": a run always starts and ends with an evaluation of 2 x --eval-iters batches; raise "
+                           "--budget or lower --eval-iters.")
+        over = {k: e["wall_s"] for k, e in done.items() if e.get("wall_s", 0) > 1.1 * per}
+        if over:
+            notes.append(f"Wall time over the per-model budget of {per:.0f} s ({_listed(over, '{:.0f} s')}): the "
+                         "clock is read between training steps, and the evaluation and checkpoint after the last "
+                         "step run past it.")
+    target = cfg.get("params")
+    off = {k: e["params"] for k, e in done.items() if k != "bigram" and target
+           and not 2 / 3 <= e["params"] / target <= 1.5}
+    if off:
+        notes.append(f"Not near the target size of {human_count(target)} parameters "
+                     f"({', '.join(f'{k} {n:,} = {n / target:.1f}x' for k, n in off.items())}): the closest each "
+                     "kind's width allows; weigh their losses with that in mind.")
+    return notes
+
+
+def _listed(values: dict[str, Any], spec: str) -> str:
+    return ", ".join(f"{k} {spec.format(v)}" for k, v in values.items())
 
 
 def _why_gpt_lost(g: dict[str, Any], w: dict[str, Any], best: str, results: dict[str, Any]) -> list[str]:
@@ -114,12 +166,36 @@ def _fmt(v: Any, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
 
+def _seconds(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f} s" if v < 10 else f"{v:.0f} s"
+
+
+def _left_out(dropped: dict[str, int] | None) -> str:
+    if not dropped:
+        return "-"
+    why = {"length": "cut by the length limit", "special": "ended on a special token", "blank": "blank"}
+    return ", ".join(f"{n} {why[k]}" for k, n in dropped.items() if n) or "0"
+
+
+def _ending(end: dict[str, Any]) -> str:
+    """Why a sample's text ends where it does."""
+    if end.get("reason") != "stop" or not end.get("token"):
+        return f"{end['tokens']} tokens: the length limit"
+    what = {"<|bos|>": "a document boundary", "<|unk|>": "the unknown-character token"}.get(
+        end["token"], "a special token plain text never holds")
+    return f"ended after {end['tokens'] - 1} tokens: the model drew {end['token']} ({what})"
+
+
 def write_report(out: str | Path) -> Path:
     """Write report.md and curves.png in `out` from its results.json (and return the report's path)."""
     from ..train.metrics import markdown_table, plot_comparison
 
     out = Path(out)
     results = read_results(out)
+    if results.get("task"):  # a `compare --task` folder: accuracy against the gap, written by its own code
+        from ..learn.tasks import write_task_report
+
+        return write_task_report(results, out)
     if not results.get("models"):
         raise MinigptError(f"{out}: no {RESULTS}; run `minigpt compare --out {out}` first")
     cfg, done = results["config"], {k: e for k, e in results["models"].items() if e.get("status") == "done"}
@@ -130,28 +206,32 @@ def write_report(out: str | Path) -> Path:
     rows = []
     for kind, e in results["models"].items():
         if e.get("status") != "done":
-            rows.append([kind, e.get("status", "?")] + ["-"] * 9)
+            rows.append([kind, e.get("status", "?")] + ["-"] * 11)
             continue
         rows.append([kind, f"{e['params']:,}", human_count(e["flops_per_token"]), _fmt(e["tokens_per_s"], ",.0f"),
-                     human_count(e["tokens"]), f"{e['lr']:g}", _fmt(e["train_loss"], ".3f"),
+                     f"{e['steps']:,}", human_count(e["tokens"]), f"{e['lr']:g}", _fmt(e["train_loss"], ".3f"),
                      _fmt(e.get("final_val_loss", e["val_loss"]), ".3f"),
                      f"{_fmt(e['val_loss'], '.3f')} @{e.get('best_step', e['steps'])}", _fmt(e["val_bpb"], ".3f"),
-                     f"{e['wall_s']:.0f} s"])
-    header = ["model", "params", "FLOPs/token", "tokens/s", "tokens", "lr", "train loss", "val loss",
-              "best val loss @step", "best val bpb", "wall time"]
+                     _seconds(e.get("train_s")), _seconds(e["wall_s"])])
+    header = ["model", "params", "FLOPs/token", "tokens/s", "steps", "tokens", "lr", "train loss", "val loss",
+              "best val loss @step", "best val bpb", "training time", "wall time"]
     machine = results.get("machine", {})
+    bigram = done.get("bigram", {}).get("params")
+    target = f"Target size {human_count(cfg['params'])} parameters" + (
+        f" (the bigram excepted: its V^2 table has {bigram:,})" if bigram else "")
     parts = [f"# minigpt compare: {results['data']}", "",
              f"Data `{results['data']}` ({results['train_tokens']:,} train / {results['val_tokens']:,} val tokens, "
              f"{results['bytes_per_token']:.2f} bytes per token), tokenizer `{results['tokenizer']}` "
-             f"(vocab {results['vocab_size']}). Target size {human_count(cfg['params'])} parameters; budget "
+             f"(vocab {results['vocab_size']}). {target}; budget "
              f"{budget}; block {cfg['block_size']}, batch {cfg['batch_size']}; seed {cfg['seed']}. Machine: "
              f"{machine.get('cpus')} CPUs ({machine.get('torch_threads')} torch threads)"
              f"{', ' + machine['cuda'] if machine.get('cuda') else ''}, torch {machine.get('torch')}.", "",
-             markdown_table(header, rows, align="l" + "r" * 10), "",
+             markdown_table(header, rows, align="l" + "r" * 12), "",
              "Losses are nats per token on the same fixed windows for every model: train and val loss at the final "
              "evaluation; best val loss = the lowest over the evaluations (the checkpoint kept as `best`, as makemore "
              "keeps its best; models are ranked by it and sampled from it); bpb = bits per byte, comparable across "
-             "tokenizers. tokens/s is the median training throughput.", ""]
+             "tokenizers. tokens/s is the median training throughput. Training time is the time in training steps; "
+             "wall time adds the evaluations and checkpoints.", ""]
     notes = diagnose(results)
     if notes:
         parts += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
@@ -159,15 +239,28 @@ def write_report(out: str | Path) -> Path:
     mem = {k: e["memorisation"] for k, e in done.items() if e.get("memorisation")}
     if mem:
         parts += ["## Memorisation (makemore's check)", "",
-                  "Share of sampled lines (temperature 1) found in the training set, else in the validation set, "
-                  "else new.", "",
-                  markdown_table(["model", "samples", "in train", "in val", "new"],
+                  f"Share of sampled lines (temperature 1) found in the training set, else in the validation set, "
+                  f"else new. Of the {cfg['samples']} lines drawn per model, those the length limit cut (no newline "
+                  f"within {cfg['block_size'] - 1} tokens), those that ended on a special token (a document "
+                  "boundary, a chat marker, the unknown character) and blank ones are left out.", "",
+                  markdown_table(["model", "lines", "in train", "in val", "new", "left out"],
                                  [[k, str(m["n"]), f"{100 * m['train']:.0f}%", f"{100 * m['val']:.0f}%",
-                                   f"{100 * m['new']:.0f}%"] for k, m in mem.items()], align="lrrrr"), ""]
-    parts += ["## Samples", ""]
+                                   f"{100 * m['new']:.0f}%", _left_out(done[k].get("dropped"))]
+                                  for k, m in mem.items()], align="lrrrrl"), ""]
+    own = any("sample_seed" in e for e in done.values())  # results.json from before per-model seeds: one seed
+    parts += ["## Samples", "",
+              "Temperature 1, no top-k or top-p, from each model's best checkpoint. " + (
+                  "Each model samples with its own seed (shown; --seed + 1,000,000 x its place in bigram, mlp, cnn, "
+                  "rnn, lstm, gru, gpt), so fragments two models share are not shared randomness. A special token "
+                  "(<|bos|>, the chat markers, the unknown character) ends a sample instead of being printed."
+                  if own else f"Every model samples with the same seed ({cfg['seed']}): near-uniform models draw "
+                  "alike, so shared fragments are shared randomness, not copying."), ""]
     for kind, e in done.items():
-        text = e.get("sample_text")
-        parts += [f"**{kind}**", "", "```", (text or "(no sample)").rstrip(), "```", ""]
+        text, seed = e.get("sample_text"), e.get("sample_seed")
+        parts += [f"**{kind}**" + (f" (seed {seed})" if seed is not None else ""), "", "```",
+                  (text or "(no sample)").rstrip(), "```", ""]
+        if e.get("sample_end"):
+            parts += [f"_{_ending(e['sample_end'])}_", ""]
     path = out / REPORT
     atomic_write_text(path, "\n".join(parts))
     return path
