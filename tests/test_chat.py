@@ -237,6 +237,21 @@ def test_base_model_continues_plain_text(tok):
     assert not any(tok.is_special(t) for t in session.last.prompt_ids[1:])
 
 
+def test_characters_a_char_tokenizer_lacks_are_named(tok, tmp_path, capsys):
+    """They become <|unk|>, which the model never saw, silently: now a note in the chat, sample and tokenizer."""
+    from minigpt.cli import main
+    from minigpt.text.chat_format import unknown_note
+
+    notes = io.StringIO()
+    run_chat(echo_session(tok), PlainIO(["héllo 白日", "hello"], io.StringIO(), notes), default_commands())
+    assert notes.getvalue().count("not in this character tokenizer's vocabulary") == 1
+    assert "3 characters ('é白日')" in notes.getvalue()
+    assert unknown_note(tok, "hello") is None and unknown_note(SimpleNamespace(kind="bpe"), "白") is None
+    tok.save(tmp_path / "t.char")
+    assert main(["tokenizer", "encode", "--tokenizer", str(tmp_path / "t.char"), "naïve"]) == 0
+    assert "1 character ('ï') not in" in capsys.readouterr().err
+
+
 def test_oldest_turns_are_dropped_to_fit_and_the_system_prompt_stays(tok):
     session = echo_session(tok, system="rules", block_size=64, max_new_tokens=8)
     notes = io.StringIO()

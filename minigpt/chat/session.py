@@ -21,7 +21,7 @@ from typing import Any, Callable
 from ..common import MinigptError
 from ..infer.engine import Engine, TokenEvent
 from ..infer.sampling import SamplingConfig, nth_seed
-from ..text.chat_format import render_prompt
+from ..text.chat_format import render_prompt, unknown_note
 
 CHAT_STAGES = ("sft", "dpo", "rl")  # checkpoints of these stages know the chat template
 _SURROGATES = re.compile("[\ud800-\udfff]")
@@ -194,6 +194,9 @@ class ChatSession:
                                + (" and system prompt" if self.system else "") + f", more than the "
                                f"{self.prompt_budget():,} the model's {self.engine.context_limit}-token context "
                                "leaves for it beside a reply; shorten it")
+        user = next((m["content"] for m in reversed(self.messages) if m["role"] == "user"), "")
+        if on_note and (note := unknown_note(self.tokenizer, user)):
+            on_note(note)
         if dropped and on_note:
             limit = self.engine.context_limit
             on_note(f"context: left out the {dropped} oldest message{'s' * (dropped > 1)} to fit the model's "

@@ -203,3 +203,12 @@ def load(args: argparse.Namespace):
     Console(stderr=True, highlight=False).print(f"[dim]loaded {escape(str(ckpt.path))} (stage "
                                                 f"{ckpt.config.get('stage', '?')}, step {ckpt.step})[/]", soft_wrap=True)
     return ckpt
+
+
+def note_unknown(tokenizer, text: str) -> None:
+    """Say on stderr which characters of the user's text a character tokenizer lacks (`unknown_note`)."""
+    from ..common import err_console
+    from ..text.chat_format import unknown_note
+
+    if note := unknown_note(tokenizer, text):
+        err_console.print(note, markup=False, highlight=False)

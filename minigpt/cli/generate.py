@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from ..common import MinigptError, console, err_console
-from .args import add_sampling, load, sampling_config
+from .args import add_sampling, load, note_unknown, sampling_config
 
 
 def register(sub) -> None:
@@ -62,6 +62,7 @@ def _sample(args: argparse.Namespace) -> int:
     ckpt = load(args)
     engine = Engine(ckpt.model, ckpt.tokenizer)
     ids = [ckpt.tokenizer.bos_id] + ckpt.tokenizer.encode(prompt)
+    note_unknown(ckpt.tokenizer, prompt)
     if config.seed is None:  # one seed for the whole run, printed so the run can be repeated
         config = config.with_overrides(seed=random.SystemRandom().randrange(2**31))
     note = (f"note: the text outgrew the model's {engine.block_size}-token context; the window slid (the model "

@@ -5,7 +5,8 @@ import argparse
 import sys
 
 from ..common import MinigptError, console
-from .args import add_checkpoint, add_device, add_sampling, at_least, file_path, load, sampling_config
+from .args import (add_checkpoint, add_device, add_sampling, at_least, file_path, load, note_unknown,
+                   sampling_config)
 
 
 def register(sub) -> None:
@@ -67,6 +68,7 @@ def _inspect_attention(args: argparse.Namespace) -> int:
 
     ckpt = load(args)
     text = sys.stdin.read() if args.text == "-" else args.text
+    note_unknown(ckpt.tokenizer, text)
     rec = insp.record(ckpt.model, ckpt.tokenizer, insp.encode_text(ckpt.tokenizer, text, args.bos))
     layer, head = rec.check(args.layer, insp.parse_head(args.head))
     if args.view == "influence":
@@ -105,6 +107,7 @@ def _inspect_generate(args: argparse.Namespace) -> int:
     insp.require_attention(model)
     c = model.config
     layer, head = insp.check_view(c.n_layer, c.n_head, args.layer, insp.parse_head(args.head))
+    note_unknown(tok, args.prompt)
     ids = insp.encode_text(tok, args.prompt, args.bos)
     console.print(f"[dim]{escape(insp.describe(ckpt))} · layer {layer}, "
                   f"{'mean of heads' if head == 'mean' else f'head {head}'}[/]")

@@ -6,7 +6,7 @@ import os
 import sys
 
 from ..common import MinigptError, console
-from .args import DATA_HELP, at_least
+from .args import DATA_HELP, at_least, note_unknown
 
 
 def register(sub) -> None:
@@ -89,6 +89,7 @@ def _tokenizer_encode(args: argparse.Namespace) -> int:
     tok = load_tokenizer(args.tokenizer)
     text = utf8_text(sys.stdin.buffer.read() if args.text == "-" else os.fsencode(args.text),
                      "standard input" if args.text == "-" else "the text")
+    note_unknown(tok, text)
     ids = tok.encode(text)
     view = Text()
     for n, i in enumerate(ids):

@@ -99,3 +99,17 @@ def token_text(tokenizer, token_id: int) -> str:
     if tokenizer.is_special(token_id):
         return next((name for name, i in tokenizer.specials.items() if i == token_id), f"<{token_id}>")
     return tokenizer.token_bytes(token_id).decode("utf-8", errors="backslashreplace")
+
+
+def unknown_note(tokenizer, text: str) -> str | None:
+    """For a character tokenizer: a note naming the characters of `text` its vocabulary lacks (each becomes
+    `<|unk|>`, which the model never saw in training), or None. BPE tokenizers have every byte."""
+    if getattr(tokenizer, "kind", None) != "char":
+        return None
+    known = set(tokenizer.chars)
+    missing = list(dict.fromkeys(c for c in text if c not in known))  # in the order they appear
+    if not missing:
+        return None
+    shown = "".join(missing[:10]) + ("..." if len(missing) > 10 else "")
+    return (f"note: {len(missing)} character{'s' * (len(missing) > 1)} ({shown!r}) not in this character "
+            "tokenizer's vocabulary: each becomes <|unk|>, which the model never saw")
