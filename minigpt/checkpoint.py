@@ -1,7 +1,8 @@
 """Run directories and checkpoints: one format for every stage and model family (DESIGN section 4).
 
     checkpoints/<run>/
-      run.json                 stage, parent run, resolved configs, minigpt version, format version
+      run.json                 stage, parent run, resolved configs, minigpt version, format version, and the
+                               working folder it started in ("cwd": what its relative paths are relative to)
       metrics.jsonl            append-only training and eval metrics (the trainer writes it)
       step_000500/             written as a temp folder, fsynced, then renamed into place (step_000500.2 when
                                step 500 is saved again: a folder `latest` names is never renamed or replaced)
@@ -109,6 +110,25 @@ def read_run_info(run_dir: Path) -> dict[str, Any]:
     if not isinstance(info, dict):
         raise MinigptError(f"{path}: not a run description (a JSON object); restore it or start a new run")
     return info
+
+
+def run_path(info: dict[str, Any], value: str | None) -> str | None:
+    """A path run.json records, as the run meant it: a relative one is relative to the folder the run started
+    in (run.json's "cwd"), wherever --resume runs from. What is no path there (a built-in corpus, a Hub id), and
+    paths of runs saved before "cwd" was recorded, come back as they are."""
+    if not value or not info.get("cwd") or Path(value).is_absolute():
+        return value
+    there = Path(info["cwd"]) / value
+    return str(there) if there.exists() else value
+
+
+def damaged_step(step: Path, resume: bool) -> str:
+    """What to do about a damaged step folder. --resume has no flag to pick a step: it continues from `latest`,
+    which falls back to the newest complete step once the damaged folder is gone."""
+    if resume:
+        return (f"move {step} out of the run folder (or delete it), then --resume again: 'latest' falls back to "
+                "the newest step left")
+    return "use another step (give its step_* folder)"
 
 
 def tokenizer_file(folder: Path) -> Path | None:
@@ -247,7 +267,7 @@ def check_run_dir(run_dir: str | Path, resume: bool) -> Path:
     a folder that holds no run, and `--resume` needs the folder of an earlier run. A folder another process is
     writing is refused here already (runlock.py); on `--resume` crash leftovers are tidied first."""
     from .common import print0
-    from .runlock import run_lock
+    from .runlock import is_rank_zero, run_lock
 
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
@@ -261,7 +281,7 @@ def check_run_dir(run_dir: str | Path, resume: bool) -> Path:
         raise MinigptError(f"--resume: {run_dir} holds no run (no run.json); give the --out of an earlier run")
     if run_dir.is_dir():
         with run_lock(run_dir):
-            for line in recover_run(run_dir) if resume else []:
+            for line in recover_run(run_dir) if resume and is_rank_zero() else []:  # rank 0 repairs, says it once
                 print0(f"recovered {run_dir}: {line}", markup=False)
     if resume and not (run_dir / "latest").is_file():
         raise MinigptError(f"--resume: {run_dir} stopped before its first checkpoint; start it again without "
@@ -324,32 +344,35 @@ class Checkpoint:
         return self
 
 
-def read_config(path: Path) -> dict[str, Any]:
+def read_config(path: Path, resume: bool = False) -> dict[str, Any]:
     cfg_path = path / "config.json"
     try:
         config = json.loads(cfg_path.read_text())
     except (OSError, ValueError) as e:
-        raise MinigptError(f"{cfg_path}: unreadable ({e}); the checkpoint is corrupt, use another step") from None
+        raise MinigptError(f"{cfg_path}: unreadable ({e}); the checkpoint is corrupt: "
+                           f"{damaged_step(path, resume)}") from None
     if config.get("format") != FORMAT:
         raise MinigptError(f"{cfg_path}: checkpoint format {config.get('format')!r}, this minigpt reads {FORMAT}; "
                            "use a matching minigpt version")
     if not isinstance(config.get("model"), dict):
-        raise MinigptError(f"{cfg_path}: no model config; the checkpoint is corrupt")
+        raise MinigptError(f"{cfg_path}: no model config; the checkpoint is corrupt: {damaged_step(path, resume)}")
     return config
 
 
 def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu", with_trainer_state: bool = False,
                     build=None) -> Checkpoint:
     """Load and validate a checkpoint. `build(config_dict) -> nn.Module` builds the module (default: the model
-    registry; the reward stage passes its own)."""
+    registry; the reward stage passes its own). `with_trainer_state` is --resume's load: a damaged step's
+    message then says how to resume without it."""
     from .models import build_model, config_from_dict
     from .text.tokenizer import load_tokenizer
 
     path = resolve_step(path)
-    config = read_config(path)
+    other = damaged_step(path, resume=with_trainer_state)
+    config = read_config(path, resume=with_trainer_state)
     tok_path = tokenizer_file(path)
     if tok_path is None:
-        raise MinigptError(f"{path}: no tokenizer file in the checkpoint; it is incomplete, use another step")
+        raise MinigptError(f"{path}: no tokenizer file in the checkpoint; it is incomplete: {other}")
     if sha256_file(tok_path) != config.get("tokenizer_sha256"):
         raise MinigptError(f"{tok_path}: does not match the tokenizer the model was trained with "
                            "(sha256 differs); restore the original file")
@@ -358,7 +381,7 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu", wit
     weights = path / "model.safetensors"
     with torch.device("meta"):  # shapes only: nothing is allocated before they match the file's header
         probe = build(config["model"])
-    _check_shapes(weights, probe)
+    _check_shapes(weights, probe, other)
     vocab = getattr(probe.config, "vocab_size", None)
     if vocab is not None and vocab < tokenizer.vocab_size:
         raise MinigptError(f"{path}: model vocab {vocab} is smaller than the tokenizer's {tokenizer.vocab_size}; "
@@ -367,7 +390,7 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu", wit
     try:
         missing, unexpected = load_model(model, str(weights), strict=False)
     except (SafetensorError, OSError) as e:
-        raise MinigptError(f"{weights}: unreadable ({e}); the file is truncated or corrupt, use another step") from None
+        raise MinigptError(f"{weights}: unreadable ({e}); the file is truncated or corrupt: {other}") from None
     except RuntimeError as e:
         first = str(e).strip().splitlines()
         detail = next((ln.strip() for ln in first if "size mismatch" in ln), first[-1] if first else "")
@@ -383,18 +406,18 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu", wit
             tensors = load_file(str(path / "trainer_state.safetensors"))
             state = unflatten_state(json.loads((path / "trainer_state.json").read_text()), tensors)
         except (SafetensorError, OSError, ValueError, KeyError) as e:
-            raise MinigptError(f"{path}/trainer_state.*: unreadable ({e}); resume from another step") from None
+            raise MinigptError(f"{path}/trainer_state.*: unreadable ({e}); {other}") from None
     return Checkpoint(path, config, model, tokenizer, tok_path, state)
 
 
-def _check_shapes(weights: Path, probe) -> None:
+def _check_shapes(weights: Path, probe, other: str) -> None:
     """Every tensor in the safetensors header must have the shape the config gives it (read from the header
-    alone, against a model built on the meta device)."""
+    alone, against a model built on the meta device). `other`: what to do instead (damaged_step)."""
     try:
         with safe_open(str(weights), "pt") as f:
             shapes = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
     except (SafetensorError, OSError) as e:
-        raise MinigptError(f"{weights}: unreadable ({e}); the file is truncated or corrupt, use another step") from None
+        raise MinigptError(f"{weights}: unreadable ({e}); the file is truncated or corrupt: {other}") from None
     expected = {name: tuple(t.shape) for name, t in probe.state_dict().items()}
     for name, shape in shapes.items():
         if name not in expected or expected[name] != shape:

@@ -25,6 +25,8 @@ if TYPE_CHECKING:  # torch is imported where it is used, so `minigpt --help` and
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)  # errors, notes and footers: stdout stays the output
+CLI_ARGS: list[str] | None = None  # the arguments of the `minigpt` command running (cli.main sets them; None: a
+# library call): what `train.stopping.resume_command` repeats
 
 
 class MinigptError(Exception):
@@ -152,8 +154,8 @@ def rank_zero_first(dist: Dist) -> Iterator[None]:
 
 
 def print0(*args, **kwargs) -> None:
-    """Print through rich on rank 0 only."""
-    if current_dist().is_main:
+    """Print through rich on rank 0 only (under torchrun before its process group exists too: $RANK)."""
+    if current_dist().is_main and int(os.environ.get("RANK", "0")) == 0:
         console.print(*args, **kwargs)
 
 

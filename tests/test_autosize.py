@@ -42,3 +42,19 @@ def test_choose_falls_back_to_the_smallest_shape(speeds):
     choice = autosize.choose(base, 10.0, corpus_tokens=10_000, batch_size=4)
     assert (choice.config.n_layer, choice.config.n_embd, choice.config.n_head) == (n_layer, n_embd, n_head)
     assert choice.params == params(n_layer, n_embd, n_head, base)
+    assert "none reaches that in this budget" in choice.why  # said, not implied by "the largest shape with ..."
+
+
+def test_choose_counts_the_tokens_of_every_process(speeds):
+    """Under torchrun each of `world` processes trains at the timed speed: the run sees world times the tokens,
+    so a shape one process could not feed is picked for two."""
+    base = GPTConfig(vocab_size=512, block_size=32)
+    batch, seconds = 4, 100.0
+    for shape, per in zip(autosize.LADDER[:3], (3.0, 2.5, 1.5)):  # tokens per parameter for one process
+        speeds[shape[:2]] = batch * base.block_size * seconds / (per * params(*shape, base))
+    alone = autosize.choose(base, seconds, corpus_tokens=10_000, batch_size=batch, ratio=4.0)
+    assert (alone.config.n_layer, alone.config.n_embd) == autosize.LADDER[0][:2] and "none reaches" in alone.why
+    two = autosize.choose(base, seconds, corpus_tokens=10_000, batch_size=batch, ratio=4.0, world=2)
+    assert (two.config.n_layer, two.config.n_embd) == autosize.LADDER[1][:2]
+    assert two.tokens == pytest.approx(2 * 2.5 * params(*autosize.LADDER[1], base))
+    assert "(2 processes)" in two.why and "none reaches" not in two.why

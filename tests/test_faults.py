@@ -29,7 +29,7 @@ from minigpt import checkpoint
 from minigpt.checkpoint import load_checkpoint, resolve_step
 from minigpt.common import MinigptError
 from minigpt.runlock import FolderLock
-from minigpt.train import trainer
+from minigpt.train import logger, trainer
 from minigpt.train.pretrain import pretrain
 
 from conftest import make_checkpoint, stage_run, tiny_model, tiny_train
@@ -69,7 +69,7 @@ def arm(kind: str, n: int) -> None:
                     _die()
             setattr(os, name, flip)
     elif kind == "metrics":  # half a metrics row written, no newline
-        write = trainer._Logger._write
+        write = logger.Logger._write
 
         def torn_write(self, row):
             if next(count) == n and self.file:
@@ -78,7 +78,7 @@ def arm(kind: str, n: int) -> None:
                 self.file.flush()
                 _die()
             write(self, row)
-        trainer._Logger._write = torn_write
+        logger.Logger._write = torn_write
 
 
 def crash(fn, kind: str, n: int) -> int:
@@ -265,7 +265,7 @@ def test_disk_full_while_logging_is_one_line_and_the_run_resumes(lm_setup, tmp_p
     import minigpt.train.trainer as trainer
 
     run, straight = lm_setup
-    out, real_dumps, rows = tmp_path / "full-log", trainer.json.dumps, itertools.count(1)
+    out, real_dumps, rows = tmp_path / "full-log", logger.json.dumps, itertools.count(1)
 
     class FullDisk:
         @staticmethod
@@ -274,12 +274,12 @@ def test_disk_full_while_logging_is_one_line_and_the_run_resumes(lm_setup, tmp_p
                 raise OSError(28, "No space left on device")
             return real_dumps(row, *a, **k)
 
-    monkeypatch.setattr(trainer, "json", FullDisk)
+    monkeypatch.setattr(logger, "json", FullDisk)
     with pytest.raises(MinigptError, match=r"metrics\.jsonl: cannot write a metrics row \(No space left on device\)"
                                            r".*--resume") as e:
         run(out)
     assert "\n" not in str(e.value)
-    monkeypatch.setattr(trainer, "json", __import__("json"))
+    monkeypatch.setattr(logger, "json", __import__("json"))
     check_loadable(out, straight)
     finish(lambda resume: run(out, resume=resume), out)
     assert_same(weights(resolve_step(out)), weights(resolve_step(straight)))

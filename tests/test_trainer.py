@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -274,3 +276,130 @@ def test_muon_batched_step_matches_one_matrix_at_a_time():
         assert torch.allclose(p.detach(), e, atol=1e-5), float((p.detach() - e).abs().max())
     stack = torch.randn(5, 24, 8, generator=gen)
     assert torch.allclose(orthogonalize(stack), torch.stack([newton_schulz(m) for m in stack]), atol=1e-5)
+
+
+def _edit_trainer_state(run_dir, edit) -> None:
+    """Rewrite the latest step's trainer_state.json skeleton ({"__dict__": [[key, value], ...]}) through `edit`."""
+    path = resolve_step(run_dir) / "trainer_state.json"
+    state = json.loads(path.read_text())
+    state["__dict__"] = edit(state["__dict__"])
+    path.write_text(json.dumps(state))
+
+
+def test_resume_command_repeats_the_launcher_and_adds_resume_only_where_it_exists(monkeypatch):
+    """The hint after Ctrl-C: under torchrun a torchrun command with the run's processes; the speedrun, which has no
+    --resume (it resumes when run again as it was), is repeated as it was."""
+    from minigpt.train.stopping import resume_command
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(sys, "argv", ["minigpt", "pretrain", "--out", "my run"])
+    assert resume_command() == "minigpt pretrain --out 'my run' --resume"
+    monkeypatch.setattr(sys, "argv", ["minigpt", "sft", "--out", "r", "--resume"])
+    assert resume_command() == "minigpt sft --out r --resume"
+    monkeypatch.setattr(sys, "argv", ["minigpt", "speedrun", "--budget", "3m", "--out", "sr"])
+    assert resume_command() == "minigpt speedrun --budget 3m --out sr"
+    monkeypatch.setattr(sys, "argv", ["minigpt", "learn", "chinese"])
+    assert resume_command() is None  # a lesson starts again: no command to print
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(sys, "argv", ["/x/minigpt/__main__.py", "pretrain", "--out", "r"])
+    assert resume_command() == "torchrun --nproc-per-node 2 -m minigpt pretrain --out r --resume"
+    assert resume_command(1) == "minigpt pretrain --out r --resume"
+
+
+def test_resume_refuses_another_number_of_processes(corpus, tmp_path):
+    """A checkpoint records its number of processes; a resume with another number is refused in one line that
+    names both and the command to use. Runs saved before it was recorded resume as before."""
+    run(corpus, tmp_path / "run", max_iters=2, eval_interval=2)
+    assert load_checkpoint(tmp_path / "run", with_trainer_state=True).trainer_state["world_size"] == 1
+    _edit_trainer_state(tmp_path / "run", lambda kv: [p for p in kv if p[0] != "world_size"] + [["world_size", 2]])
+    with pytest.raises(MinigptError) as err:
+        pretrain(resume=True, out=tmp_path / "run", train_config=tiny_train(max_iters=4, eval_interval=2))
+    message = str(err.value)
+    assert "trained by 2 processes and this resume runs 1" in message and "\n" not in message
+    assert "resume with 2: torchrun --nproc-per-node 2 -m minigpt " in message
+    _edit_trainer_state(tmp_path / "run", lambda kv: [p for p in kv if p[0] != "world_size"])  # an older run
+    assert pretrain(resume=True, out=tmp_path / "run", train_config=tiny_train(max_iters=4, eval_interval=2)).step == 4
+
+
+def test_damaged_trainer_state_and_weights_say_how_to_resume_without_that_step(corpus, tmp_path):
+    """A trainer_state.json that is JSON but lacks a key, and truncated weights, are one line each that says
+    what to do under --resume (which has no flag to pick a step); doing it resumes from the step before."""
+    run(corpus, tmp_path / "run", max_iters=4, eval_interval=2)
+    step = resolve_step(tmp_path / "run")
+    cfg = tiny_train(max_iters=4, eval_interval=2)
+    _edit_trainer_state(tmp_path / "run", lambda kv: [p for p in kv if p[0] != "data"])
+    with pytest.raises(MinigptError, match=r"trainer_state.json: no 'data'; the file is damaged: move .*step_000004 "
+                                           r"out of the run folder .*'latest' falls back"):
+        pretrain(resume=True, out=tmp_path / "run", train_config=cfg)
+    data = (step / "model.safetensors").read_bytes()
+    (step / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(MinigptError, match=r"truncated or corrupt: move .*step_000004 out of the run folder"):
+        pretrain(resume=True, out=tmp_path / "run", train_config=cfg)
+    shutil.move(step, tmp_path / "damaged")
+    result = pretrain(resume=True, out=tmp_path / "run", train_config=cfg)
+    assert result.step == 4 and resolve_step(tmp_path / "run").name == "step_000004"
+
+
+def test_resume_works_from_another_working_folder(corpus, base_run, tmp_path, monkeypatch):
+    """run.json's relative paths (data, shards, parent) are relative to the folder the run started in, which it
+    records: --resume from elsewhere continues on them (it used to fail, or tokenize the corpus again here). A run
+    saved before that folder was recorded gets one line saying where to resume from."""
+    from minigpt.train import finetune
+
+    start, elsewhere = tmp_path / "start", tmp_path / "elsewhere"
+    start.mkdir(), elsewhere.mkdir()
+    shutil.copy(corpus, start / "corpus.txt")
+    monkeypatch.chdir(start)
+    pretrain("corpus.txt", tokenizer="char", model_config=tiny_model(), train_config=tiny_train(max_iters=2,
+             eval_interval=2), out="run")
+    shutil.copytree(base_run["base"], start / "base")
+    shutil.copy(base_run["sft"], start / "sft.jsonl")
+    sft = finetune.stage_train_config("sft", max_iters=2, batch_size=2, eval_interval=2, eval_iters=1, device="cpu")
+    finetune.sft("base", "sft.jsonl", train_config=sft, out="sft-run")
+    info = json.loads((start / "run" / "run.json").read_text())
+    assert info["data"] == "corpus.txt" and info["cwd"] == str(start) and not Path(info["prepared"]).is_absolute()
+
+    monkeypatch.chdir(elsewhere)
+    assert pretrain(resume=True, out=start / "run", train_config=tiny_train(max_iters=4, eval_interval=2)).step == 4
+    assert finetune.sft(train_config=replace(sft, max_iters=4), out=start / "sft-run", resume=True).step == 4
+    assert not (elsewhere / "data").exists()
+    del info["cwd"]  # the first run.json, as an older minigpt saved it
+    (start / "run" / "run.json").write_text(json.dumps(info))
+    with pytest.raises(MinigptError, match="relative to the folder the run started in.*resume from that folder"):
+        pretrain(resume=True, out=start / "run", train_config=tiny_train(max_iters=6, eval_interval=2))
+
+
+def test_sigterm_saves_a_checkpoint_like_ctrl_c(corpus, tmp_path):
+    """SIGTERM (torchrun's to surviving ranks, Slurm's, docker stop's) during step 3: the step finishes, a
+    checkpoint is saved, exit status 130 as for Ctrl-C."""
+    script = f"""
+import os, signal, sys
+from minigpt.cli import main
+from minigpt.train import objectives
+
+calls, loss = [0], objectives.NextToken.loss
+def terminated(self, model, batch):
+    calls[0] += model.training
+    if model.training and calls[0] == 3:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return loss(self, model, batch)
+objectives.NextToken.loss = terminated
+sys.exit(main({["pretrain", "--data", str(corpus), "--tokenizer", "char", "--n-layer", "1", "--n-head", "2",
+                "--n-embd", "32", "--block-size", "32", "--batch-size", "4", "--max-iters", "50", "--eval-iters", "1",
+                "--sample-tokens", "0", "--device", "cpu", "--out", str(tmp_path / "run")]!r}))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert done.returncode == 130, done.stdout + done.stderr
+    assert "SIGTERM: saving a checkpoint after this step" in done.stdout and "checkpoint saved" in done.stdout
+    assert resolve_step(tmp_path / "run").name == "step_000003"
+
+
+def test_resuming_a_finished_run_shows_its_last_figures_not_nan(corpus, tmp_path, capsys):
+    run(corpus, tmp_path / "run", max_iters=5, eval_interval=5)
+    last = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+            if '"train"' in l][-1]
+    capsys.readouterr()
+    pretrain(resume=True, out=tmp_path / "run", train_config=tiny_train(max_iters=5, eval_interval=5))
+    out = capsys.readouterr().out
+    assert "nan" not in out and f"loss {last['loss']:.4f}" in out, out

@@ -11,7 +11,7 @@ import sys
 
 from rich.markup import escape
 
-from .. import __version__
+from .. import __version__, common
 from ..common import MinigptError, err_console
 from . import export, generate, inspect, learn, runs, serve, tokenizer, train
 from .args import apply_config_file
@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    common.CLI_ARGS = list(sys.argv[1:] if argv is None else argv)
     try:
         if getattr(args, "config", None):
             args = apply_config_file(args, argv, parser)
@@ -69,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
         return 130
+    finally:
+        common.CLI_ARGS = None
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import signal
 import socket
 
 from ..common import MinigptError, console
@@ -90,5 +91,6 @@ def _serve(args: argparse.Namespace) -> int:
         console.print(f"[yellow]warning:[/] listening on {escape(host)} without --api-key: anyone who can reach "
                       "this machine can use the model", soft_wrap=True)
     config = uvicorn.Config(create_app(served), log_level="info", access_log=True, timeout_graceful_shutdown=5)
-    Server(config, served).run(sockets=[sock])
-    return 0
+    server = Server(config, served)
+    server.run(sockets=[sock])
+    return 130 if server.stopped_by == signal.SIGINT else 0  # 130: stopped by Ctrl-C, as every command

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from ..common import MinigptError, console
+from ..common import MinigptError, console, print0
 from .args import add_checkpoint, add_data, add_model, add_run, add_train, model_config, require_out, train_config
 
 _SOURCES = ".jsonl/.json/.parquet/.csv file or Hub dataset id"
@@ -167,7 +167,7 @@ def _stage(args: argparse.Namespace) -> int:
 def _refuse_changes(args: argparse.Namespace, info: dict) -> None:
     """`--resume` continues a run as it started (its data, tokenizer, model, parent and objective): a flag that
     would change one of them is refused rather than ignored. Training flags (--max-iters, --lr, ...) may change."""
-    from ..checkpoint import resolve_step
+    from ..checkpoint import resolve_step, run_path
     from ..config import flag
 
     def given(name: str) -> bool:  # typed (or from --config): present where flags default to absent, else not
@@ -181,8 +181,9 @@ def _refuse_changes(args: argparse.Namespace, info: dict) -> None:
             return resolve_step(value).resolve() == Path(str(recorded)).resolve()
         return value == recorded
 
-    recorded = {"data": info.get("data"), "tokenizer": info.get("tokenizer"), "vocab_size": info.get("vocab_size"),
-                "checkpoint": info.get("parent"), "beta": info.get("beta"), "rpo_alpha": info.get("rpo_alpha"),
+    recorded = {"data": run_path(info, info.get("data")), "tokenizer": run_path(info, info.get("tokenizer")),
+                "vocab_size": info.get("vocab_size"), "checkpoint": run_path(info, info.get("parent")),
+                "beta": info.get("beta"), "rpo_alpha": info.get("rpo_alpha"),
                 **{k: v for k, v in (info.get("model") or {}).items() if k not in ("kind", "vocab_size")},
                 **(info.get("rl") or {})}
     for name in ("preset", "depth", "model", "init_from"):
@@ -210,5 +211,5 @@ def _done(result) -> int:
         return 130
     shown = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if k.startswith("val/"))
     best = f", best {result.best_by} {result.best_val:.4f}" if math.isfinite(result.best_val) else ""
-    console.print(f"[green]done[/]: step {result.step}, {shown}{best} -> {escape(str(result.run_dir))}")
+    print0(f"[green]done[/]: step {result.step}, {shown}{best} -> {escape(str(result.run_dir))}")  # once
     return 0

@@ -14,7 +14,6 @@ PNG of lens/. With another corpus (--data), the example line and the prompts com
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
 import re
@@ -93,24 +92,6 @@ def model_dir(story: Story) -> Path:
     return (story.png or Path("checkpoints/learn")) / ("chinese-gpt-quick" if story.quick else "chinese-gpt")
 
 
-@contextlib.contextmanager
-def _without_resume_hint() -> Iterator[None]:
-    """pretrain's Ctrl-C note ends with a `--resume` command; `learn` has no such flag, and drops an interrupted
-    lesson's model (the earlier one stays), so that note is left out and the lesson says what happened."""
-    from rich.console import RenderHook
-    from rich.text import Text
-
-    class Drop(RenderHook):
-        def process_renderables(self, renderables):
-            return [r for r in renderables if not (isinstance(r, Text) and r.plain.startswith("stopped at step"))]
-
-    console.push_render_hook(Drop())
-    try:
-        yield
-    finally:
-        console.pop_render_hook()
-
-
 def train_model(story: Story, path: Path, text: str, run_dir: Path) -> dict[str, Any] | None:
     """A character GPT on the corpus, by the one training loop (`pretrain`), for a fixed wall-clock time; None
     when Ctrl-C stopped it (the partial model is dropped and the earlier one, if any, stays)."""
@@ -125,7 +106,7 @@ def train_model(story: Story, path: Path, text: str, run_dir: Path) -> dict[str,
                         eval_iters=4 if quick else 20, sample_tokens=0 if quick else 24, seed=story.seed,
                         device=story.device, keep_checkpoints=1)
     try:  # a rerun replaces the last lesson's model only once the new one is saved
-        with _without_resume_hint(), atomic_dir(run_dir) as tmp:
+        with atomic_dir(run_dir) as tmp:
             result = pretrain(str(path), tokenizer="char", model_config=model, train_config=train, out=tmp,
                               sample_prompt=PROMPT if known(PROMPT, text) else "")
             if result.interrupted:

@@ -245,9 +245,10 @@ class Server(uvicorn.Server):
 
     def __init__(self, config: uvicorn.Config, served: Served):
         super().__init__(config)
-        self.served = served
+        self.served, self.stopped_by = served, None
 
     def handle_exit(self, sig: int, frame: Any) -> None:
+        self.stopped_by = sig  # the exit status says so even where uvicorn does not raise the signal again
         # a signal handler runs between two bytecodes of the loop's thread, which may hold the worker's lock:
         # cancel from another thread
         threading.Thread(target=self.served.worker.begin_stop, daemon=True).start()

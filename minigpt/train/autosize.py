@@ -33,10 +33,11 @@ class Choice:
 
 
 def choose(base: Any, seconds: float, corpus_tokens: int, *, batch_size: int, device: str = "auto",
-           ratio: float = TOKENS_PER_PARAM, shard=None, train_config: Any = None) -> Choice:
+           ratio: float = TOKENS_PER_PARAM, shard=None, train_config: Any = None, world: int = 1) -> Choice:
     """The largest ladder shape (applied to the GPTConfig `base`: vocabulary, block size, options) whose
     budget of tokens is at least `ratio` per parameter; the smallest shape when none is. Steps are timed with
-    `train_config`'s optimizer and autocast (the run's own)."""
+    `train_config`'s optimizer and autocast (the run's own); under torchrun `world` processes each train at the
+    timed speed, so the run sees `world` times the tokens of one."""
     from ..models.gpt import GPT
     from .throughput import step_seconds
 
@@ -44,7 +45,7 @@ def choose(base: Any, seconds: float, corpus_tokens: int, *, batch_size: int, de
     for n_layer, n_embd, n_head in LADDER:
         config = replace(base, n_layer=n_layer, n_embd=n_embd, n_head=n_head)
         params = GPT(config).num_params()
-        tps = batch_size * config.block_size / step_seconds(config, batch_size, device, shard, train_config)
+        tps = world * batch_size * config.block_size / step_seconds(config, batch_size, device, shard, train_config)
         tried.append((config, tps, params))
         if tps * seconds < ratio * params:
             break
@@ -54,8 +55,12 @@ def choose(base: Any, seconds: float, corpus_tokens: int, *, batch_size: int, de
     shape = lambda c: f"{c.n_layer}x{c.n_embd}"  # noqa: E731
     measured = ", ".join(f"{shape(c)} {human_count(p)} params {t:,.0f} tok/s ({t * seconds / p:.1f}/param)"
                          for c, t, p in tried)
-    why = (f"model {shape(config)} ({human_count(params)} parameters): at the measured {tps:,.0f} tokens/s it "
-           f"sees {human_count(tokens)} tokens in {seconds / 60:.1f} min, {tokens / params:.1f} per parameter "
-           f"and {tokens / max(1, corpus_tokens):.1f} passes over the {human_count(corpus_tokens)}-token corpus. "
-           f"Rule: the largest shape with at least {ratio:g} tokens per parameter. Measured: {measured}.")
+    rule = f"the largest shape with at least {ratio:g} tokens per parameter"
+    if not fits:
+        rule += " (none reaches that in this budget: the smallest shape)"
+    processes = f" ({world} processes)" if world > 1 else ""
+    why = (f"model {shape(config)} ({human_count(params)} parameters): at the measured {tps:,.0f} tokens/s"
+           f"{processes} it sees {human_count(tokens)} tokens in {seconds / 60:.1f} min, {tokens / params:.1f} per "
+           f"parameter and {tokens / max(1, corpus_tokens):.1f} passes over the {human_count(corpus_tokens)}-token "
+           f"corpus. Rule: {rule}. Measured: {measured}.")
     return Choice(config, tokens, tps, params, why)

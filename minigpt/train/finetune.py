@@ -22,8 +22,8 @@ from rich.markup import escape
 from ..text import chat_tasks
 from ..text.chat_format import render_conversation
 from ..text.chat_data import Rows, RowBatches, lm_collate, load_conversations, load_preferences, pair_collate
-from ..checkpoint import Checkpoint, check_run_dir, load_checkpoint, read_run_info
-from ..common import MinigptError, print0, seed_everything, sha256_file
+from ..checkpoint import Checkpoint, check_run_dir, load_checkpoint, read_run_info, run_path
+from ..common import MinigptError, init_distributed, print0, resolve_device, seed_everything, sha256_file
 from ..config import to_dict
 from .objectives import DPO, NextToken, RewardPairwise
 from .trainer import TrainConfig, TrainResult, train
@@ -69,7 +69,7 @@ def _parent(checkpoint: str | Path, out: str | Path | None, stage: str, resume: 
         if info.get("stage") != stage:
             raise MinigptError(f"--resume: {out} is not a {stage} run (run.json says {info.get('stage')!r}); "
                                f"continue it with `minigpt {info.get('stage')} --out {out} --resume`")
-        checkpoint = info["parent"]
+        checkpoint = run_path(info, info["parent"])
     if checkpoint is None:
         raise MinigptError(f"{stage} needs --checkpoint PARENT_RUN (e.g. a pretrain run folder)")
     try:
@@ -77,7 +77,9 @@ def _parent(checkpoint: str | Path, out: str | Path | None, stage: str, resume: 
     except MinigptError as e:
         if not resume:
             raise
-        raise MinigptError(f"--resume: cannot load the parent {checkpoint} that {out}/run.json records ({e}); "
+        where = (" (relative to the folder the run started in: resume from there)"
+                 if "cwd" not in info and not Path(checkpoint).is_absolute() else "")
+        raise MinigptError(f"--resume: cannot load the parent {checkpoint}{where} that {out}/run.json records ({e}); "
                            "the run needs it (its tokenizer, and for dpo and rl the reference): restore it") from None
     if parent.config["model"].get("kind") == "reward":
         raise MinigptError(f"--checkpoint {checkpoint}: a reward model cannot be fine-tuned as a policy; "
@@ -86,11 +88,19 @@ def _parent(checkpoint: str | Path, out: str | Path | None, stage: str, resume: 
     return parent, out, info
 
 
+def _join(cfg: TrainConfig) -> None:
+    """Join the torchrun job before the stage's header (train() would, later): print0 then knows this process's
+    rank, and the header prints once, not once per process."""
+    init_distributed(resolve_device(cfg.device))
+
+
 def _data(info: dict, data, default) -> tuple[Any, str]:
     """The records or file to use: on resume what run.json recorded, else `data`, else the built-in set
     (recorded as "built-in"; runs made before the stdlib corpus recorded "pydocs")."""
     spec = info.get("data", data if data is not None else BUILT_IN)
-    return (default() if spec in (BUILT_IN, "pydocs") else spec), str(spec)
+    if spec in (BUILT_IN, "pydocs"):
+        return default(), spec
+    return run_path(info, spec), str(spec)
 
 
 def facts_of(parent: Checkpoint) -> chat_tasks.Facts:
@@ -126,6 +136,7 @@ def sft(checkpoint: str | Path | None = None, data: str | None = None, *, train_
     are chained into chat sessions that fit the context (`chat_tasks.sessions`); `data` is trained as given."""
     parent, out, info = _parent(checkpoint, out, "sft", resume)
     cfg = train_config or stage_train_config("sft")
+    _join(cfg)
     tok, model = parent.tokenizer, parent.model
 
     def fits(messages: list[dict[str, str]]) -> bool:  # a chat session of the built-in data fits the context
@@ -153,6 +164,7 @@ def reward(checkpoint: str | Path | None = None, data: str | None = None, *,
 
     parent, out, info = _parent(checkpoint, out, "reward", resume)
     cfg = train_config or stage_train_config("reward")
+    _join(cfg)
     records, spec = _data(info, data, lambda: chat_tasks.preference_records(facts_of(parent)))
     tok = parent.tokenizer
     seed_everything(cfg.seed)
@@ -175,6 +187,7 @@ def dpo(checkpoint: str | Path | None = None, data: str | None = None, *, beta: 
     parent, out, info = _parent(checkpoint, out, "dpo", resume)
     beta, rpo_alpha = info.get("beta", beta), info.get("rpo_alpha", rpo_alpha)
     cfg = train_config or stage_train_config("dpo")
+    _join(cfg)
     records, spec = _data(info, data, lambda: chat_tasks.preference_records(facts_of(parent)))
     tok, model = parent.tokenizer, parent.model
     reference = load_checkpoint(parent.path).model

@@ -114,6 +114,21 @@ class EvalContext:
             totals = dict(zip(keys, t.tolist()))
         return {k: v / (count * self.dist.world_size) for k, v in totals.items()}
 
+    def batch_means(self, values: list[dict[str, float]], weights: list[float]) -> dict[str, float]:
+        """This rank's metrics of each evaluation batch and what each averages over (its `weight`: targets, rows)
+        -> the mean over batches of every rank's slices of a batch taken together, each slice by its weight. So
+        N processes give what one process with N times the batch gives, where a mean of per-rank means would not
+        (SFT's slices hold different numbers of targets)."""
+        keys = sorted(values[0]) if values else []
+        t = torch.tensor([[w * v[k] if w else 0.0 for k in keys] + [w] for v, w in zip(values, weights)],
+                         dtype=torch.float64).reshape(len(values), len(keys) + 1)
+        if self.dist.enabled:
+            import torch.distributed as tdist
+
+            tdist.all_reduce(t)
+        means = (t[:, :-1] / t[:, -1:].clamp(min=1e-12)).mean(0)
+        return dict(zip(keys, means.tolist()))
+
 
 class Objective(Protocol):
     """What a stage supplies to the loop. Batches are tuples/dicts of tensors."""
@@ -150,6 +165,11 @@ class BatchObjective:
     def tokens(self, batch: Any) -> int:
         return int(batch[0].numel())
 
+    def weight(self, batch: Any) -> float:
+        """What the loss of `batch` is a mean over (its rows; NextToken: its targets): a rank's share of an
+        evaluation batch counts by it (EvalContext.batch_means)."""
+        return float(len(batch[0]))
+
     def eval_metrics(self, split: str, metrics: dict[str, float]) -> dict[str, float]:
         """Derived figures from the mean loss and metrics of a split (e.g. bits per byte)."""
         return metrics
@@ -161,14 +181,13 @@ class BatchObjective:
         model.eval()
         out: dict[str, float] = {}
         for split in ("train", "val"):
-            batches = self.eval_batches(split, ctx.dist.rank, ctx.dist.world_size)
-            totals: dict[str, float] = {}
-            for batch in batches:
+            values, weights = [], []
+            for batch in self.eval_batches(split, ctx.dist.rank, ctx.dist.world_size):
                 with ctx.autocast():
                     loss, metrics = self.loss(model, ctx.to_device(batch))
-                for k, v in {"loss": loss, **metrics}.items():
-                    totals[k] = totals.get(k, 0.0) + float(v)
-            means = self.eval_metrics(split, ctx.mean(totals, len(batches)))
+                values.append({k: float(v) for k, v in {"loss": loss, **metrics}.items()})
+                weights.append(self.weight(batch))
+            means = self.eval_metrics(split, ctx.batch_means(values, weights))
             out.update({f"{split}/{k}": v for k, v in means.items()})
         model.train(was_training)
         return out
@@ -183,10 +202,14 @@ class NextToken(BatchObjective):
                  bytes_per_token: dict[str, float] | None = None, only_targets: bool = False):
         super().__init__(make_batches, seed=seed, eval_iters=eval_iters)
         self.bytes_per_token, self.only_targets = bytes_per_token or {}, only_targets
+        self.uneven_slices = only_targets  # SFT: each rank's slice holds its own number of targets (Run._share)
 
     def loss(self, model, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
         x, y = batch
         return model(x, y, only_targets=self.only_targets), {}
+
+    def weight(self, batch: Any) -> float:
+        return float((batch[1] != -1).sum())
 
     def eval_metrics(self, split: str, metrics: dict[str, float]) -> dict[str, float]:
         if split in self.bytes_per_token:
@@ -196,6 +219,10 @@ class NextToken(BatchObjective):
 
 class RewardPairwise(BatchObjective):
     """Batches are (2B, T) pairs: chosen rows then rejected rows. The model returns one score per row."""
+
+    # The reward model scores with its language model's features, never its output head: DDP must expect
+    # parameters without a gradient (they keep none, as in one process)
+    find_unused_parameters = True
 
     def loss(self, model, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
         x, y = batch

@@ -127,14 +127,27 @@ def compile_pays(kind: str, cfg: TrainConfig) -> bool:
 
 
 def _autosize(model_config: Any, cfg: TrainConfig, prepared: Prepared) -> Any:
+    """The GPT shape for the budget. Under torchrun the run sees every rank's tokens, and every rank times the
+    ladder (as they will train: side by side) but builds rank 0's pick: timings differ, shapes must not."""
+    import torch
+
     from .autosize import choose
 
     if model_config.kind != "gpt" or not cfg.max_seconds:
         raise MinigptError("sizing the model to the budget needs a GPT and --max-seconds; give the shape instead")
+    device = resolve_device(cfg.device)
+    dist = init_distributed(device)
     choice = choose(model_config, cfg.max_seconds, prepared.tokens("train"), batch_size=cfg.batch_size,
-                    device=cfg.device, shard=prepared.shard("train"), train_config=cfg)
+                    device=cfg.device, shard=prepared.shard("train"), train_config=cfg, world=dist.world_size)
     print0(choice.why, markup=False)
-    return choice.config
+    if not dist.enabled:
+        return choice.config
+    import torch.distributed as tdist
+
+    shape = [(choice.config.n_layer, choice.config.n_embd, choice.config.n_head)]
+    tdist.broadcast_object_list(shape, src=0, device=torch.device("cuda", dist.local_rank)
+                                if device.type == "cuda" else None)
+    return replace(choice.config, **dict(zip(("n_layer", "n_embd", "n_head"), shape[0])))
 
 
 def _resume_info(out: str | Path | None) -> tuple[Path, dict]:
@@ -160,23 +173,29 @@ def _resume_data(out: Path, info: dict) -> tuple[Any, Prepared]:
     """A resumed run's tokenizer and shards: the tokenizer in its checkpoint and the shards run.json records,
     both checked unchanged (shards that were deleted are made again when the source is unchanged), so --resume
     never switches either, whatever happened to the corpus or a --tokenizer file since."""
-    from ..checkpoint import read_config, resolve_step, tokenizer_file
+    from ..checkpoint import read_config, resolve_step, run_path, tokenizer_file
     from ..common import sha256_file
+    from ..text import corpora
     from ..text.shards import load_prepared
+    from ..text.sources import looks_like_path
     from ..text.tokenizer import load_tokenizer
 
     step = resolve_step(out)
     tok_file = tokenizer_file(step)
-    if tok_file is None or sha256_file(tok_file) != read_config(step).get("tokenizer_sha256"):
+    if tok_file is None or sha256_file(tok_file) != read_config(step, resume=True).get("tokenizer_sha256"):
         raise MinigptError(f"--resume: {step} has no intact tokenizer file; resume needs it, so restore it")
     ckpt_tok = load_tokenizer(tok_file)
-    path = Path(info["prepared"])
+    path = Path(run_path(info, info["prepared"]))
+    data = info["data"] if info["data"] in corpora.CORPORA else run_path(info, info["data"])
     if (path / "meta.json").is_file():
         prepared = load_prepared(path)
     else:
-        source = open_source(info["data"])
+        if "cwd" not in info and not path.is_absolute() and looks_like_path(data) and not Path(data).exists():
+            raise MinigptError(f"--resume: {out}/run.json names the shards {path} and the data {data} relative to "
+                               "the folder the run started in, and neither is here; resume from that folder")
+        source = open_source(data)
         if source.fingerprint != info.get("source_fingerprint"):
-            raise MinigptError(f"--resume: the run's shards {path} are gone and --data {info['data']} has changed "
+            raise MinigptError(f"--resume: the run's shards {path} are gone and --data {data} has changed "
                                "since the run started; restore one of them, or start a new run with another --out")
         prepared = prepare(source, ckpt_tok, out=path)
     if prepared.meta.get("tokenizer_sha256") != ckpt_tok.sha256:
@@ -186,8 +205,8 @@ def _resume_data(out: Path, info: dict) -> tuple[Any, Prepared]:
         raise MinigptError(f"--resume: the shards in {path} changed since {out} started (re-prepared from an "
                            "edited source?); restore them, or start a new run with another --out")
     with contextlib.suppress(MinigptError):
-        if open_source(info["data"]).fingerprint != prepared.meta.get("source_fingerprint"):
-            print0(f"note: --data {info['data']} changed since this run started; the run continues on the shards "
+        if open_source(data).fingerprint != prepared.meta.get("source_fingerprint"):
+            print0(f"note: --data {data} changed since this run started; the run continues on the shards "
                    f"it was started with ({path})", markup=False)
     return ckpt_tok, prepared
 

@@ -11,7 +11,9 @@ Exact resume: the checkpoint holds the weights, the optimizer, the CPU/CUDA RNG 
 generator state, and evaluation never touches any of them (fixed eval batches, own sampling generator). On CPU,
 N steps straight and N/2 steps then `--resume` to N give bit-identical weights (tests/test_trainer.py, and
 tests/test_faults.py kills runs at random points, checkpoint writes included). Ctrl-C finishes the current step,
-saves, and prints the command that resumes.
+saves, and prints the command that resumes; SIGTERM (what torchrun sends the ranks that survive one, and Slurm
+and `docker stop` send) does the same. Under torchrun the ranks agree each step on whether to stop (one all-reduce of
+two numbers), so they stop, and save, at the same step; a resume needs as many processes as the run was saved with.
 
 One writer per run: `train` holds the run folder's lock (runlock.py) from before it reads anything there until it
 returns. A resume is refused with one line when what the run was started with has changed: another stage's run,
@@ -20,11 +22,8 @@ another tokenizer (sha256), other data or another parent (`data_sha256`, `parent
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import shlex
-import signal
-import sys
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,11 +33,12 @@ import torch
 import torch.nn as nn
 from rich.markup import escape
 
-from .. import OMP_WAIT
-from ..checkpoint import load_checkpoint, read_run_info, recover_run, save_checkpoint, write_run_info
-from ..common import (Dist, MinigptError, atomic_write_text, autocast, console, init_distributed, resolve_device, resolve_dtype,
+from ..checkpoint import damaged_step, load_checkpoint, read_run_info, recover_run, save_checkpoint, write_run_info
+from ..common import (Dist, MinigptError, autocast, console, init_distributed, resolve_device, resolve_dtype,
                       seed_everything, sha256_file)
 from ..runlock import is_rank_zero, run_lock
+from .logger import Logger, truncate_metrics
+from .stopping import Interrupt, resume_command
 from .metrics import plot_run
 from .objectives import EvalContext, Objective
 from .optim import lr_at, make_optimizer, set_lr
@@ -85,36 +85,6 @@ def place(cfg: TrainConfig) -> tuple[torch.device, Dist, torch.dtype]:
     return device, dist, resolve_dtype(cfg.dtype, device)
 
 
-class Interrupt:
-    """First Ctrl-C asks the loop to stop after the current step; a second one stops at once."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self) -> "Interrupt":
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread
-            self._previous = None
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        console.print("\n[yellow]Ctrl-C: saving a checkpoint after this step (Ctrl-C again to stop now)[/]")
-
-    def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-
-
-def resume_command() -> str:
-    args = sys.argv[1:]
-    return shlex.join(["minigpt", *args, *([] if "--resume" in args else ["--resume"])])
-
-
 class Run:
     """One training run's parts: the model (and its compiled/DDP wrapper), optimizer, grad scaler, data
     iterator and progress, with the three things the loop does to them: `step`, `evaluate` and `save`."""
@@ -141,6 +111,7 @@ class Run:
             console.print("note: --dtype float16 on a CPU is slow (CPUs have no fast fp16 matrix products); "
                           "bfloat16 or float32 train several times faster here", soft_wrap=True)
         self.model = self._wrap(self.raw)
+        self.cpu_group = _cpu_group(self.dist)
         self.peak = matmul_peak_flops(self.device, dtype if self.device.type == "cuda" else torch.float32) \
             * self.dist.world_size
 
@@ -149,11 +120,13 @@ class Run:
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
-            model = DDP(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            model = DDP(model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                        find_unused_parameters=getattr(self.objective, "find_unused_parameters", False))
         return model
 
     def restore(self) -> None:
-        """Continue from the run folder's latest checkpoint: weights, optimizer, data position, RNG, progress."""
+        """Continue from the run folder's latest checkpoint: weights, optimizer, data position, RNG, progress. A run
+        saved by another number of processes is refused: its batches (and its data order) would change."""
         ckpt = load_checkpoint(self.run_dir, with_trainer_state=True, build=lambda _: self.raw)
         if ckpt.config.get("tokenizer_sha256") != sha256_file(self.tokenizer_path):
             raise MinigptError(f"--resume: {ckpt.path} was trained with another tokenizer than {self.tokenizer_path} "
@@ -162,15 +135,44 @@ class Run:
         ts = ckpt.trainer_state
         if ts is None:
             raise MinigptError(f"{ckpt.path}: has no trainer state to resume from; start a new run instead")
+        keys = ("step", "tokens", "elapsed", "best_val", "optimizer", "data", "rng_cpu")
+        missing = [k for k in keys if k not in ts] if isinstance(ts, dict) else ["step"]
+        if missing:
+            raise MinigptError(f"{ckpt.path}/trainer_state.json: no {missing[0]!r}; the file is damaged: "
+                               f"{damaged_step(ckpt.path, resume=True)}")
+        world = ts.get("world_size")  # absent in runs saved before it was recorded: they resume as before
+        if world is not None and world != self.dist.world_size:
+            n = self.dist.world_size
+            raise MinigptError(f"--resume: {self.run_dir} was trained by {world} process{'es' * (world != 1)} and "
+                               f"this resume runs {n}; the batch and the data order depend on that number, so "
+                               f"resume with {world}: {resume_command(world)}")
         self.raw.to(self.device)
-        self.optimizer.load_state_dict(ts["optimizer"])
-        self.data.load_state_dict(ts["data"])
-        torch.set_rng_state(ts["rng_cpu"])
-        if self.device.type == "cuda" and ts.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(ts["rng_cuda"], self.device)
-        if ts.get("scaler"):
-            self.scaler.load_state_dict(ts["scaler"])
-        self.progress = Progress(**{k: ts[k] for k in ("step", "tokens", "elapsed", "best_val")})
+        try:
+            self.optimizer.load_state_dict(ts["optimizer"])
+            self.data.load_state_dict(ts["data"])
+            torch.set_rng_state(ts["rng_cpu"])
+            if self.device.type == "cuda" and ts.get("rng_cuda") is not None:
+                torch.cuda.set_rng_state(ts["rng_cuda"], self.device)
+            if ts.get("scaler"):
+                self.scaler.load_state_dict(ts["scaler"])
+            self.progress = Progress(**{k: ts[k] for k in ("step", "tokens", "elapsed", "best_val")})
+        except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as e:
+            raise MinigptError(f"{ckpt.path}/trainer_state.*: does not fit this run ({type(e).__name__}: "
+                               f"{str(e).splitlines()[0][:200] if str(e) else ''}); "
+                               f"{damaged_step(ckpt.path, resume=True)}") from None
+
+    def agree(self, used: float | None, stop: bool) -> tuple[float | None, bool]:
+        """The share of the budget used and whether to stop, the same on every rank: the largest share and any
+        rank's stop. Each rank has its own clock and its own signals; a rank that stopped alone would wait in
+        `save` while the others wait in the next step's all-reduce, for ever. On CUDA this goes through a CPU
+        (gloo) group, so that it never waits for the GPU."""
+        if not self.dist.enabled:
+            return used, stop
+        import torch.distributed as tdist
+
+        t = torch.tensor([-1.0 if used is None else used, float(stop)], dtype=torch.float64)
+        tdist.all_reduce(t, op=tdist.ReduceOp.MAX, group=self.cpu_group)
+        return (None if used is None else float(t[0])), bool(t[1])
 
     def step(self, lr: float) -> tuple[torch.Tensor, dict[str, Any]]:
         """One optimizer step over `accum` micro-batches. Returns the mean loss and metrics as they come
@@ -178,11 +180,14 @@ class Run:
         set_lr(self.optimizer, lr)
         total, metrics = torch.zeros((), device=self.device), {}
         for micro in range(self.accum):
-            batch = self.eval_ctx.to_device(next(self.data))
+            batch = next(self.data)
+            share = self._share(batch)
+            batch = self.eval_ctx.to_device(batch)
             last = micro == self.accum - 1
             sync = self.model.no_sync() if self.dist.enabled and not last else contextlib.nullcontext()
             with sync, self.eval_ctx.autocast():
                 loss, found = self.objective.loss(self.model, batch)
+            loss = loss * share if share != 1 else loss
             self.scaler.scale(loss / self.accum).backward()
             self.progress.tokens += self.objective.tokens(batch) * self.dist.world_size
             total += loss.detach() / self.accum
@@ -196,6 +201,20 @@ class Run:
         self.optimizer.zero_grad(set_to_none=True)
         self.progress.step += 1
         return total, metrics
+
+    def _share(self, batch: Any) -> float:
+        """What this rank's loss is scaled by: its slice's share of the global micro-batch's weight (targets), times
+        the number of ranks. DDP averages the ranks' gradients, so the step is then that of the whole batch's mean,
+        as one process with N times the batch takes it. 1 where every slice weighs the same (`uneven_slices` unset:
+        pretraining, pairs); SFT's slices hold different numbers of targets."""
+        if not (self.dist.enabled and getattr(self.objective, "uneven_slices", False)):
+            return 1.0
+        import torch.distributed as tdist
+
+        weight = self.objective.weight(batch)
+        t = torch.tensor([weight], dtype=torch.float64)
+        tdist.all_reduce(t, group=self.cpu_group)  # a CPU number (gloo): no wait for the GPU
+        return self.dist.world_size * weight / max(float(t), 1e-12)
 
     def evaluate(self) -> tuple[dict[str, float], bool]:
         """The objective's evaluation, and whether it is the best so far (by `best_by`: val loss for most)."""
@@ -213,7 +232,8 @@ class Run:
             state = {**vars(self.progress), "optimizer": self.optimizer.state_dict(), "data": self.data.state_dict(),
                      "rng_cpu": torch.get_rng_state(),
                      "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
-                     "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None}
+                     "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+                     "world_size": self.dist.world_size}
             save_checkpoint(self.run_dir, self.progress.step, self.raw, self.tokenizer_path, trainer_state=state,
                             extra=self.extra, keep=self.cfg.keep_checkpoints, best=best)
         _barrier(self.dist)
@@ -271,12 +291,15 @@ def _train(model: nn.Module, objective: Objective, cfg: TrainConfig, run_dir: Pa
     if run.dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         if resume:
-            _truncate_metrics(run_dir / "metrics.jsonl", run.progress.step)
+            truncate_metrics(run_dir / "metrics.jsonl", run.progress.step)
         else:  # rows of an attempt that died before its first checkpoint
             (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-        write_run_info(run_dir, {**run_info, "train": vars(cfg).copy()})
+        # "cwd": what the relative paths in run.json are relative to (checkpoint.run_path), so --resume works
+        # from any folder; a resume keeps the folder the run started in
+        cwd = read_run_info(run_dir).get("cwd") if resume else None
+        write_run_info(run_dir, {**run_info, "cwd": cwd or os.getcwd(), "train": vars(cfg).copy()})
     start, p = run.progress.step, run.progress
-    log = _Logger(run_dir / "metrics.jsonl", run.dist, title, cfg, p)
+    log = Logger(run_dir / "metrics.jsonl", run.dist, title, cfg, p)
     t_start = time.perf_counter() - p.elapsed
     last_eval: dict[str, float] = {}
     lr, metrics = 0.0, {}  # the last step's, for the row written when the clock stops the run between log steps
@@ -284,17 +307,23 @@ def _train(model: nn.Module, objective: Objective, cfg: TrainConfig, run_dir: Pa
         while True:
             elapsed = time.perf_counter() - t_start
             used = None if cfg.max_seconds is None else max(p.step / cfg.max_iters, elapsed / cfg.max_seconds)
+            due = p.step % cfg.eval_interval == 0 and not (resume and p.step == start)
+            # Every rank decides the same at the same step (Run.agree). A stop request is read once a step: after
+            # the evaluation when there is one, so that a Ctrl-C during it stops right after it
+            used, stop = run.agree(used, not due and interrupt.requested)
             done = p.step >= cfg.max_iters or (used is not None and used >= 1)
             if done and log.steps:  # the clock ran out between log steps: a row for the steps since the last
                 log.train(elapsed, lr, metrics, run, used)
-            if done or (p.step % cfg.eval_interval == 0 and not (resume and p.step == start)):
+            if done or due:
                 last_eval, best = run.evaluate()
                 p.elapsed = time.perf_counter() - t_start
                 sample = on_eval(run.raw) if on_eval and cfg.sample_tokens > 0 and run.dist.is_main else None
                 log.eval(last_eval, sample)
                 if p.step > start:
                     run.save(best=best)
-            if done or interrupt.requested:
+                if not done:
+                    stop = run.agree(None, interrupt.requested)[1]
+            if done or stop:
                 break
             lr = lr_at(p.step, cfg, used)
             t_step = time.perf_counter()
@@ -302,33 +331,27 @@ def _train(model: nn.Module, objective: Objective, cfg: TrainConfig, run_dir: Pa
             log.observe(loss, time.perf_counter() - t_step)
             if p.step % cfg.log_interval == 0 or p.step == cfg.max_iters:
                 log.train(time.perf_counter() - t_start, lr, metrics, run, used)
-    interrupted = interrupt.requested and not done
+    interrupted = stop and not done
     if interrupted:
         p.elapsed = time.perf_counter() - t_start
         run.save()
     if run.dist.is_main:
         plot_run(run_dir)
-        if interrupted:
+        if interrupted and (command := resume_command(run.dist.world_size)):
             console.print(f"[yellow]stopped at step {p.step}; checkpoint saved.[/] Resume with:\n  "
-                          f"{escape(resume_command())}", soft_wrap=True)  # one line, to copy whole
+                          f"{escape(command)}", soft_wrap=True)  # one line, to copy
     name, sign = best_by(objective)
     return TrainResult(run_dir, p.step, last_eval, sign * p.best_val, interrupted, name)
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop rows logged after the checkpoint we resume from (a killed run may have written some), and any line a
-    kill tore in the middle of a write (not JSON, or not ended by a newline)."""
-    if not path.is_file():
-        return
-    rows = []
-    for line in path.read_bytes().decode("utf-8", "replace").splitlines(keepends=True):
-        try:
-            row = json.loads(line) if line.endswith("\n") else None
-        except ValueError:
-            row = None
-        if isinstance(row, dict) and row.get("step", 0) <= step:
-            rows.append(line)
-    atomic_write_text(path, "".join(rows))
+def _cpu_group(dist: Dist):
+    """The process group for the loop's few CPU numbers (`Run.agree`, `Run._share`): the default one when it is
+    gloo (CPU), else a gloo group beside it (through NCCL each would need a GPU copy and a wait for the GPU)."""
+    if not dist.enabled:
+        return None
+    import torch.distributed as tdist
+
+    return None if tdist.get_backend() == "gloo" else tdist.new_group(backend="gloo")
 
 
 def _barrier(dist: Dist) -> None:
@@ -336,91 +359,3 @@ def _barrier(dist: Dist) -> None:
         import torch.distributed as tdist
 
         tdist.barrier()
-
-
-class _Logger:
-    """The loop's output: metrics.jsonl rows (rank 0), the eval lines and the rich progress bar. Used as a
-    context manager around the loop; `observe(loss)` every step, `train(...)` at log steps, `eval(...)`."""
-
-    def __init__(self, path: Path, dist: Dist, title: str, cfg: TrainConfig, progress: Progress):
-        self.path, self.dist, self.title, self.cfg, self.p = path, dist, title, cfg, progress
-        self.loss, self.steps, self.in_steps = 0.0, 0, 0.0
-        self.t_last, self.tokens_last = time.perf_counter(), progress.tokens
-        self.best_tps, self.warned = 0.0, False
-
-    def __enter__(self) -> "_Logger":
-        self.file = open(self.path, "a") if self.dist.is_main else None
-        self.bar = _progress_bar(enabled=self.dist.is_main)
-        self.bar.__enter__()
-        self.task = self.bar.add_task(self.title, total=None if self.cfg.max_seconds else self.cfg.max_iters,
-                                      completed=self.p.step, loss=math.nan, lr=0.0, tps=0.0, mfu=0.0)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.bar.update(self.task, completed=self.p.step)
-        self.bar.__exit__(*exc)
-        if self.file:
-            self.file.close()
-
-    def _write(self, row: dict) -> None:
-        if not self.file:
-            return
-        try:
-            self.file.write(json.dumps(row) + "\n")
-            self.file.flush()
-        except OSError as e:  # e.g. the disk is full: stop with one line; the last checkpoint is whole
-            raise MinigptError(f"{self.path}: cannot write a metrics row ({e.strerror or e}); free some space, "
-                               f"then resume from the last checkpoint: {resume_command()}") from None
-
-    def observe(self, loss: torch.Tensor, seconds: float) -> None:
-        """Every step: its loss (kept on the device) and how long `Run.step` took."""
-        self.loss, self.steps, self.in_steps = self.loss + loss, self.steps + 1, self.in_steps + seconds
-
-    def train(self, elapsed: float, lr: float, metrics: dict[str, Any], run: "Run", used: float | None) -> None:
-        """A metrics row: mean loss since the last row (over every rank), lr, tokens/s, MFU and the last step's
-        metrics. Under a time budget the bar's total is the steps the clock will allow at this pace."""
-        now = time.perf_counter()
-        tps = (self.p.tokens - self.tokens_last) / max(self.in_steps, 1e-9)  # training speed: evaluations excluded
-        loss = run.eval_ctx.mean({"loss": float(self.loss)}, max(1, self.steps))["loss"]
-        row = {"loss": loss, "lr": lr, "tokens_per_s": tps, "mfu": run.mfu(tps),
-               "loop_share": 1 - self.in_steps / max(now - self.t_last, 1e-9),  # time outside the steps
-               **{k: float(v) for k, v in metrics.items()}}
-        self._write({"step": self.p.step, "kind": "train", "time": round(elapsed, 3), "tokens": self.p.tokens,
-                     **{k: round(v, 6) for k, v in row.items()}})
-        total = self.cfg.max_iters
-        if used:
-            total = min(self.cfg.max_iters, max(self.p.step, round(self.p.step / used)))
-        self.bar.update(self.task, completed=self.p.step, total=total, loss=loss, lr=lr, tps=tps,
-                        mfu=100 * row["mfu"])
-        if run.device.type == "cpu":  # spinning OpenMP threads only slow down CPU training
-            self._watch_speed(tps)
-        self.loss, self.steps, self.in_steps, self.t_last, self.tokens_last = 0.0, 0, 0.0, now, self.p.tokens
-
-    def _watch_speed(self, tps: float) -> None:
-        """Say once why training slowed down 3x, when OpenMP's threads spin (minigpt/__init__.py)."""
-        self.best_tps = max(self.best_tps, tps)
-        if OMP_WAIT == "spin" and tps < self.best_tps / 3 and not self.warned and self.dist.is_main:
-            self.warned = True
-            self.bar.console.print("[yellow]note:[/] training slowed down 3x: another program is using the CPU "
-                                   "while minigpt's OpenMP threads spin-wait; on a shared machine run with "
-                                   "OMP_WAIT_POLICY=PASSIVE for a steady speed")
-
-    def eval(self, metrics: dict[str, float], sample: str | None) -> None:
-        self._write({"step": self.p.step, "kind": "eval", "time": round(self.p.elapsed, 3), "tokens": self.p.tokens,
-                     **{k: round(v, 6) for k, v in metrics.items()}, **({"sample": sample} if sample else {})})
-        if not self.dist.is_main:
-            return
-        self.bar.console.print(f"[bold]step {self.p.step}[/] " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-        if sample:
-            self.bar.console.print(sample, style="dim", markup=False, highlight=False)
-
-
-def _progress_bar(enabled: bool):
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
-
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}  "
-                               "{task.fields[tps]:,.0f} tok/s  MFU {task.fields[mfu]:.0f}%"),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=not enabled,
-                    transient=False)
