@@ -49,10 +49,6 @@ VARIANTS: dict[str, dict] = {
     "anchor-8-seed-2": {"anchor_rows": 8, "seed": 2},
     "adv-std": {"advantage": "std"},
     "adv-informative": {"advantage": "informative"},
-    "greedy": {"baseline": "greedy"},
-    "greedy-seed-2": {"baseline": "greedy", "seed": 2},
-    "greedy-lr-2e-4": {"baseline": "greedy", "lr": 2e-4, "min_lr": 2e-4},
-    "beat-greedy": {"baseline": "beat-greedy"},
 }
 
 

@@ -40,9 +40,6 @@ class RLConfig:
     anchor_rows: int = option(16, "SFT conversations per step whose replies RL keeps likely (the anchor term: "
                                   "built-in identity and out-of-world turns; 0 = off)")
     anchor_coef: float = option(1.0, "weight of the anchor term, the SFT loss on the anchor rows")
-    baseline: str = option("group", "what a reply's reward is measured against: 'group' (its group's mean, as GRPO) "
-                                    "or 'greedy' (the reward of the prompt's greedy reply, as self-critical "
-                                    "training and ReMax: only replies that beat the greedy answer are pushed up)")
     eval_prompts: int = option(96, "held-out prompts answered at each evaluation, spread over them (4 sampled "
                                    "replies each, fixed seeds, plus one greedy)")
 
@@ -50,7 +47,6 @@ class RLConfig:
         check(self.group_size >= 2, "group_size", "needs at least 2 per prompt for a group baseline")
         check(self.kl_coef >= 0, "kl_coef", "must be >= 0")
         check(self.max_new_tokens >= 1, "max_new_tokens", "must be positive")
-        check(self.baseline in ("group", "greedy", "beat-greedy"), "baseline", "must be 'group' or 'greedy'")
         check(self.temperature > 0, "temperature", "must be positive for sampling rollouts")
         check(self.anchor_rows >= 0 and self.anchor_coef >= 0, "anchor_rows", "anchor_rows and anchor_coef must be "
               ">= 0")
@@ -79,21 +75,18 @@ class Rollouts:
         picked = next(self.prompts)
         self.count += 1
         seed = int.from_bytes(hashlib.sha256(f"{self.seed}:{self.count}".encode()).digest()[:4], "little")
-        engine, prompts = Engine(self.policy, self.tokenizer), [ids for ids, _ in picked]
-        gens = engine.generate_batch(prompts, n=self.rl.group_size, seed=seed, **_rollout(self.rl))  # one batch
-        greedy = engine.generate_batch(prompts, **{**_rollout(self.rl), "temperature": 0.0}) \
-            if self.rl.baseline != "group" else None
+        gens = Engine(self.policy, self.tokenizer).generate_batch(
+            [ids for ids, _ in picked], n=self.rl.group_size, seed=seed, **_rollout(self.rl))  # one batch
         rows, advantages, rewards, lengths = [], [], [], []
         for j, (prompt_ids, record) in enumerate(picked):
             group = gens[j * self.rl.group_size:(j + 1) * self.rl.group_size]
             messages = _messages(record)
             scores = [float(self.reward_fn(messages, g.text, record)) for g in group]
-            mean = sum(scores) / len(scores) if greedy is None else \
-                float(self.reward_fn(messages, greedy[j].text, record))
+            mean = sum(scores) / len(scores)
             for g, s in zip(group, scores):
                 reply = list(g.ids)
                 rows.append((prompt_ids + reply, [0] * len(prompt_ids) + [1] * len(reply)))
-                advantages.append(max(0.0, s - mean) if self.rl.baseline == "beat-greedy" else s - mean)
+                advantages.append(s - mean)
                 lengths.append(len(reply))
             rewards += scores
         x, y = self.collate(rows)
