@@ -399,6 +399,11 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu", wit
     if missing or unexpected:
         raise MinigptError(f"{weights}: weights do not fit the config (missing {list(missing)[:3]}, "
                            f"unexpected {list(unexpected)[:3]}); the checkpoint is inconsistent")
+    broken = next((name for name, t in model.state_dict().items() if t.is_floating_point() and
+                   not torch.isfinite(t).all()), None)
+    if broken is not None:  # a run that diverged before minigpt stopped such runs, or another tool's
+        raise MinigptError(f"{weights}: {broken} holds NaN or infinite values (the run that saved it diverged); "
+                           f"{other}")
     model.to(device)
     state = None
     if with_trainer_state and (path / "trainer_state.json").is_file():

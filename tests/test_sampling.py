@@ -115,6 +115,14 @@ def test_greedy_is_argmax_after_the_penalty():
     assert ids.tolist() == [1]
 
 
+@pytest.mark.parametrize("seeded", [False, True])
+def test_logits_that_are_not_finite_are_one_line_naming_the_likely_cause(seeded):
+    logits = torch.tensor([[0.0, float("nan"), 1.0]])
+    gens = make_generators(1, 1, "cpu") if seeded else None
+    with pytest.raises(MinigptError, match="not finite .*diverged"):
+        sample_next(logits, SamplingConfig(temperature=1.0, top_k=0, top_p=1.0), gens)
+
+
 def test_seeded_draws_reproduce_and_rows_are_independent():
     logits = torch.zeros(1, 1000)
     cfg = SamplingConfig(temperature=1.0, top_k=0, top_p=1.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from minigpt.checkpoint import load_checkpoint, resolve_step
 from minigpt.common import MinigptError
@@ -99,6 +100,42 @@ def test_a_time_budget_that_ends_between_log_steps_still_logs_the_last_steps(cor
     assert [r["kind"] for r in rows] == ["eval", "train", "eval"]
 
 
+@pytest.mark.parametrize("log_interval", [5, 10**6], ids=["seen-at-a-log-step", "seen-at-an-evaluation"])
+def test_a_diverged_run_stops_in_one_line_and_saves_no_nan_weights(corpus, tmp_path, monkeypatch, log_interval):
+    """Weights that turn NaN at step 12 (as a learning rate far too high makes them): the run stops at the first
+    log step or evaluation that shows it, in one line naming the step and the fix, and saves nothing after
+    step 10: every checkpoint it left holds finite weights."""
+    from minigpt.train import trainer
+
+    step = trainer.Run.step
+
+    def poisoned(self, lr):
+        out = step(self, lr)
+        if self.progress.step == 12:
+            with torch.no_grad():
+                next(self.raw.parameters()).fill_(float("nan"))
+        return out
+
+    monkeypatch.setattr(trainer.Run, "step", poisoned)
+    out = tmp_path / "run"
+    at = 15 if log_interval == 5 else 20
+    what = "the training loss" if log_interval == 5 else "val/loss"
+    with pytest.raises(MinigptError, match=rf"^training diverged: {what} is nan at step {at} \(peak learning rate "
+                                           r"0.003\); \S+step_000010 is the last checkpoint, saved before it\. "
+                                           r"Start again with a lower --lr \(say 0.00075\) and another --out$"):
+        run(corpus, out, max_iters=40, eval_interval=10, log_interval=log_interval)
+    assert sorted(p.name for p in out.glob("step_*")) == ["step_000010"]
+    for pointer in ("latest", "best"):
+        weights = load_file(str(out / (out / pointer).read_text().strip() / "model.safetensors"))
+        assert all(torch.isfinite(t).all() for t in weights.values())
+
+
+def test_a_learning_rate_far_too_high_stops_before_the_first_checkpoint(corpus, tmp_path):
+    with pytest.raises(MinigptError, match=r"training diverged: .* is nan at step 10 .*no checkpoint was saved"):
+        run(corpus, tmp_path / "run", max_iters=200, lr=1e5, min_lr=1e5, warmup_iters=0, optimizer="adamw")
+    assert not list((tmp_path / "run").glob("step_*"))
+
+
 def test_existing_run_is_not_overwritten(corpus, tmp_path):
     run(corpus, tmp_path / "run", max_iters=2, eval_interval=2)
     with pytest.raises(MinigptError, match="--resume"):
@@ -142,6 +179,16 @@ def test_damaged_checkpoints_are_refused_with_a_reason(corpus, tmp_path):
     assert "sha256" in damaged(lambda d: (d / "tokenizer.char").write_text(
         (d / "tokenizer.char").read_text().replace("a", "b", 1)))
     assert "config.json" in damaged(lambda d: (d / "config.json").write_text("{not json"))
+
+    def poison(d):  # what a diverged run saved before minigpt stopped such runs
+        weights = load_file(str(d / "model.safetensors"))
+        name = sorted(weights)[1]
+        weights[name][0] = float("nan")
+        save_file(weights, str(d / "model.safetensors"))
+        return name
+
+    assert re.fullmatch(r".*model\.safetensors: \S+ holds NaN or infinite values \(the run that saved it diverged\); "
+                        r"use another step \(give its step_\* folder\)", damaged(poison))
     with pytest.raises(MinigptError, match="no such checkpoint"):
         load_checkpoint(tmp_path / "missing")
 

@@ -193,7 +193,7 @@ def _draw_checked(probs: torch.Tensor, generators: Sequence[torch.Generator] | N
     try:
         return draw(probs, generators)
     except RuntimeError as e:
-        if "inf, nan" not in str(e):
+        if torch.isfinite(probs).all() and not (probs < 0).any():
             raise
         raise MinigptError("the model's next-token probabilities are not finite (NaN or inf logits): its weights "
                            "are probably broken (a run that diverged?); try an earlier checkpoint step") from None

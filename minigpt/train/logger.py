@@ -81,9 +81,9 @@ class Logger:
         """Every step: its loss (kept on the device) and how long `Run.step` took."""
         self.loss, self.steps, self.in_steps = self.loss + loss, self.steps + 1, self.in_steps + seconds
 
-    def train(self, elapsed: float, lr: float, metrics: dict[str, Any], run: Any, used: float | None) -> None:
-        """A metrics row: mean loss since the last row (over every rank), lr, tokens/s, MFU and the last step's
-        metrics. Under a time budget the bar's total is the steps the clock will allow at this pace."""
+    def train(self, elapsed: float, lr: float, metrics: dict[str, Any], run: Any, used: float | None) -> float:
+        """A metrics row: mean loss since the last row (over every rank; returned), lr, tokens/s, MFU and the last
+        step's metrics. Under a time budget the bar's total is the steps the clock will allow at this pace."""
         now = time.perf_counter()
         tps = (self.p.tokens - self.tokens_last) / max(self.in_steps, 1e-9)  # training speed: evaluations excluded
         loss = run.eval_ctx.mean({"loss": float(self.loss)}, max(1, self.steps))["loss"]
@@ -100,6 +100,7 @@ class Logger:
         if run.device.type == "cpu":  # spinning OpenMP threads only slow down CPU training
             self._watch_speed(tps)
         self.loss, self.steps, self.in_steps, self.t_last, self.tokens_last = 0.0, 0, 0.0, now, self.p.tokens
+        return loss
 
     def _watch_speed(self, tps: float) -> None:
         """Say once why training slowed down 3x, when OpenMP's threads spin (minigpt/__init__.py)."""

@@ -33,7 +33,8 @@ import torch
 import torch.nn as nn
 from rich.markup import escape
 
-from ..checkpoint import damaged_step, load_checkpoint, read_run_info, recover_run, save_checkpoint, write_run_info
+from ..checkpoint import (damaged_step, load_checkpoint, newest_complete, read_run_info, recover_run, save_checkpoint,
+                          write_run_info)
 from ..common import (Dist, MinigptError, autocast, console, init_distributed, resolve_device, resolve_dtype,
                       seed_everything, sha256_file)
 from ..runlock import is_rank_zero, run_lock
@@ -302,6 +303,7 @@ def _train(model: nn.Module, objective: Objective, cfg: TrainConfig, run_dir: Pa
     log = Logger(run_dir / "metrics.jsonl", run.dist, title, cfg, p)
     t_start = time.perf_counter() - p.elapsed
     last_eval: dict[str, float] = {}
+    judged_by = best_by(objective)[0]  # the evaluation's figure a diverged run shows first (val/loss for most)
     lr, metrics = 0.0, {}  # the last step's, for the row written when the clock stops the run between log steps
     with Interrupt() as interrupt, log:
         while True:
@@ -316,6 +318,7 @@ def _train(model: nn.Module, objective: Objective, cfg: TrainConfig, run_dir: Pa
                 log.train(elapsed, lr, metrics, run, used)
             if done or due:
                 last_eval, best = run.evaluate()
+                _check_finite(last_eval.get(judged_by, 0.0), judged_by, p.step, cfg, run_dir)  # before a save
                 p.elapsed = time.perf_counter() - t_start
                 sample = on_eval(run.raw) if on_eval and cfg.sample_tokens > 0 and run.dist.is_main else None
                 log.eval(last_eval, sample)
@@ -330,7 +333,8 @@ def _train(model: nn.Module, objective: Objective, cfg: TrainConfig, run_dir: Pa
             loss, metrics = run.step(lr)
             log.observe(loss, time.perf_counter() - t_step)
             if p.step % cfg.log_interval == 0 or p.step == cfg.max_iters:
-                log.train(time.perf_counter() - t_start, lr, metrics, run, used)
+                _check_finite(log.train(time.perf_counter() - t_start, lr, metrics, run, used), "the training loss",
+                              p.step, cfg, run_dir)
     interrupted = stop and not done
     if interrupted:
         p.elapsed = time.perf_counter() - t_start
@@ -342,6 +346,18 @@ def _train(model: nn.Module, objective: Objective, cfg: TrainConfig, run_dir: Pa
                           f"{escape(command)}", soft_wrap=True)  # one line, to copy
     name, sign = best_by(objective)
     return TrainResult(run_dir, p.step, last_eval, sign * p.best_val, interrupted, name)
+
+
+def _check_finite(value: float, what: str, step: int, cfg: TrainConfig, run_dir: Path) -> None:
+    """Stop a diverged run (a learning rate too high, bad data) with one line, before it saves or samples NaN
+    weights: every checkpoint already saved is whole. The value is the same on every rank (a mean over ranks)."""
+    if math.isfinite(value):
+        return
+    kept = newest_complete(run_dir)
+    raise MinigptError(f"training diverged: {what} is {value} at step {step:,} (peak learning rate {cfg.lr:g}); "
+                       + (f"{kept} is the last checkpoint, saved before it" if kept else
+                          "no checkpoint was saved") + f". Start again with a lower --lr (say {cfg.lr / 4:g}) "
+                       "and another --out")
 
 
 def _cpu_group(dist: Dist):
