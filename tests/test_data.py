@@ -147,6 +147,22 @@ def test_prepare_char_shards_decode_back_to_the_text(text_file, tmp_path):
     assert prepared.meta["dtype"] == "uint16" and prepared.tokenizer().sha256 == tok.sha256
 
 
+def test_carriage_returns_are_read_as_newlines_and_said_so(text_file, tmp_path, capsys):
+    """`datasets` reads text files with universal newlines: "\\r\\n" and "\\r" become "\\n". The shards hold that
+    text, and a note says so (the bits per byte count it); a file with plain newlines gets no note."""
+    crlf = tmp_path / "crlf.txt"
+    crlf.write_bytes(TEXT.replace("\n", "\r\n").encode() + b"old mac\rline")
+    source = open_source(str(crlf))
+    tok = train_char(d for s in ("train", "val") for d in source.documents(s))
+    prepared = prepare(source, tok, out=tmp_path / "prep")
+    text = "".join(tok.decode(prepared.shard(split).tolist()[1:]) for split in ("train", "val"))
+    assert text == TEXT + "old mac\nline"
+    assert f"note: {crlf} has Windows (\\r\\n) or old Mac (\\r) line endings; they are read as \\n" in \
+        " ".join(capsys.readouterr().out.split())
+    prepare(open_source(str(text_file)), tok, out=tmp_path / "prep2")
+    assert "line endings" not in capsys.readouterr().out
+
+
 def test_prepare_is_reused_until_the_source_changes(text_file, tmp_path):
     source = open_source(str(text_file))
     tok = train_char(d for s in ("train", "val") for d in source.documents(s))

@@ -4,13 +4,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from minigpt.text.chat_data import RowBatches, load_conversations, load_preferences, window
+from minigpt.text.chat_data import RowBatches, load_conversations, load_preferences, pair_collate, window
 from minigpt.checkpoint import load_checkpoint, resolve_step
 from minigpt.common import MinigptError
 from minigpt.train.objectives import bradley_terry_loss, dpo_loss, policy_gradient_loss, sequence_logprobs
@@ -443,13 +444,26 @@ def test_a_conversation_without_a_reply_is_left_out_and_an_empty_split_is_named(
                                                                              "rejected": "ok"}], tok)
 
 
-def test_window_keeps_the_reply():
+def test_window_keeps_the_question_and_the_start_of_the_reply():
+    # a 20-token prompt (ids 0-19) and a 10-token reply in 16: the prompt keeps its last 8 (half), the reply its
+    # first 8
     ids, mask = list(range(30)), [0] * 20 + [1] * 10
-    w_ids, w_mask = window(ids, mask, 15)
-    assert len(w_ids) == 16 and w_mask[-10:] == [1] * 10 and w_ids[-1] == 29
+    assert window(ids, mask, 15) == (list(range(12, 28)), [0] * 8 + [1] * 8)
+    # a short prompt stays whole and the reply takes the rest (it used to push out all but the prompt's last token)
     ids, mask = list(range(30)), [0] * 5 + [1] * 25
-    w_ids, w_mask = window(ids, mask, 10)  # reply longer than the window: keep its start
-    assert w_ids[0] == 4 and w_mask[1] == 1 and len(w_ids) == 11
+    assert window(ids, mask, 10) == (list(range(11)), [0] * 5 + [1] * 6)
+    # a long prompt with a short reply: the reply stays whole and the prompt keeps its end
+    ids, mask = list(range(30)), [0] * 27 + [1] * 3
+    assert window(ids, mask, 10) == (list(range(19, 30)), [0] * 8 + [1] * 3)
+    assert window(ids[:11], mask[:11], 10) == (ids[:11], mask[:11])  # fits: unchanged
+
+
+def test_both_replies_of_a_pair_follow_the_same_prompt_tokens():
+    prompt, chosen, rejected = list(range(100, 112)), [1, 2], list(range(200, 210))
+    rows = [((prompt + chosen, [0] * 12 + [1] * 2), (prompt + rejected, [0] * 12 + [1] * 10))]
+    x, y = pair_collate(15, 0)(rows)  # 16 tokens: both prompts keep their last 8 (half), the chosen reply fits
+    assert x[0, :8].tolist() == x[1, :8].tolist() == prompt[-8:]
+    assert y[0, 7:9].tolist() == chosen and y[1, 7:15].tolist() == rejected[:8]
 
 
 def test_row_batches_resume_exactly():
@@ -518,6 +532,51 @@ def test_rl_picks_its_best_step_by_held_out_reward(base_run, tmp_path):
         assert resolve_step(tmp_path / "rl" / "best").name == f"step_{top:06d}"
     else:  # nothing beat the parent: no step is called best
         assert not (tmp_path / "rl" / "best").exists()
+
+
+def test_sft_dpo_and_reward_say_how_many_rows_the_context_cuts(base_run, tmp_path, capsys):
+    long = "red " * 12  # over the 48-token block with its prompt
+    for stage, record in (("sft", {"messages": [{"role": "user", "content": "what is red?"},
+                                                {"role": "assistant", "content": long}]}),
+                          ("dpo", {"prompt": "what is red?", "chosen": long, "rejected": "blue."})):
+        path = tmp_path / f"{stage}.jsonl"
+        short = [json.loads(line) for line in base_run[stage].read_text().splitlines()]
+        path.write_text("".join(json.dumps(r) + "\n" for r in short + [record]))
+        _stage(stage, {**base_run, stage: path}, tmp_path / stage, max_iters=1)
+        out = " ".join(capsys.readouterr().out.split())
+        assert "; 1 longer than the 48-token context, cut to fit it (the end of the prompt" in out, stage
+
+
+def test_rl_leaves_out_prompts_a_reply_would_push_out_of_the_context(base_run, tmp_path, capsys):
+    """A prompt longer than the context less max_new_tokens would be sampled in a window the engine slides and
+    scored in another: such prompts are left out with a note, and data with none that fit is refused."""
+    from conftest import FACTS
+    from minigpt.train import rl
+
+    prompts = [{"prompt": f"what is {c}?", "reference": a, "split": "val" if i < 2 else "train"}
+               for i, (c, a) in enumerate(FACTS)]
+    prompts += [{"prompt": f"what is {c} " + "red " * 10 + "?", "reference": "red.", "split": "train"}
+                for c, _ in FACTS[:3]]  # over 42 tokens: the block is 48, max_new_tokens 6
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in prompts))
+    cfg = dict(train_config=_cfg(), rl_config=rl.RLConfig(group_size=2, max_new_tokens=6, eval_prompts=2))
+    rl.rl(base_run["base"], str(path), out=tmp_path / "rl", **cfg)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "3 of 11 prompts are longer than 42 tokens and are left out" in out
+    train, val = map(int, re.search(r"rl (\d+) train / (\d+) val prompts", out).groups())
+    assert (train, val) == (6, 2)
+    path.write_text("".join(json.dumps(r) + "\n" for r in prompts[:2] + prompts[-3:]))
+    with pytest.raises(MinigptError, match="no train prompt is 42 tokens or shorter, which a 6-token reply needs in "
+                                           "the model's 48-token context; give shorter prompts or a smaller "
+                                           "--max-new-tokens"):
+        rl.rl(base_run["base"], str(path), out=tmp_path / "rl2", **cfg)
+
+
+def _cfg():
+    from minigpt.train import finetune
+
+    return finetune.stage_train_config("rl", max_iters=2, batch_size=2, eval_interval=2, eval_iters=1,
+                                       device="cpu", warmup_iters=1)
 
 
 def nan_reward(prompt, completion, record) -> float:

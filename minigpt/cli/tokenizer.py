@@ -62,6 +62,8 @@ def _tokenizer_train(args: argparse.Namespace) -> int:
                            "write the tokenizer to another file")
     if not args.out and args.kind == "bpe" and args.pattern != "minigpt":  # not what --tokenizer auto would use
         out = out.with_name(f"{out.stem}-{args.pattern if args.pattern in ('gpt2', 'gpt4') else 'custom'}.bpe")
+    if note := source.newline_note():
+        console.print(escape(note), style="yellow", soft_wrap=True)
     start = time.perf_counter()
     if args.kind == "char":  # like nanoGPT (and `--tokenizer char`): every character of both splits
         tok = train_char(doc for split in ("train", "val") for doc in source.documents(split))

@@ -261,22 +261,26 @@ class RowBatches:
         self.position = int(state["position"])
 
 
-def window(ids: list[int], mask: list[int], block_size: int) -> tuple[list[int], list[int]]:
-    """Fit a rendered sequence (+1 for the shifted target) into block_size + 1 tokens, keeping the start of the
-    first trained token and as much of what precedes it as fits."""
+def window(ids: list[int], mask: list[int], block_size: int, reply: int | None = None) -> tuple[list[int], list[int]]:
+    """Fit a rendered sequence (+1 for the shifted target) into block_size + 1 tokens. The prompt (what precedes
+    the first trained token) keeps its end, the reply (the rest) its start: the prompt gets what the reply
+    leaves, and at least half the window when both are long, so that the model always sees the question it
+    answers. `reply`: the reply length to make room for instead of this row's (a preference pair passes its
+    longer reply's, so that both replies follow the same prompt tokens)."""
     limit = block_size + 1
-    if len(ids) <= limit:
+    if len(ids) <= limit and reply is None:
         return ids, mask
     first = next((i for i, m in enumerate(mask) if m), 0)
-    end = min(len(ids), max(first, 1) + block_size)
-    start = max(0, end - limit)
-    return ids[start:end], mask[start:end]
+    keep = min(first, max(limit - (len(ids) - first if reply is None else reply), limit // 2))
+    start = first - keep
+    return ids[start:start + limit], mask[start:start + limit]
 
 
 def lm_collate(block_size: int, pad_id: int):
-    """(ids, mask) rows -> (x, y) padded to the longest row; y is -1 where mask is 0 or padding."""
+    """(ids, mask) rows -> (x, y) padded to the longest row; y is -1 where mask is 0 or padding. A row may carry
+    a third item, the reply length `window` makes room for."""
     def collate(rows: list) -> tuple[torch.Tensor, torch.Tensor]:
-        fitted = [window(ids, mask, block_size) for ids, mask in rows]
+        fitted = [window(row[0], row[1], block_size, *row[2:]) for row in rows]
         T = max(len(ids) for ids, _ in fitted) - 1
         x = torch.full((len(rows), T), pad_id, dtype=torch.long)
         y = torch.full((len(rows), T), -1, dtype=torch.long)
@@ -293,5 +297,11 @@ def pair_collate(block_size: int, pad_id: int):
     lm = lm_collate(block_size, pad_id)
 
     def collate(rows: list) -> tuple[torch.Tensor, torch.Tensor]:
-        return lm([r[0] for r in rows] + [r[1] for r in rows])
+        # both replies of a pair are cut after the same prompt tokens: room for the longer one
+        room = [max(_reply_length(*r[0]), _reply_length(*r[1])) for r in rows]
+        return lm([(*r[0], n) for r, n in zip(rows, room)] + [(*r[1], n) for r, n in zip(rows, room)])
     return collate
+
+
+def _reply_length(ids: list[int], mask: list[int]) -> int:
+    return len(ids) - next((i for i, m in enumerate(mask) if m), 0)

@@ -209,6 +209,8 @@ def _write_prepared(source: TextSource, tokenizer, out: Path, num_proc: int | No
     (out / "meta.json").unlink(missing_ok=True)  # the shards change first: no meta describes them until the end
     tokenizer.save(out / tok_file)
     dtype = np.dtype(np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32)
+    if note := source.newline_note():
+        print0(escape(note), style="yellow", soft_wrap=True)
     splits = {}
     for split in ("train", "val"):
         data = source.dataset(split)

@@ -137,6 +137,16 @@ class TextSource:
     def __post_init__(self) -> None:
         self.key = self.key or self.name
 
+    def newline_note(self) -> str | None:
+        """A note when a text file holds a carriage return: `datasets` reads text files with universal newlines,
+        so "\\r\\n" and a lone "\\r" reach the tokenizer and the model as "\\n" (bits per byte count that text)."""
+        for f in (self.path,) if self.kind == "file" else self.files if self.kind == "folder" else ():
+            with open(f, "rb") as fh:
+                if any(b"\r" in chunk for chunk in iter(lambda: fh.read(1 << 24), b"")):
+                    return (f"note: {f} has Windows (\\r\\n) or old Mac (\\r) line endings; they are read as \\n "
+                            "(as `datasets` reads text files), and the bits per byte count that text")
+        return None
+
     @property
     def rows_are_documents(self) -> bool:
         return self.kind != "file"

@@ -117,6 +117,14 @@ def _run_info(stage: str, parent: Checkpoint, data: str, model, extra: dict | No
             "parent_sha256": sha256_file(parent.path / "model.safetensors"), **(extra or {})}
 
 
+def _cut_note(rows: Rows, block_size: int) -> str:
+    """How many conversations (or pairs) are longer than the context, and how `chat_data.window` cuts them."""
+    long = sum(any(len(ids) > block_size + 1 for ids, _ in (row if isinstance(row[0], tuple) else [row]))
+               for row in rows.train + rows.val)
+    return (f"; {long:,} longer than the {block_size}-token context, cut to fit it (the end of the prompt, at "
+            "least half the context when the reply is long too, then the start of the reply)") if long else ""
+
+
 def rows_sha256(rows: Rows) -> str:
     """A hash of the rendered rows of both splits: the data, its split and the tokenizer in one number."""
     h = hashlib.sha256()
@@ -148,11 +156,8 @@ def sft(checkpoint: str | Path | None = None, data: str | None = None, *, train_
     collate = lm_collate(model.config.block_size, tok.special_id("<|end|>"))
     batches = rows_factory(rows, cfg.batch_size, collate, pack=model.config.block_size + 1)  # packed rows
     objective = NextToken(batches, seed=cfg.seed, eval_iters=cfg.eval_iters, only_targets=True)
-    long = sum(len(ids) > model.config.block_size + 1 for ids, _ in rows.train + rows.val)
-    cut = (f"; {long:,} are longer than the {model.config.block_size}-token context and are cut to fit it (the "
-           "first reply, and as much as fits before it)") if long else ""
     print0(f"[bold]sft[/] {len(rows.train):,} train / {len(rows.val):,} val conversations from {escape(spec)}"
-           f"{cut} -> {escape(str(out))}")
+           f"{_cut_note(rows, model.config.block_size)} -> {escape(str(out))}")
     return train(model, objective, cfg, out, tokenizer_path=parent.tokenizer_path, resume=resume, title="sft",
                  run_info=_run_info("sft", parent, spec, model, rows=rows))
 
@@ -173,8 +178,8 @@ def reward(checkpoint: str | Path | None = None, data: str | None = None, *,
     rows = load_preferences(records, tok, source=spec)
     collate = pair_collate(model.config.block_size, tok.special_id("<|end|>"))
     objective = RewardPairwise(rows_factory(rows, cfg.batch_size, collate), seed=cfg.seed, eval_iters=cfg.eval_iters)
-    print0(f"[bold]reward[/] {len(rows.train):,} train / {len(rows.val):,} val pairs from {escape(spec)} "
-           f"-> {escape(str(out))}")
+    print0(f"[bold]reward[/] {len(rows.train):,} train / {len(rows.val):,} val pairs from {escape(spec)}"
+           f"{_cut_note(rows, model.config.block_size)} -> {escape(str(out))}")
     return train(model, objective, cfg, out, tokenizer_path=parent.tokenizer_path, resume=resume, title="reward",
                  run_info=_run_info("reward", parent, spec, model, rows=rows))
 
@@ -196,6 +201,6 @@ def dpo(checkpoint: str | Path | None = None, data: str | None = None, *, beta: 
     objective = DPO(rows_factory(rows, cfg.batch_size, collate), reference, beta=beta, seed=cfg.seed,
                     eval_iters=cfg.eval_iters, sft_weight=rpo_alpha)
     print0(f"[bold]dpo[/] beta {beta}, rpo_alpha {rpo_alpha}, {len(rows.train):,} train / {len(rows.val):,} val "
-           f"pairs from {escape(spec)} -> {escape(str(out))}")
+           f"pairs from {escape(spec)}{_cut_note(rows, model.config.block_size)} -> {escape(str(out))}")
     return train(model, objective, cfg, out, tokenizer_path=parent.tokenizer_path, resume=resume, title="dpo",
                  run_info=_run_info("dpo", parent, spec, model, {"beta": beta, "rpo_alpha": rpo_alpha}, rows=rows))

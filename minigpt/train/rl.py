@@ -21,10 +21,10 @@ import torch
 from rich.markup import escape
 
 from ..checkpoint import load_checkpoint
-from ..common import print0
+from ..common import MinigptError, print0
 from ..config import check, option, to_dict
 from ..text import chat_tasks
-from ..text.chat_data import RowBatches, lm_collate, load_conversations, load_prompts
+from ..text.chat_data import RowBatches, Rows, lm_collate, load_conversations, load_prompts
 from .finetune import BUILT_IN, _data, _parent, _run_info, facts_of, stage_train_config
 from .objectives import PolicyGradient
 from .trainer import TrainConfig, TrainResult, train
@@ -113,6 +113,26 @@ def _rollout(rl: RLConfig) -> dict[str, Any]:
                 repetition_penalty=1.0)
 
 
+def _fitting(rows: Rows, block_size: int, new_tokens: int) -> Rows:
+    """The prompts that leave room for a `new_tokens` reply in the context. A longer one would be sampled in a
+    window the engine slides and scored by the loss in another (`chat_data.window`): its update would not be
+    the gradient of what was sampled."""
+    room = block_size - new_tokens
+    kept = Rows([r for r in rows.train if len(r[0]) <= room], [r for r in rows.val if len(r[0]) <= room],
+                rows.source, rows.extra)
+    for split in ("train", "val"):
+        if not kept.split(split):
+            raise MinigptError(f"{rows.source}: no {split} prompt is {room} tokens or shorter, which a "
+                               f"{new_tokens}-token reply needs in the model's {block_size}-token context; give "
+                               "shorter prompts or a smaller --max-new-tokens")
+    dropped = len(rows.train) + len(rows.val) - len(kept.train) - len(kept.val)
+    if dropped:
+        print0(f"[yellow]note:[/] {dropped:,} of {len(rows.train) + len(rows.val):,} prompts are longer than {room} "
+               f"tokens and are left out: with a {new_tokens}-token reply they would not fit the model's "
+               f"{block_size}-token context")
+    return kept
+
+
 def _messages(record: dict) -> list:
     from ..text.chat_format import prompt_messages
 
@@ -155,7 +175,7 @@ def rl(checkpoint: str | Path | None = None, prompts: str | None = None, *, rewa
     tok, policy = parent.tokenizer, parent.model
     reference = load_checkpoint(parent.path).model
     reward_fn = load_reward(reward)
-    rows = load_prompts(records, tok, source=spec)
+    rows = _fitting(load_prompts(records, tok, source=spec), policy.config.block_size, rl_cfg.max_new_tokens)
     anchors = None
     if spec == BUILT_IN and rl_cfg.anchor_rows:
         anchors = load_conversations(chat_tasks.anchor_records(facts_of(parent)), tok, source=spec).train
