@@ -55,14 +55,22 @@ DATA_ONLY = ("data", "tokenizer", "vocab_size", "block_size", "evals", "eval_ite
 
 
 def _compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from ..common import parse_seconds
     from ..runs.compare import CompareConfig, compare, parse_count
-    from ..runs.compare_report import write_report
+    from ..runs.compare_report import read_results, write_report
 
     if args.report_only:
         if not args.out:
             raise MinigptError("--report-only needs --out DIR (a comparison folder)")
-        console.print(f"wrote {escape(str(write_report(args.out)))}")
+        results = read_results(Path(args.out))
+        if results.get("task"):  # accuracy against the gap, written by the lesson's code
+            from ..learn.tasks import write_task_report
+
+            console.print(f"wrote {escape(str(write_task_report(results, Path(args.out))))}")
+        else:
+            console.print(f"wrote {escape(str(write_report(args.out)))}")
         return 0
     lrs = {}
     for item in filter(None, (s.strip() for s in args.lr.split(","))):
@@ -78,8 +86,6 @@ def _compare(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, lr=lrs, evals=args.evals, eval_iters=args.eval_iters, samples=args.samples,
         line_check=args.line_check, seed=args.seed, device=args.device)
     if args.task:
-        from pathlib import Path
-
         from ..learn.tasks import compare_task, get_task
 
         given = ["--" + k.replace("_", "-") for k, v in args.data_defaults.items() if getattr(args, k) != v]

@@ -36,7 +36,7 @@ LESSONS: tuple[Lesson, ...] = (
     Lesson("cnn-rnn", "cnn_rnn", "convolution over a sequence; RNN, LSTM and GRU cells; who remembers longer",
            "序列上的卷积；RNN、LSTM、GRU 单元；谁记得更久", 0.4),
     Lesson("why-attention", "why_attention", "associative recall: a GPT with fewer parameters solves it, LSTM and "
-           "GRU do not", "关联回忆：参数更少的 GPT 能解，LSTM 和 GRU 不能", 2.3),
+           "GRU do not", "关联回忆：参数更少的 GPT 能解，LSTM 和 GRU 不能", 2.0),
     Lesson("chinese", "chinese", "next-token training on Tang poems, and what each new character attended to",
            "在唐诗上训练预测下一个字，再看每个新字关注了什么", 2.1),
 )

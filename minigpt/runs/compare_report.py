@@ -1,6 +1,7 @@
 """The report of `minigpt compare`: results.json -> report.md (table, notes, samples) + curves.png.
 
-`write_report(out)` can be rerun at any time from a comparison folder (a `--task` folder gets its task report).
+`write_report(out)` can be rerun at any time from a comparison folder (a `--task` folder's report is
+`learn.tasks.write_task_report`).
 `diagnose` writes the notes: which model won (none, when no model got below the uniform loss) and, when the GPT
 did not, the detectable causes (budget, size, context, data, overfitting, a sorted validation split) with the
 numbers behind each; and what makes the comparison weak (few steps, evaluation eating a time budget, runs past
@@ -192,10 +193,9 @@ def write_report(out: str | Path) -> Path:
 
     out = Path(out)
     results = read_results(out)
-    if results.get("task"):  # a `compare --task` folder: accuracy against the gap, written by its own code
-        from ..learn.tasks import write_task_report
-
-        return write_task_report(results, out)
+    if results.get("task"):  # accuracy against the gap: learn.tasks.write_task_report (runs never import learn)
+        raise MinigptError(f"{out}: a `compare --task` folder; its report is written by "
+                           "minigpt.learn.tasks.write_task_report")
     if not results.get("models"):
         raise MinigptError(f"{out}: no {RESULTS}; run `minigpt compare --out {out}` first")
     cfg, done = results["config"], {k: e for k, e in results["models"].items() if e.get("status") == "done"}

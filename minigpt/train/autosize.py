@@ -19,7 +19,7 @@ LADDER: tuple[tuple[int, int, int], ...] = (
     (16, 1024, 16), (20, 1280, 20),
 )
 # Measured here (README, "Choosing the speedrun's model"): at 5 minutes the winner saw 2.0 tokens per parameter
-# and the next shapes 1.2 and 0.6; at 15 minutes the winner 5.3 and the runner-up 2.3. 4 is consistent with both.
+# and the next shapes 1.2 and 0.6; at 15 minutes the winner 4.7 and the runner-up 1.8. 4 is consistent with both.
 TOKENS_PER_PARAM = 4.0
 
 
