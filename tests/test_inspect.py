@@ -144,6 +144,33 @@ def test_cached_decoding_attention_equals_full_forward(tok, model):
     assert all(ev.attention is None for ev in engine.stream(prompt, config))
 
 
+def test_the_generation_page_shows_the_rows_decoding_used_after_a_slide_too(tok, model):
+    """`inspect generate --html/--png`: each generated token's row on the page is the one that predicted it. Before
+    the text outgrows the context that is one forward's row; after the slide each token had its own window, which
+    the page used to replace with one forward over the last block (rows off by up to 0.17 in an audit)."""
+    engine = Engine(model, tok)
+    prompt = ids_of(tok, "the quick")
+    short = list(insp.stream_influence(engine, prompt, SamplingConfig(temperature=0, max_new_tokens=12), stop_ids=()))
+    plain = insp.record(model, tok, prompt + [s.token_id for s in short], prompt_len=len(prompt))
+    torch.testing.assert_close(insp.generation_record(model, tok, prompt, short).weights, plain.weights, atol=1e-6,
+                               rtol=0)  # no slide yet: the same as one forward
+    steps = list(insp.stream_influence(engine, prompt, SamplingConfig(temperature=0, max_new_tokens=40), stop_ids=()))
+    rec = insp.generation_record(model, tok, prompt, steps)
+    assert rec.start == len(prompt) + 40 - 32 and rec.weights.shape == (2, 2, 32, 32)
+    differs = 0
+    for i, s in enumerate(steps):
+        q = len(prompt) + i - 1 - rec.start
+        if q < 0:
+            continue
+        on_page = rec.weights[:, :, q, :q + 1]
+        first = max(rec.start, s.key_start)
+        torch.testing.assert_close(on_page[..., first - rec.start:], s.rows[..., first - s.key_start:])
+        assert not on_page[..., :first - rec.start].any()
+        one_forward = insp.capture(model, rec.ids)[:, :, q, :q + 1]
+        differs += not torch.allclose(on_page, one_forward, atol=1e-3)
+    assert differs > 0  # what the page showed before: another window's rows
+
+
 def test_models_without_attention_are_refused_in_one_line(tok):
     from minigpt.models.bigram import Bigram, BigramConfig
 

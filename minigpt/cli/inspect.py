@@ -114,11 +114,10 @@ def _inspect_generate(args: argparse.Namespace) -> int:
     steps = views.print_steps(insp.stream_influence(Engine(model, tok), ids, config, use_cache=args.use_cache),
                              ids, tok, layer, head, window=args.window or 48, show=console.print)
     console.print(views.influence_legend())
-    generated = [s.token_id for s in steps]
     console.print(f"[dim]{len(steps)} tokens" + (f" · seed {config.seed}" if config.seed is not None else "")
                   + "[/]")
-    if args.html or args.png:  # one full forward: equal to the rows captured while decoding (tested)
-        rec = insp.record(model, tok, ids + generated, prompt_len=len(ids))
+    if args.html or args.png:  # the rows decoding used, as the lines above show them
+        rec = insp.generation_record(model, tok, ids, steps)
         if args.png:
             for note in plots.save_png(rec, args.png, layer, head, window=args.window or 48,
                                       title=f"generation · {insp.describe(ckpt)}"):

@@ -187,6 +187,21 @@ def stream_influence(engine, prompt_ids: Sequence[int], config=None, **kwargs: A
         yield InfluenceStep(ev.token_id, token_text(engine.tokenizer, ev.token_id), ev.logprob,
                             n + ev.index - rows.size(-1), rows)
 
+def generation_record(model, tokenizer, prompt_ids: Sequence[int], steps: Sequence[InfluenceStep]) -> AttentionRecord:
+    """The attention of prompt + generated tokens for a page or a picture: one forward over the last block_size
+    tokens, with each generated token's predicting row replaced by the row decoding used (`steps`). They are the
+    same until the text outgrows the context; after a slide each token was predicted from its own window, which
+    one forward cannot give (a key before the page's first token drops out of its row)."""
+    rec = record(model, tokenizer, [*prompt_ids, *(s.token_id for s in steps)], prompt_len=len(prompt_ids))
+    for i, s in enumerate(steps):
+        q = len(prompt_ids) + i - 1 - rec.start  # the query that predicted token i, in the page's window
+        if q < 0:
+            continue
+        rec.weights[:, :, q, :] = 0
+        first = max(rec.start, s.key_start)  # keys before the page's first token are not on it
+        rec.weights[:, :, q, first - rec.start:q + 1] = s.rows[..., first - s.key_start:]
+    return rec
+
 # ---------------------------------------------------------------------------------------------- probabilities
 
 

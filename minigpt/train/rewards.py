@@ -33,7 +33,10 @@ def words(text: str) -> list[str]:
 
 
 def f1(prediction: str, reference: str) -> float:
-    """Token-level F1 between two texts (SQuAD's metric): harmonic mean of word precision and recall."""
+    """Token-level F1 between two texts: the harmonic mean of word precision and recall, SQuAD's formula over
+    other words: a word is a run of letters, digits or underscores (`\\w+`), lower-cased, so "os.path.join" is
+    three words and "3.14" two, articles count (SQuAD drops them and deletes punctuation), two empty texts score 0,
+    and a run of Chinese characters is one word (a Chinese reply scores near exact match, clause by clause)."""
     pred, ref = words(prediction), words(reference)
     common = sum((Counter(pred) & Counter(ref)).values())
     if common == 0:
