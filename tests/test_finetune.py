@@ -538,7 +538,8 @@ def test_sft_dpo_and_reward_say_how_many_rows_the_context_cuts(base_run, tmp_pat
     long = "red " * 12  # over the 48-token block with its prompt
     for stage, record in (("sft", {"messages": [{"role": "user", "content": "what is red?"},
                                                 {"role": "assistant", "content": long}]}),
-                          ("dpo", {"prompt": "what is red?", "chosen": long, "rejected": "blue."})):
+                          ("dpo", {"prompt": "what is red?", "chosen": long, "rejected": "blue."}),
+                          ("reward", {"prompt": "what is red?", "chosen": "red.", "rejected": long})):
         path = tmp_path / f"{stage}.jsonl"
         short = [json.loads(line) for line in base_run[stage].read_text().splitlines()]
         path.write_text("".join(json.dumps(r) + "\n" for r in short + [record]))
