@@ -270,7 +270,7 @@ def window(ids: list[int], mask: list[int], block_size: int, reply: int | None =
     limit = block_size + 1
     if len(ids) <= limit and reply is None:
         return ids, mask
-    first = next((i for i, m in enumerate(mask) if m), 0)
+    first = _first_target(mask)
     keep = min(first, max(limit - (len(ids) - first if reply is None else reply), limit // 2))
     start = first - keep
     return ids[start:start + limit], mask[start:start + limit]
@@ -304,4 +304,9 @@ def pair_collate(block_size: int, pad_id: int):
 
 
 def _reply_length(ids: list[int], mask: list[int]) -> int:
-    return len(ids) - next((i for i, m in enumerate(mask) if m), 0)
+    return len(ids) - _first_target(mask)
+
+
+def _first_target(mask: list[int]) -> int:
+    """Where the trained tokens (the reply) start: what precedes is the prompt."""
+    return next((i for i, m in enumerate(mask) if m), 0)
