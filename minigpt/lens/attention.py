@@ -187,6 +187,7 @@ def stream_influence(engine, prompt_ids: Sequence[int], config=None, **kwargs: A
         yield InfluenceStep(ev.token_id, token_text(engine.tokenizer, ev.token_id), ev.logprob,
                             n + ev.index - rows.size(-1), rows)
 
+
 def generation_record(model, tokenizer, prompt_ids: Sequence[int], steps: Sequence[InfluenceStep]) -> AttentionRecord:
     """The attention of prompt + generated tokens for a page or a picture: one forward over the last block_size
     tokens, with each generated token's predicting row replaced by the row decoding used (`steps`). They are the
@@ -201,6 +202,7 @@ def generation_record(model, tokenizer, prompt_ids: Sequence[int], steps: Sequen
         first = max(rec.start, s.key_start)  # keys before the page's first token are not on it
         rec.weights[:, :, q, first - rec.start:q + 1] = s.rows[..., first - s.key_start:]
     return rec
+
 
 # ---------------------------------------------------------------------------------------------- probabilities
 
