@@ -1,7 +1,9 @@
 """Text sources, prepared shards and batch iterators."""
 from __future__ import annotations
 
+import ast
 import json
+import os
 
 import numpy as np
 import pytest
@@ -43,6 +45,17 @@ def test_pydocs_entries_have_signatures_and_summaries():
     dumps = by_name["json.dumps"]
     assert dumps.kind == "function" and dumps.signature.startswith("(obj")
     assert dumps.summary.startswith("Serialize") and dumps.summary.endswith(".")
+
+
+def test_pydocs_names_what_is_called_by_another_name():
+    tree = ast.parse("class Random:\n    def randint(self, a, b):\n        'Doc.'\n"
+                     "_inst = Random()\nrandint = _inst.randint\n_hidden = _inst.randint\nother = len\n")
+    assert pydocs._aliases(tree, "random") == {"Random.randint": "random.randint"}
+    by_name = {e.name: e for e in pydocs.entries()}
+    assert by_name["random.Random.randint"].alias == "random.randint"
+    assert by_name[f"{os.path.__name__}.join"].alias == "os.path.join"
+    assert by_name["genericpath.exists"].alias == "os.path.exists"
+    assert by_name["json.dumps"].alias == "" and by_name["random.Random.randint"].signature == "(a, b)"
 
 
 @pytest.mark.parametrize("content, message", [

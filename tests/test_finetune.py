@@ -678,3 +678,28 @@ def test_reading_records_are_answered_from_the_paste_alone():
         doc = r["messages"][0]["content"].split('"""')[1]
         assert answer == first_sentence(doc) != e.summary and answer not in others
         assert " ".join(e.doc.split()).startswith(f"{e.summary} {answer}")
+
+
+def test_functions_are_asked_by_the_names_people_use_with_their_markup_gone():
+    """json.dumps (reST markup in its first sentence), os.path.join (posixpath.join in the source), random.randint
+    (a bound method of random's module-level instance) and functools.wraps (no full stop) were in no chat record."""
+    import dataclasses
+
+    from minigpt.text import chat_tasks
+    from minigpt.text.corpora.pydocs import Entry
+
+    e = Entry("m", "f", "function", "(x)", "Serialize ``obj`` to :func:`~json.dumps` with `name' and `text`.\n\nMore.")
+    assert chat_tasks.as_asked(e).summary == "Serialize obj to json.dumps with name and text."
+    assert chat_tasks.as_asked(dataclasses.replace(e, doc="Class decorator that adds methods\n\nMore.")).doc == \
+        "Class decorator that adds methods.\n\nMore."
+    for doc in ("Popen(args) -> Popen object", "Locate the end given by index,", "Ask. Then answer"):
+        assert chat_tasks.as_asked(dataclasses.replace(e, doc=doc)).doc == doc
+    moved = chat_tasks.as_asked(dataclasses.replace(e, module="random", qualname="Random.randint",
+                                                    alias="random.randint"))
+    assert (moved.module, moved.qualname, moved.name, moved.alias) == ("random", "randint", "random.randint", "")
+    by_name = {e.name: e for e in chat_tasks.task_entries()}
+    assert by_name["json.dumps"].summary == "Serialize obj to a JSON formatted str."
+    assert by_name["functools.wraps"].summary.endswith("to a wrapper function.")
+    assert by_name["os.path.join"].module == "os.path" and "random.randint" in by_name
+    assert not {"posixpath.join", "random.Random.randint"} & set(by_name)
+    assert not [n for n, e in by_name.items() if "`" in e.summary or not chat_tasks.clean_sentence(e.summary)]

@@ -75,14 +75,34 @@ UNKNOWN_ANSWER = "I don't know that. I only know about Python's standard library
 
 
 def task_entries() -> list[Entry]:
-    """Functions and classes of train modules with a clean one-sentence summary, one entry per name."""
+    """Functions and classes of train modules with a clean one-sentence summary, one entry per name, each as it is
+    asked about (`as_asked`)."""
     seen, out = set(), []
     for e in entries():
-        if e.kind == "module" or e.name in seen or split_of(e.module) != "train" or not clean_sentence(e.summary):
+        if e.kind == "module" or split_of(e.module) != "train":
             continue
-        seen.add(e.name)
-        out.append(e)
+        e = as_asked(e)
+        if e.name not in seen and clean_sentence(e.summary):
+            seen.add(e.name)
+            out.append(e)
     return out
+
+
+MARKUP = re.compile(r"(?::[\w.:-]+:)?``?~?([^`'\n]+?)(?:``?|')")  # ``obj``, `text`, :func:`~json.dumps`, `name'
+
+
+def as_asked(e: Entry) -> Entry:
+    """The entry under the name people call it by (`Entry.alias`: os.path.join, not posixpath.join), its docstring
+    without reST markup (``obj`` -> obj) and its first paragraph ended with a full stop where it is one sentence
+    without one ("Class decorator that fills in missing ordering methods"). Without these the functions users ask
+    about first (json.dumps, os.path.join, random.randint, functools.wraps) were in no chat record."""
+    module, qualname = e.alias.rsplit(".", 1) if e.alias else (e.module, e.qualname)
+    doc = MARKUP.sub(r"\1", e.doc).strip()
+    first, sep, rest = doc.partition("\n\n")
+    if (first[:1].isupper() and (first[-1].isalnum() or first[-1] in ")]'\"") and not re.search(r"[.!?]\s|->", first)
+            and not re.match(r"[\w.]+\(", first)):  # not a signature line: "Popen(args, ...) -> Popen"
+        doc = f"{first}.{sep}{rest}"
+    return dataclasses.replace(e, module=module, qualname=qualname, doc=doc, alias="")
 
 
 def clean_sentence(s: str) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import inspect
+import os
 import sys
 import sysconfig
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ class Entry:
     kind: str  # "module" | "class" | "function"
     signature: str  # "(obj, *, skipkeys=False, ...)" for functions and classes with __init__, else ""
     doc: str
+    alias: str = ""  # the name it is called by where that differs: "os.path.join", "random.randint" (`_aliases`)
 
     @property
     def name(self) -> str:
@@ -84,17 +86,37 @@ def _signature(node: ast.FunctionDef | ast.AsyncFunctionDef, drop_self: bool) ->
         return "(...)"
 
 
+def _aliases(tree: ast.Module, module: str) -> dict[str, str]:
+    """Qualified names called by another name: a module-level instance's bound methods (random.py's
+    `randint = _inst.randint`: random.Random.randint is called as random.randint) and the functions of the module
+    that `os.path` is on this platform and of genericpath, which it star-imports (posixpath.join and
+    genericpath.exists are called as os.path.join and os.path.exists)."""
+    classes = {n.name for n in tree.body if isinstance(n, ast.ClassDef)}
+    assigns = [(n.targets[0].id, n.value) for n in tree.body
+               if isinstance(n, ast.Assign) and len(n.targets) == 1 and isinstance(n.targets[0], ast.Name)]
+    instances = {name: v.func.id for name, v in assigns
+                 if isinstance(v, ast.Call) and isinstance(v.func, ast.Name) and v.func.id in classes}
+    out = {f"{instances[v.value.id]}.{v.attr}": f"{module}.{name}" for name, v in assigns
+           if _is_public(name) and isinstance(v, ast.Attribute) and isinstance(v.value, ast.Name)
+           and v.value.id in instances}
+    if module in (os.path.__name__, "genericpath"):
+        out.update({n.name: f"os.path.{n.name}" for n in tree.body if isinstance(n, ast.FunctionDef)})
+    return out
+
+
 def _entries_of(tree: ast.Module, module: str) -> Iterator[Entry]:
     doc = ast.get_docstring(tree, clean=True)
     if doc:
         yield Entry(module, "", "module", "", doc)
+    aliases = _aliases(tree, module)
 
     def walk(body: list[ast.stmt], prefix: str, in_class: bool) -> Iterator[Entry]:
         for node in body:
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _is_public(node.name):
                 doc = ast.get_docstring(node, clean=True)
                 if doc and node.name != "__init__":
-                    yield Entry(module, prefix + node.name, "function", _signature(node, in_class), doc)
+                    name = prefix + node.name
+                    yield Entry(module, name, "function", _signature(node, in_class), doc, aliases.get(name, ""))
             elif isinstance(node, ast.ClassDef) and _is_public(node.name):
                 doc = ast.get_docstring(node, clean=True)
                 init = next((n for n in node.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"), None)
