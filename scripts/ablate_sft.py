@@ -15,11 +15,14 @@ while training, Jain et al. 2023), dropout 0.1 in every block, the identity para
 default's rows in another order, as measured), once and a noisy copy (`identity-noise`, `noisy`) or three times
 (`identity-x3`), without the reading questions (`no-reading`: `chat_tasks.reading_records`) or the sixth writer's
 identity training questions (`no-writer-6`: identity_blind_3.py), with every conversation alone instead of
-chained into chat sessions (`no-sessions`: `chat_tasks.sessions`), and the defaults
-with another seed (`seed-2`, and `-seed-2` after a variant; the others use 1337).
+chained into chat sessions (`no-sessions`: `chat_tasks.sessions`), with the functions as they were before
+`chat_tasks.as_asked` (`names-before`: source names, markup left in, so those entries are rejected) or with it
+but no full stop added (`no-full-stop`), and the defaults with another seed (`seed-2`, and `-seed-2` after a
+variant; the others use 1337).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 import re
@@ -45,6 +48,8 @@ VARIANTS: dict[str, dict] = {
     "no-writer-6-seed-2": {"writer_6": False, "seed": 2},
     "no-sessions": {"sessions": False},
     "no-sessions-seed-2": {"sessions": False, "seed": 2},
+    "names-before": {"names": "before"},
+    "no-full-stop": {"names": "no-full-stop"},
 }
 
 
@@ -125,6 +130,16 @@ def train_variant(base: str, out: Path, steps: int, change: dict) -> Path:
         chat_tasks.sft_records = lambda facts=None, phrasings=2: [r for r in kept(facts, phrasings)
                                                                   if repr(r["messages"]) not in reads]
 
+    as_asked, names = chat_tasks.as_asked, change.pop("names", None)
+    if names == "before":
+        chat_tasks.as_asked = lambda e: e
+    elif names == "no-full-stop":  # an entry whose summary needed a full stop gets an empty docstring: left out
+        def no_stop(e):
+            e2 = as_asked(e)
+            added = e2.doc.partition("\n\n")[0] != chat_tasks.MARKUP.sub(r"\1", e.doc).strip().partition("\n\n")[0]
+            return dataclasses.replace(e2, doc="") if added else e2
+        chat_tasks.as_asked = no_stop
+    chat_tasks._sentence_answers.cache_clear()
     sessions = chat_tasks.sessions
     if not change.pop("sessions", True):  # every conversation alone, as before chat_tasks.sessions
         chat_tasks.sessions = lambda records, fits, seed=0: records
@@ -146,6 +161,8 @@ def train_variant(base: str, out: Path, steps: int, change: dict) -> Path:
     finally:
         finetune._parent = parent
         chat_tasks.PARAPHRASE_REPEATS, chat_tasks.sft_records, chat_tasks.sessions = repeats, records, sessions
+        chat_tasks.as_asked = as_asked
+        chat_tasks._sentence_answers.cache_clear()
         identity.WRITTEN_FOR_TRAINING = written
         identity._paraphrase_split.cache_clear()
     return out
