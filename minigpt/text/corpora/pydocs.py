@@ -100,7 +100,8 @@ def _aliases(tree: ast.Module, module: str) -> dict[str, str]:
            if _is_public(name) and isinstance(v, ast.Attribute) and isinstance(v.value, ast.Name)
            and v.value.id in instances}
     if module in (os.path.__name__, "genericpath"):
-        out.update({n.name: f"os.path.{n.name}" for n in tree.body if isinstance(n, ast.FunctionDef)})
+        out.update({n.name: f"os.path.{n.name}" for n in tree.body
+                    if isinstance(n, ast.FunctionDef) and _is_public(n.name)})
     return out
 
 
