@@ -58,6 +58,47 @@ def test_pydocs_names_what_is_called_by_another_name():
     assert by_name["json.dumps"].alias == "" and by_name["random.Random.randint"].signature == "(a, b)"
 
 
+def test_pydocs_reads_the_functions_written_in_c_from_the_interpreter():
+    """len, str.split, math.sqrt and time.time have no .py source; their docstrings come from the interpreter, under
+    the names people call them by, with the signature from inspect or the docstring's first line."""
+    import inspect
+    import math
+    import time
+
+    by_name = {e.name: e for e in pydocs.compiled_entries()}
+    assert (by_name["len"].module, by_name["len"].signature) == ("builtins", "(obj, /)")
+    assert by_name["len"].summary == pydocs.first_sentence(inspect.cleandoc(len.__doc__))
+    assert by_name["str.split"].signature == "(sep=None, maxsplit=-1)"  # the method's self dropped
+    assert by_name["issubclass"].signature.startswith("(cls, ")  # a function's first argument kept
+    assert by_name["math.sqrt"].summary == pydocs.first_sentence(math.sqrt.__doc__)
+    assert time.time.__doc__.startswith("time() ->") and by_name["time.time"].signature == "()"
+    assert by_name["time.time"].summary == "Return the current time in seconds since the Epoch."
+    assert "functools.RLock" not in by_name  # _thread's, imported by functools
+    assert "json.dumps" not in by_name and "heapq.heappush" not in by_name  # documented in the source already
+    names = [n for n, _ in pydocs.documents("train")]
+    assert "builtins" in names and "len(obj, /)\nReturn the number" in dict(pydocs.documents("train"))["builtins"]
+
+
+@pytest.mark.parametrize("doc, signature, rest", [
+    ("reduce(function, iterable[, initial]) -> value\n\nApply a function.", "(function, iterable, initial)",
+     "Apply a function."),
+    ("range(stop) -> range object\nrange(start, stop[, step]) -> range object\n\nReturn an object.",
+     "(start, stop, step)", "Return an object."),
+    ("zip(*iterables, strict=False) --> Yield tuples.\n\n>>> list(zip())", "(*iterables, strict=False)",
+     "Yield tuples.\n\n>>> list(zip())"),
+    ("S.format(*args, **kwargs) -> str\n\nReturn a formatted version.", "(*args, **kwargs)",
+     "Return a formatted version."),
+    ("defaultdict(default_factory=None, /, [...]) --> dict\n\nThe factory.", "(default_factory=None, /)",
+     "The factory."),
+    ("Return the square root of x.", "", "Return the square root of x."),  # no signature line: unchanged
+    ("other(x) -> y\n\nNamed otherwise.", "", "other(x) -> y\n\nNamed otherwise."),
+])
+def test_c_docstrings_give_their_signature_line(doc, signature, rest):
+    name = doc.split("(")[0].split(".")[-1] if "(" in doc.split("\n")[0] else "sqrt"
+    name = "name" if name == "other" else name
+    assert pydocs._doc_signature(name, doc) == (signature, rest)
+
+
 @pytest.mark.parametrize("content, message", [
     (b"", "empty"),
     (b"   \n\n", "only whitespace"),

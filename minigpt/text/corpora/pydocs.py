@@ -2,9 +2,14 @@
 
 Why this corpus: every machine that runs minigpt has it, it needs no download, it is real English prose about
 a domain users know, and it carries structure (names, signatures, one-line summaries) that the built-in SFT,
-preference and RL data are generated from. It is read with `ast` (no standard-library module is imported, so
+preference and RL data are generated from. It is read with `ast` (no module of the source is imported, so
 nothing runs) plus the `pydoc_data.topics` table (read with `ast.literal_eval`). On CPython 3.11 it is about
 2 MB in ~700 documents.
+
+What has no source to read: the functions written in C (`len`, `str.split`, `math.sqrt`, `time.time`,
+`itertools.chain`, `os.listdir`), the first ones people ask about. Their docstrings are read from the running
+interpreter (`compiled_entries`), importing only the modules of `COMPILED`, which are part of Python itself
+and already loaded or free of side effects.
 
 Determinism: files are visited in sorted order and every document's split is a hash of its name, so the same
 Python version always gives the same bytes. The split is by module: about 1 in 12 modules (and topics) go to
@@ -14,9 +19,12 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import importlib
 import inspect
 import os
+import re
 import sys
+import types
 import sysconfig
 from dataclasses import dataclass
 from functools import lru_cache
@@ -27,6 +35,11 @@ from typing import Iterator
 SKIP_PARTS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "lib2to3", "__pycache__",
                "ensurepip", "turtledemo", "pydoc_data", "encodings", "idlelib"}
 VAL_ONE_IN = 12
+# Modules whose C functions and classes `compiled_entries` reads, builtins first (an object reachable from two is
+# named by the first: `io.open` is `open`).
+COMPILED = ("builtins", "math", "cmath", "time", "itertools", "functools", "operator", "collections", "heapq",
+            "bisect", "os", "sys", "struct", "array", "binascii", "zlib", "unicodedata", "gc", "io", "select",
+            "signal", "atexit", "marshal")
 
 
 @dataclass(frozen=True)
@@ -42,6 +55,9 @@ class Entry:
 
     @property
     def name(self) -> str:
+        """"json.dumps"; a builtin by the name it is called by: "len", "str.split"."""
+        if self.module == "builtins" and self.qualname:
+            return self.qualname
         return f"{self.module}.{self.qualname}" if self.qualname else self.module
 
     @property
@@ -129,9 +145,92 @@ def _entries_of(tree: ast.Module, module: str) -> Iterator[Entry]:
     yield from walk(tree.body, "", False)
 
 
+SIGNATURE_LINE = re.compile(r"^(?:\w+\.)?(\w+)\((.*)\)\s*(?:--?>\s*(.*))?$")  # "reduce(function, iterable[, initial]) -> value"
+HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: set on every class made by a class statement
+SELF = re.compile(r"^\((?:self|cls|type|module)(?:, /)?(?:, |(?=\)))")  # "(self, /, sep=None)" -> "(sep=None)"
+
+
+def _parses(sig: str) -> bool:
+    try:
+        ast.parse(f"def f{sig}: pass")
+    except SyntaxError:
+        return False
+    return True
+
+
+def _doc_signature(name: str, doc: str) -> tuple[str, str]:
+    """C docstrings that start with their signature ("time() -> floating point number", then a blank line):
+    the signature with the most arguments whose line parses, and the docstring without that paragraph. Brackets
+    around optional arguments are dropped ("iterable[, initial]" -> "iterable, initial"). A sentence after the
+    arrow is the summary ("zip(*iterables) --> Yield tuples until an input is exhausted.")."""
+    first, _, rest = doc.partition("\n\n")
+    lines = [m for m in map(SIGNATURE_LINE.match, first.splitlines()) if m]  # continuation lines do not match
+    if not SIGNATURE_LINE.match(first.split("\n", 1)[0]) or any(m.group(1) != name for m in lines):
+        return "", doc
+    signatures = [f"({', '.join(a for a in re.sub(r'[][]', '', m.group(2)).split(', ') if a.strip(' ,') != '...')})"
+                  for m in lines]
+    after = lines[0].group(3) or ""
+    if after[:1].isupper() and after.endswith("."):
+        rest = f"{after}\n\n{rest}"
+    return max(filter(_parses, signatures), key=lambda s: s.count(",") + (s != "()"), default=""), rest.strip()
+
+
+def _compiled_entry(module: str, qualname: str, obj: object, kind: str) -> Entry | None:
+    """A C function, method or class as an Entry, its signature from `inspect.signature` or from the first line of
+    its docstring, a method's self dropped; None without a docstring or a signature (its arguments could not be told)."""
+    doc = inspect.cleandoc(obj.__doc__) if isinstance(obj.__doc__, str) else ""
+    try:
+        sig = str(inspect.signature(obj))
+    except (TypeError, ValueError):
+        sig, doc = _doc_signature(qualname.rsplit(".", 1)[-1], doc)
+    sig = SELF.sub("(", sig) if "." in qualname else sig
+    return Entry(module, qualname, kind, sig, doc) if doc and sig and _parses(sig) else None
+
+
+def _is_compiled(obj: object, module: str) -> bool:
+    """A function or class written in C (no Python source behind it) and defined by `module` or the C module behind
+    it (`_io` for io, `posix` for os), not one it imported (functools.RLock is _thread's)."""
+    if getattr(obj, "__module__", None) not in (module, f"_{module}", os.name if module == "os" else module):
+        return False
+    if isinstance(obj, types.BuiltinFunctionType):
+        return obj.__self__ is None or inspect.ismodule(obj.__self__)  # not a bound method of an instance
+    if isinstance(obj, type):  # a static type (collections.deque), or a heap type of a module with no .py
+        source = getattr(sys.modules.get(obj.__module__), "__file__", None)
+        return not obj.__flags__ & HEAPTYPE or not (source or "").endswith(".py")
+    return False
+
+
+@lru_cache(maxsize=1)
+def compiled_entries() -> tuple[Entry, ...]:
+    """The documented public functions and classes of `COMPILED` that are written in C, and the public methods of
+    those classes (`str.split`, `dict.get`), each under the first module that offers it; what the source files
+    document already (`datetime.datetime`) is left to them."""
+    documented = {e.name for e in entries()}
+    seen: set[int] = set()
+    out: list[Entry] = []
+    for module in COMPILED:
+        mod = importlib.import_module(module)
+        for name in sorted(n for n in dir(mod) if _is_public(n) and n != "__init__"):
+            obj = getattr(mod, name)
+            if id(obj) in seen or not _is_compiled(obj, module):
+                continue
+            seen.add(id(obj))
+            kind = "class" if isinstance(obj, type) else "function"
+            entry = _compiled_entry(module, name, obj, kind)
+            if entry and entry.name not in documented:
+                out.append(entry)
+            if kind == "class" and not issubclass(obj, BaseException):
+                for attr, member in sorted(vars(obj).items()):
+                    if _is_public(attr) and attr != "__init__" and callable(member) and not isinstance(member, type):
+                        method = _compiled_entry(module, f"{name}.{attr}", member, "function")
+                        if method and method.name not in documented:
+                            out.append(method)
+    return tuple(out)
+
+
 @lru_cache(maxsize=2)
 def entries(root: str | None = None) -> tuple[Entry, ...]:
-    """Every documented public module, class and function of the standard library, in a fixed order."""
+    """Every documented public module, class and function of the standard library's source, in a fixed order."""
     base = Path(root) if root else stdlib_dir()
     out: list[Entry] = []
     for path in sorted(base.rglob("*.py")):
@@ -160,7 +259,7 @@ def topics(root: str | None = None) -> dict[str, str]:
 
 def fingerprint() -> str:
     """Changes with the Python version and installation (what the corpus is read from)."""
-    return f"pydocs:{sys.version.split()[0]}:{stdlib_dir()}"
+    return f"pydocs:2:{sys.version.split()[0]}:{stdlib_dir()}"
 
 
 def split_of(name: str) -> str:
@@ -179,7 +278,7 @@ def render_entry(e: Entry) -> str:
 def documents(split: str | None = None) -> Iterator[tuple[str, str]]:
     """(name, text) documents: one per module (its docstring then its classes and functions), one per topic."""
     by_module: dict[str, list[Entry]] = {}
-    for e in entries():
+    for e in entries() + compiled_entries():
         by_module.setdefault(e.module, []).append(e)
     for module, items in by_module.items():
         if split is None or split_of(module) == split:
