@@ -17,7 +17,8 @@ default's rows in another order, as measured), once and a noisy copy (`identity-
 identity training questions (`no-writer-6`: identity_blind_3.py), with every conversation alone instead of
 chained into chat sessions (`no-sessions`: `chat_tasks.sessions`), with the functions as they were before
 `chat_tasks.as_asked` (`names-before`: source names, markup left in, so those entries are rejected) or with it
-but no full stop added (`no-full-stop`), and the defaults with another seed (`seed-2`, and `-seed-2` after a
+but no full stop added (`no-full-stop`), without the functions written in C (`no-compiled`:
+`pydocs.compiled_entries`), and the defaults with another seed (`seed-2`, and `-seed-2` after a
 variant; the others use 1337).
 """
 from __future__ import annotations
@@ -50,6 +51,7 @@ VARIANTS: dict[str, dict] = {
     "no-sessions-seed-2": {"sessions": False, "seed": 2},
     "names-before": {"names": "before"},
     "no-full-stop": {"names": "no-full-stop"},
+    "no-compiled": {"compiled": False},
 }
 
 
@@ -139,6 +141,9 @@ def train_variant(base: str, out: Path, steps: int, change: dict) -> Path:
             added = e2.doc.partition("\n\n")[0] != chat_tasks.MARKUP.sub(r"\1", e.doc).strip().partition("\n\n")[0]
             return dataclasses.replace(e2, doc="") if added else e2
         chat_tasks.as_asked = no_stop
+    compiled = chat_tasks.compiled_entries
+    if not change.pop("compiled", True):  # the functions of the source files alone, as before compiled_entries
+        chat_tasks.compiled_entries = lambda: ()
     chat_tasks._sentence_answers.cache_clear()
     sessions = chat_tasks.sessions
     if not change.pop("sessions", True):  # every conversation alone, as before chat_tasks.sessions
@@ -161,7 +166,7 @@ def train_variant(base: str, out: Path, steps: int, change: dict) -> Path:
     finally:
         finetune._parent = parent
         chat_tasks.PARAPHRASE_REPEATS, chat_tasks.sft_records, chat_tasks.sessions = repeats, records, sessions
-        chat_tasks.as_asked = as_asked
+        chat_tasks.as_asked, chat_tasks.compiled_entries = as_asked, compiled
         chat_tasks._sentence_answers.cache_clear()
         identity.WRITTEN_FOR_TRAINING = written
         identity._paraphrase_split.cache_clear()

@@ -79,23 +79,21 @@ def test_pydocs_reads_the_functions_written_in_c_from_the_interpreter():
     assert "builtins" in names and "len(obj, /)\nReturn the number" in dict(pydocs.documents("train"))["builtins"]
 
 
-@pytest.mark.parametrize("doc, signature, rest", [
-    ("reduce(function, iterable[, initial]) -> value\n\nApply a function.", "(function, iterable, initial)",
+@pytest.mark.parametrize("name, doc, signature, rest", [
+    ("reduce", "reduce(function, iterable[, initial]) -> value\n\nApply a function.", "(function, iterable, initial)",
      "Apply a function."),
-    ("range(stop) -> range object\nrange(start, stop[, step]) -> range object\n\nReturn an object.",
+    ("range", "range(stop) -> range object\nrange(start, stop[, step]) -> range object\n\nReturn an object.",
      "(start, stop, step)", "Return an object."),
-    ("zip(*iterables, strict=False) --> Yield tuples.\n\n>>> list(zip())", "(*iterables, strict=False)",
+    ("zip", "zip(*iterables, strict=False) --> Yield tuples.\n\n>>> list(zip())", "(*iterables, strict=False)",
      "Yield tuples.\n\n>>> list(zip())"),
-    ("S.format(*args, **kwargs) -> str\n\nReturn a formatted version.", "(*args, **kwargs)",
+    ("format", "S.format(*args, **kwargs) -> str\n\nReturn a formatted version.", "(*args, **kwargs)",
      "Return a formatted version."),
-    ("defaultdict(default_factory=None, /, [...]) --> dict\n\nThe factory.", "(default_factory=None, /)",
-     "The factory."),
-    ("Return the square root of x.", "", "Return the square root of x."),  # no signature line: unchanged
-    ("other(x) -> y\n\nNamed otherwise.", "", "other(x) -> y\n\nNamed otherwise."),
+    ("defaultdict", "defaultdict(default_factory=None, /, [...]) --> dict\n\nThe factory.",
+     "(default_factory=None, /)", "The factory."),
+    ("sqrt", "Return the square root of x.", "", "Return the square root of x."),  # no signature line
+    ("name", "other(x) -> y\n\nNamed otherwise.", "", "other(x) -> y\n\nNamed otherwise."),  # not its own
 ])
-def test_c_docstrings_give_their_signature_line(doc, signature, rest):
-    name = doc.split("(")[0].split(".")[-1] if "(" in doc.split("\n")[0] else "sqrt"
-    name = "name" if name == "other" else name
+def test_c_docstrings_give_their_signature_line(name, doc, signature, rest):
     assert pydocs._doc_signature(name, doc) == (signature, rest)
 
 

@@ -89,8 +89,10 @@ def pretrain(data: str = "pydocs", *, tokenizer: str = "auto", vocab_size: int =
     if cfg.compile is None:
         cfg = replace(cfg, compile=compile_pays(model_config.kind, cfg))
         if cfg.compile:
-            print0(f"torch.compile: on for this {cfg.max_seconds:.0f} s run (the first step waits for the compiler; "
-                   "--no-compile turns it off)")
+            timed = ("; the shape above was timed without it, and compiled steps are often faster, so the run may see "
+                     "more tokens than planned" if autosize and not resume else "")
+            print0(f"torch.compile: on for this {cfg.max_seconds:.0f} s run (the first step waits for the compiler"
+                   f"{timed}; --no-compile turns it off)")
     seed_everything(cfg.seed)  # the initial weights depend on --seed only
     model = build_model(model_config)
     if start is not None:

@@ -24,8 +24,8 @@ import inspect
 import os
 import re
 import sys
-import types
 import sysconfig
+import types
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -145,7 +145,8 @@ def _entries_of(tree: ast.Module, module: str) -> Iterator[Entry]:
     yield from walk(tree.body, "", False)
 
 
-SIGNATURE_LINE = re.compile(r"^(?:\w+\.)?(\w+)\((.*)\)\s*(?:--?>\s*(.*))?$")  # "reduce(function, iterable[, initial]) -> value"
+# A C docstring's signature line: "reduce(function, iterable[, initial]) -> value", "S.format(*args) -> str"
+SIGNATURE_LINE = re.compile(r"^(?:\w+\.)?(\w+)\((.*)\)\s*(?:--?>\s*(.*))?$")
 HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: set on every class made by a class statement
 SELF = re.compile(r"^\((?:self|cls|type|module)(?:, /)?(?:, |(?=\)))")  # "(self, /, sep=None)" -> "(sep=None)"
 
@@ -177,7 +178,7 @@ def _doc_signature(name: str, doc: str) -> tuple[str, str]:
 
 def _compiled_entry(module: str, qualname: str, obj: object, kind: str) -> Entry | None:
     """A C function, method or class as an Entry, its signature from `inspect.signature` or from the first line of
-    its docstring, a method's self dropped; None without a docstring or a signature (its arguments could not be told)."""
+    its docstring, a method's self dropped; None without a docstring or a signature (its arguments unknown)."""
     doc = inspect.cleandoc(obj.__doc__) if isinstance(obj.__doc__, str) else ""
     try:
         sig = str(inspect.signature(obj))
@@ -190,7 +191,8 @@ def _compiled_entry(module: str, qualname: str, obj: object, kind: str) -> Entry
 def _is_compiled(obj: object, module: str) -> bool:
     """A function or class written in C (no Python source behind it) and defined by `module` or the C module behind
     it (`_io` for io, `posix` for os), not one it imported (functools.RLock is _thread's)."""
-    if getattr(obj, "__module__", None) not in (module, f"_{module}", os.name if module == "os" else module):
+    owners = {module, f"_{module}"} | ({os.name} if module == "os" else set())
+    if getattr(obj, "__module__", None) not in owners:
         return False
     if isinstance(obj, types.BuiltinFunctionType):
         return obj.__self__ is None or inspect.ismodule(obj.__self__)  # not a bound method of an instance

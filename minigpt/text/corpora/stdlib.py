@@ -47,7 +47,7 @@ def _read(path: Path) -> str | None:
 
 def fingerprint() -> str:
     """Changes with the Python version and installation (what the corpus is read from)."""
-    return f"stdlib:1:{sys.version.split()[0]}:{stdlib_dir()}"
+    return f"stdlib:2:{sys.version.split()[0]}:{stdlib_dir()}"
 
 
 def documents(split: str | None = None) -> Iterator[tuple[str, str]]:
