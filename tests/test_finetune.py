@@ -704,7 +704,7 @@ def test_functions_are_asked_by_the_names_people_use_with_their_markup_gone():
     assert not {"posixpath.join", "random.Random.randint"} & set(by_name)
     assert not [n for n, e in by_name.items() if "`" in e.summary or not chat_tasks.clean_sentence(e.summary)]
     assert {"math.sqrt", "time.time", "list.append"} <= set(by_name)  # written in C
-    for name in ("len", "sorted", "str.split"):  # the hash would hold out the last two: builtins never are
+    for name in ("len", "sorted", "str.split"):  # the hash would hold out all three: builtins never are
         assert chat_tasks.task_split(by_name[name]) == "train", name
     assert by_name["len"].summary == "Return the number of items in a container."
     assert {"len", "str.split"} <= {r["entry"] for r in chat_tasks.conversations() if r["family"] == "recall"}
