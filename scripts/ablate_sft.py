@@ -114,6 +114,7 @@ def dropout(model, p: float) -> None:
 
 def train_variant(base: str, out: Path, steps: int, change: dict) -> Path:
     from minigpt.text import chat_tasks, identity
+    from minigpt.text.corpora import pydocs
     from minigpt.train import finetune
 
     if (out / "latest").is_file():
@@ -141,9 +142,9 @@ def train_variant(base: str, out: Path, steps: int, change: dict) -> Path:
             added = e2.doc.partition("\n\n")[0] != chat_tasks.MARKUP.sub(r"\1", e.doc).strip().partition("\n\n")[0]
             return dataclasses.replace(e2, doc="") if added else e2
         chat_tasks.as_asked = no_stop
-    compiled = chat_tasks.compiled_entries
+    compiled = pydocs.compiled_entries
     if not change.pop("compiled", True):  # the functions of the source files alone, as before compiled_entries
-        chat_tasks.compiled_entries = lambda: ()
+        pydocs.compiled_entries = lambda: ()
     chat_tasks._sentence_answers.cache_clear()
     sessions = chat_tasks.sessions
     if not change.pop("sessions", True):  # every conversation alone, as before chat_tasks.sessions
@@ -166,7 +167,7 @@ def train_variant(base: str, out: Path, steps: int, change: dict) -> Path:
     finally:
         finetune._parent = parent
         chat_tasks.PARAPHRASE_REPEATS, chat_tasks.sft_records, chat_tasks.sessions = repeats, records, sessions
-        chat_tasks.as_asked, chat_tasks.compiled_entries = as_asked, compiled
+        chat_tasks.as_asked, pydocs.compiled_entries = as_asked, compiled
         chat_tasks._sentence_answers.cache_clear()
         identity.WRITTEN_FOR_TRAINING = written
         identity._paraphrase_split.cache_clear()

@@ -33,7 +33,7 @@ import random
 import re
 from typing import Any, Callable
 
-from .corpora.pydocs import Entry, compiled_entries, entries, first_sentence, split_of
+from .corpora.pydocs import Entry, all_entries, first_sentence, split_of
 from .identity import (IDENTITY, PHRASING_HELDOUT_ONE_IN, Facts, assistant_turn, hash_byte, identity_records,
                        is_chinese, paraphrase_records, user_turn)
 
@@ -78,7 +78,7 @@ def task_entries() -> list[Entry]:
     """Functions and classes of train modules with a clean one-sentence summary, one entry per name, each as it is
     asked about (`as_asked`): those of the source files, then those written in C (`len`, `str.split`)."""
     seen, out = set(), []
-    for e in entries() + compiled_entries():
+    for e in all_entries():
         if e.kind == "module" or split_of(e.module) != "train":
             continue
         e = as_asked(e)

@@ -84,13 +84,14 @@ def pretrain(data: str = "pydocs", *, tokenizer: str = "auto", vocab_size: int =
         model_config = GPTConfig(**{**PRESETS["tiny"], "vocab_size": tok.vocab_size})
     model_config = replace(model_config, vocab_size=tok.vocab_size)
     prepared.check_block_size(model_config.block_size)  # both splits, before any timing, model or evaluation
-    if autosize and not resume:
+    autosized = autosize and not resume
+    if autosized:
         model_config = _autosize(model_config, cfg, prepared)
     if cfg.compile is None:
         cfg = replace(cfg, compile=compile_pays(model_config.kind, cfg))
         if cfg.compile:
             timed = ("; the shape above was timed without it, and compiled steps are often faster, so the run may see "
-                     "more tokens than planned" if autosize and not resume else "")
+                     "more tokens than planned" if autosized else "")
             print0(f"torch.compile: on for this {cfg.max_seconds:.0f} s run (the first step waits for the compiler"
                    f"{timed}; --no-compile turns it off)")
     seed_everything(cfg.seed)  # the initial weights depend on --seed only

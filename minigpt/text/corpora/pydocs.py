@@ -212,7 +212,7 @@ def compiled_entries() -> tuple[Entry, ...]:
     out: list[Entry] = []
     for module in COMPILED:
         mod = importlib.import_module(module)
-        for name in sorted(n for n in dir(mod) if _is_public(n) and n != "__init__"):
+        for name in sorted(filter(_is_public, dir(mod))):
             obj = getattr(mod, name)
             if id(obj) in seen or not _is_compiled(obj, module):
                 continue
@@ -245,6 +245,11 @@ def entries(root: str | None = None) -> tuple[Entry, ...]:
             continue
         out.extend(_entries_of(tree, module_name(path, base)))
     return tuple(out)
+
+
+def all_entries() -> tuple[Entry, ...]:
+    """What the source files document, then what only the interpreter does (`compiled_entries`)."""
+    return entries() + compiled_entries()
 
 
 def topics(root: str | None = None) -> dict[str, str]:
@@ -280,7 +285,7 @@ def render_entry(e: Entry) -> str:
 def documents(split: str | None = None) -> Iterator[tuple[str, str]]:
     """(name, text) documents: one per module (its docstring then its classes and functions), one per topic."""
     by_module: dict[str, list[Entry]] = {}
-    for e in entries() + compiled_entries():
+    for e in all_entries():
         by_module.setdefault(e.module, []).append(e)
     for module, items in by_module.items():
         if split is None or split_of(module) == split:
