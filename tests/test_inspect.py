@@ -303,11 +303,15 @@ def test_html_page_in_headless_chromium(tok, model, tmp_path):
             assert page.get_attribute("#map", "data-signature") != after[0]
             page.locator("#grid canvas[data-layer='1'][data-head='0']").click()  # a thumbnail selects too
             assert page.input_value("#layer") == "1" and page.input_value("#head") == "0"
-            # hover a token: it turns red in the focus strips, the tokens before it are coloured by its row
+            # hover a token: it is outlined in the focus strips, it and the tokens before it are coloured by its
+            # row (its weight on itself too), the tokens after it are white
             page.locator("#attends span").nth(6).hover()
             assert "token 6" in page.inner_text("#focusname")
             colours = page.eval_on_selector_all("#attends span", "s => s.map(e => e.style.background)")
-            assert colours[6] == "rgb(211, 47, 47)" and len(set(colours[:6])) > 1
+            focused = page.eval_on_selector_all("#attends span.focus, #attended span.focus", "s => s.map(e => e.dataset.i)")
+            assert focused == ["6", "6"] and len(set(colours[:7])) > 1 and set(colours[7:]) == {"rgb(255, 255, 255)"}
+            own = float(rec.weights[1, 0, 6, 6])  # layer 1, head 0: the thumbnail clicked above
+            assert own > 0.01 and colours[6] == page.evaluate(f"heat({own})").replace(",", ", ")
             # the influence view starts at the first generated token and follows the slider
             assert page.get_attribute("#influence", "data-step") == str(len(ids))
             page.click("#next")

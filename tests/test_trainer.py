@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from minigpt.checkpoint import load_checkpoint, resolve_step
 from minigpt.common import MinigptError
 from minigpt.models.gpt import GPT, GPTConfig
+from minigpt.train.metrics import read_metrics
 from minigpt.train.pretrain import pretrain
 from minigpt.train.optim import lr_at, param_groups
 from minigpt.train.trainer import TrainConfig
@@ -125,6 +126,12 @@ def test_a_diverged_run_stops_in_one_line_and_saves_no_nan_weights(corpus, tmp_p
                                            r"Start again with a lower --lr \(say 0.00075\) and another --out$"):
         run(corpus, out, max_iters=40, eval_interval=10, log_interval=log_interval)
     assert sorted(p.name for p in out.glob("step_*")) == ["step_000010"]
+    # metrics.jsonl stays strict JSON (jq and JavaScript refuse Python's bare NaN): the diverged step's loss is
+    # null there, and minigpt reads it back as NaN
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    strict = [json.loads(line, parse_constant=lambda word: pytest.fail(f"{word} in metrics.jsonl")) for line in lines]
+    if log_interval == 5:
+        assert strict[-1]["step"] == at and strict[-1]["loss"] is None and math.isnan(read_metrics(out)[-1]["loss"])
     for pointer in ("latest", "best"):
         weights = load_file(str(out / (out / pointer).read_text().strip() / "model.safetensors"))
         assert all(torch.isfinite(t).all() for t in weights.values())

@@ -5,7 +5,8 @@ weights are the lower triangles of every head, base64 of little-endian uint16 (w
 4 layers x 4 heads over 128 tokens is 0.35 MB). The page has: layer and head pickers (a head or the mean of the
 layer's heads); a thumbnail of every layer x head (bertviz's model view; a click selects it); the heatmap on a
 canvas, hover showing the weight and focusing the query; the focus strips (what the focused token attends to,
-its row; what attends to it, its column scaled to its strongest); and the token-influence view (the seeds'
+its row; what attends to it, its column scaled to its strongest; the token itself outlined and coloured by its
+weight on itself, often the largest); and the token-influence view (the seeds'
 picture: the predicted token red, earlier tokens grey to blue by the attention of the query that predicted it)
 with a slider, step buttons and play. The heatmap canvas carries data-layer, data-head and data-signature (a
 checksum of what it drew) so tests in a real browser can see a redraw.
@@ -74,6 +75,7 @@ select,button{font:inherit;padding:2px 6px}
 .strip span{padding:1px 0;border-radius:2px;cursor:default}
 .strip span.sp{font-size:11px;color:#7a1fa2}
 .strip span.gen{text-decoration:underline dotted #d32f2f}
+.strip span.focus{outline:2px solid #d32f2f;outline-offset:-1px}
 #tip{position:fixed;pointer-events:none;background:#222;color:#fff;padding:3px 7px;border-radius:3px;
  font-size:12px;display:none;z-index:9}
 .legend span{display:inline-block;padding:0 6px;margin-right:2px;border-radius:2px;font-size:12px}
@@ -215,10 +217,10 @@ function paint(span, bg) { span.style.background = bg; const m = bg.match(/\\d+/
 function drawFocus() {
   const f = S.focus;
   let mx = 0; for (let q = f; q < T; q++) mx = Math.max(mx, att(S.layer, S.head, q, f));
-  for (let i = 0; i < T; i++) {
-    if (i === f) { paint(A[i], "rgb(211,47,47)"); paint(B[i], "rgb(211,47,47)"); continue; }
-    paint(A[i], i < f ? heat(att(S.layer, S.head, f, i)) : "rgb(255,255,255)");
-    paint(B[i], i > f && mx > 0 ? heat(att(S.layer, S.head, i, f) / mx) : "rgb(255,255,255)");
+  for (let i = 0; i < T; i++) {  // the focused token outlined, coloured by its weight on itself like the rest
+    A[i].classList.toggle("focus", i === f); B[i].classList.toggle("focus", i === f);
+    paint(A[i], i <= f ? heat(att(S.layer, S.head, f, i)) : "rgb(255,255,255)");
+    paint(B[i], i >= f && mx > 0 ? heat(att(S.layer, S.head, i, f) / mx) : "rgb(255,255,255)");
   }
   $("focusname").textContent = "token " + (D.start + f) + " " + JSON.stringify(D.tokens[f]);
 }

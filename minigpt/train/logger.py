@@ -11,6 +11,7 @@ import torch
 
 from .. import OMP_WAIT
 from ..common import Dist, MinigptError, atomic_write_text, console
+from .metrics import dump_row, load_row
 from .settings import TrainConfig
 from .stopping import resume_command
 
@@ -54,7 +55,7 @@ class Logger:
         resumed shows its last loss, not nan), or nothing yet."""
         if not (self.file and self.p.step):
             return ""
-        rows = [json.loads(line) for line in self.path.read_text().splitlines()]  # whole rows (truncate_metrics)
+        rows = [load_row(line) for line in self.path.read_text().splitlines()]  # whole rows (truncate_metrics)
         last = next((r for r in reversed(rows) if r.get("kind") == "train"), None)
         if last is None or "loss" not in last:
             return ""
@@ -70,7 +71,7 @@ class Logger:
         if not self.file:
             return
         try:
-            self.file.write(json.dumps(row) + "\n")
+            self.file.write(dump_row(row) + "\n")
             self.file.flush()
         except OSError as e:  # e.g. the disk is full: stop with one line; the last checkpoint is whole
             again = resume_command() or "rerun the command"

@@ -2,15 +2,28 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
+
+
+def dump_row(row: dict[str, Any]) -> str:
+    """One metrics.jsonl line in strict JSON: a NaN or infinite figure (a diverged step's loss) is written null.
+    Python's json would write the bare word NaN, which jq, JavaScript's JSON.parse and other strict readers refuse."""
+    return json.dumps({k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()},
+                      allow_nan=False)
+
+
+def load_row(line: str) -> dict[str, Any]:
+    """A metrics.jsonl line read back, a null figure as NaN (all the row says is that it was not a number)."""
+    return {k: math.nan if v is None else v for k, v in json.loads(line).items()}
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [load_row(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def pyplot():
