@@ -18,7 +18,8 @@ identity training questions (`no-writer-6`: identity_blind_3.py), with every con
 chained into chat sessions (`no-sessions`: `chat_tasks.sessions`), with the functions as they were before
 `chat_tasks.as_asked` (`names-before`: source names, markup left in, so those entries are rejected) or with it
 but no full stop added (`no-full-stop`), without the functions written in C (`no-compiled`:
-`pydocs.compiled_entries`), and the defaults with another seed (`seed-2`, and `-seed-2` after a
+`pydocs.compiled_entries`) or without the questions about arguments and return values asked from memory
+(`no-details`: `chat_tasks.detail_records`), and the defaults with another seed (`seed-2`, and `-seed-2` after a
 variant; the others use 1337).
 """
 from __future__ import annotations
@@ -52,6 +53,7 @@ VARIANTS: dict[str, dict] = {
     "names-before": {"names": "before"},
     "no-full-stop": {"names": "no-full-stop"},
     "no-compiled": {"compiled": False},
+    "no-details": {"details": False},
 }
 
 
@@ -146,6 +148,9 @@ def train_variant(base: str, out: Path, steps: int, change: dict) -> Path:
     if not change.pop("compiled", True):  # the functions of the source files alone, as before compiled_entries
         pydocs.compiled_entries = lambda: ()
     chat_tasks._sentence_answers.cache_clear()
+    details = chat_tasks.detail_records
+    if not change.pop("details", True):  # no arguments or return value asked from memory, as before detail_records
+        chat_tasks.detail_records = lambda e, fresh=False: []
     sessions = chat_tasks.sessions
     if not change.pop("sessions", True):  # every conversation alone, as before chat_tasks.sessions
         chat_tasks.sessions = lambda records, fits, seed=0: records
@@ -167,7 +172,7 @@ def train_variant(base: str, out: Path, steps: int, change: dict) -> Path:
     finally:
         finetune._parent = parent
         chat_tasks.PARAPHRASE_REPEATS, chat_tasks.sft_records, chat_tasks.sessions = repeats, records, sessions
-        chat_tasks.as_asked, pydocs.compiled_entries = as_asked, compiled
+        chat_tasks.as_asked, pydocs.compiled_entries, chat_tasks.detail_records = as_asked, compiled, details
         chat_tasks._sentence_answers.cache_clear()
         identity.WRITTEN_FOR_TRAINING = written
         identity._paraphrase_split.cache_clear()

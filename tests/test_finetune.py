@@ -274,7 +274,7 @@ def test_rl_prompts_are_questions_sft_never_trained_on():
     heldout_functions = {r["entry"] for r in chat_tasks.conversations(facts) if r["split"] == "val" and "entry" in r}
     rl = chat_tasks.rl_prompts(facts)
     train = [p for p in rl if p["split"] == "train"]
-    assert {p["family"] for p in train} == {"recall", "context", "followup", "identity", "unknown"}
+    assert {p["family"] for p in train} == {"recall", "context", "details", "followup", "identity", "unknown"}
     assert not {key(p) for p in train} & (sft | held)
     assert not {p.get("entry") for p in train} & heldout_functions
     assert {key(p) for p in rl if p["split"] == "val"} == held
@@ -283,9 +283,10 @@ def test_rl_prompts_are_questions_sft_never_trained_on():
         small = p["family"] in ("identity", "unknown")
         assert counts[key(p)] == (chat_tasks.RL_SMALL_FAMILY_REPEATS if small else 1), p
     # the other context ask than SFT's for the same function: the same pasted text, another question
-    sft_asks = {(r["entry"], r["ask"]) for r in chat_tasks.conversations(facts) if r["family"] == "context"}
-    fresh_asks = {(p["entry"], p["ask"]) for p in train if p["family"] == "context"}
-    assert fresh_asks and not fresh_asks & sft_asks
+    for family in ("context", "details"):  # the other ask than SFT's for the same function
+        sft_asks = {(r["entry"], r["ask"]) for r in chat_tasks.conversations(facts) if r["family"] == family}
+        fresh_asks = {(p["entry"], p["ask"]) for p in train if p["family"] == family}
+        assert fresh_asks and not fresh_asks & sft_asks, family
 
 
 def test_heldout_and_out_of_world_questions_are_distinct():
@@ -708,3 +709,30 @@ def test_functions_are_asked_by_the_names_people_use_with_their_markup_gone():
         assert chat_tasks.task_split(by_name[name]) == "train", name
     assert by_name["len"].summary == "Return the number of items in a container."
     assert {"len", "str.split"} <= {r["entry"] for r in chat_tasks.conversations() if r["family"] == "recall"}
+
+
+def test_arguments_and_return_values_are_asked_from_memory_in_one_question():
+    """'What arguments does sorted take?' with no function pasted and no earlier turn: until the `details` family
+    the model had met arguments only after a paste or a first question, and answered such questions with garbage.
+    Each function gets one such question in SFT (arguments, or what it returns where its docstring says), RL the
+    other, and each held-out function one in the report card; the answers are the other families' own."""
+    from collections import Counter
+
+    from minigpt.text import chat_tasks
+
+    records = chat_tasks.conversations(chat_tasks.Facts(params=1_840_000))
+    details = [r for r in records if r["family"] == "details"]
+    by_entry = {e.name: e for e in chat_tasks.task_entries()}
+    assert len(details) == len(by_entry) and len({r["entry"] for r in details}) == len(details)
+    assert Counter(r["split"] for r in details)["val"] == sum(chat_tasks.task_split(e) == "val" for e in by_entry.values())
+    for r in details:
+        e, (question, reply) = by_entry[r["entry"]], r["messages"]
+        assert e.name in question["content"] and "```" not in question["content"]
+        assert reply["content"] == (chat_tasks.arguments_answer(e) if r["ask"] == "args" else chat_tasks.returns_answer(e))
+    sorted_q = next(r for r in details if r["entry"] == "sorted")
+    rl = [p for p in chat_tasks.rl_prompts() if p["family"] == "details" and p["entry"] == "sorted"]
+    assert [p["ask"] for p in rl] == [{"args": "returns", "returns": "args"}[sorted_q["ask"]]]
+    args = sorted_q if sorted_q["ask"] == "args" else rl[0]
+    assert (args["messages"][-1]["content"] if "messages" in args else args["reference"]) == \
+        "It takes `iterable`, `key` and `reverse`."
+    assert Counter(r["ask"] for r in details)["returns"] > len(details) / 10  # both asks occur

@@ -1,6 +1,6 @@
 """The built-in chat data: SFT conversations, preference pairs and RL prompts about Python's standard library.
 
-Five families, each a record with a `family` and a `split`:
+Six families, each a record with a `family` and a `split`:
 
 - `recall`: "What does `json.dumps` do?" answered with the first sentence of its docstring (the name also bare or
   called, "what does json.dumps() do": `question`). The model has read the docstring during pretraining (stdlib
@@ -9,6 +9,8 @@ Five families, each a record with a `family` and a `split`:
   arguments are or what it returns; the answer is in the prompt. Reading questions (`reading_records`) paste a
   training function with its docstring from the second sentence on, so that the answer must be read, not
   recalled by the function's name.
+- `details`: a function's arguments or what it returns, asked from memory in one question ("What arguments does
+  `len` take?", "What does sorted return?").
 - `followup`: two turns: what a function does, then its arguments or its module ("What are its arguments?"),
   which needs the earlier turn.
 - `identity`: who the model is, what it was trained on, how big it is, what it knows; each intent asked in many
@@ -49,6 +51,11 @@ CONTEXT_ASKS = {
     "does": ("What does this {kind} do?", "In one sentence, what does it do?", "Summarise what this does."),
     "args": ("What arguments does it take?", "Which parameters does this {kind} have?"),
     "returns": ("What does it return?", "What is the return value?"),
+}
+DETAIL_ASKS = {  # a function's arguments or return value asked from memory, with no earlier turn (`detail_records`)
+    "args": ("What arguments does {name} take?", "Which parameters does {name} have?",
+             "What are the arguments of {name}?"),
+    "returns": ("What does {name} return?", "What is the return value of {name}?"),
 }
 FOLLOWUPS = {
     "args": ("What are its arguments?", "Which parameters does it take?"),
@@ -242,6 +249,23 @@ def reading_records(e: Entry) -> list[dict[str, Any]]:
              "messages": [user_turn(f"{pasted_text}\n{q}"), assistant_turn(answer)]}]
 
 
+def detail_records(e: Entry, fresh: bool = False) -> list[dict[str, Any]]:
+    """Its arguments or what it returns, asked from memory in one question ("What arguments does `len` take?"),
+    picked by a hash; `fresh`: the other ask instead (RL's). Until these, the model had learnt arguments only from
+    a pasted function or after a first question about it, and "What does sorted return?" got garbage."""
+    asks = ["args"] + (["returns"] if returns_answer(e) else [])
+    picked = asks[_pick(e, "det", len(asks))]
+    out = []
+    for ask in ([a for a in asks if a != picked] if fresh else [picked]):
+        phrasings = DETAIL_ASKS[ask]
+        variant = _pick(e, f"detq:{ask}", len(phrasings))
+        form = NAME_FORMS[hash_byte(f"detform:{e.name}:{ask}") % (2 if e.kind == "class" else len(NAME_FORMS))]
+        q = casual(phrasings[variant].format(name=form.format(e.name)), f"det:{e.name}:{ask}")
+        answer = arguments_answer(e) if ask == "args" else returns_answer(e)
+        out.append({"family": "details", "ask": ask, "messages": [user_turn(q), assistant_turn(answer)]})
+    return out
+
+
 def followup_records(e: Entry, fresh: bool = False) -> list[dict[str, Any]]:
     """What the entry does, then its arguments or its module (picked by a hash; `fresh`: the other one)."""
     ask = ("args", "module")[(_pick(e, "fu", 2) + fresh) % 2]
@@ -295,7 +319,7 @@ def conversations(facts: Facts | None = None, phrasings: int = 2) -> list[dict[s
     for e in task_entries():
         split = task_split(e)
         for r in (recall_records(e, phrasings if split == "train" else 1) + context_records(e)
-                  + followup_records(e) + (reading_records(e) if split == "train" else [])):
+                  + detail_records(e) + followup_records(e) + (reading_records(e) if split == "train" else [])):
             records.append({**r, "split": split, "entry": e.name, "module": e.module})
     return records + identity_records(facts) + paraphrase_records(facts, "sft") + unknown_records()
 
@@ -309,7 +333,8 @@ def rl_conversations(facts: Facts | None = None) -> list[dict[str, Any]]:
     records = []
     for e in task_entries():
         if task_split(e) == "train":
-            for r in recall_records(e, 1, first=2) + context_records(e, fresh=True) + followup_records(e, fresh=True):
+            for r in (recall_records(e, 1, first=2) + context_records(e, fresh=True) + detail_records(e, fresh=True)
+                      + followup_records(e, fresh=True)):
                 records.append({**r, "split": "train", "entry": e.name, "module": e.module})
     records += paraphrase_records(facts, "rl") + unknown_records(fresh=True)
     seen, out = {repr(r["messages"][:-1]) for r in conversations(facts)}, []
