@@ -724,11 +724,13 @@ def test_arguments_and_return_values_are_asked_from_memory_in_one_question():
     details = [r for r in records if r["family"] == "details"]
     by_entry = {e.name: e for e in chat_tasks.task_entries()}
     assert len(details) == len(by_entry) and len({r["entry"] for r in details}) == len(details)
-    assert Counter(r["split"] for r in details)["val"] == sum(chat_tasks.task_split(e) == "val" for e in by_entry.values())
+    held_out = sum(chat_tasks.task_split(e) == "val" for e in by_entry.values())
+    assert Counter(r["split"] for r in details)["val"] == held_out
     for r in details:
         e, (question, reply) = by_entry[r["entry"]], r["messages"]
         assert e.name in question["content"] and "```" not in question["content"]
-        assert reply["content"] == (chat_tasks.arguments_answer(e) if r["ask"] == "args" else chat_tasks.returns_answer(e))
+        answer = chat_tasks.arguments_answer(e) if r["ask"] == "args" else chat_tasks.returns_answer(e)
+        assert reply["content"] == answer
     sorted_q = next(r for r in details if r["entry"] == "sorted")
     rl = [p for p in chat_tasks.rl_prompts() if p["family"] == "details" and p["entry"] == "sorted"]
     assert [p["ask"] for p in rl] == [{"args": "returns", "returns": "args"}[sorted_q["ask"]]]
