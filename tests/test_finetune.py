@@ -282,8 +282,7 @@ def test_rl_prompts_are_questions_sft_never_trained_on():
     for p in train:
         small = p["family"] in ("identity", "unknown")
         assert counts[key(p)] == (chat_tasks.RL_SMALL_FAMILY_REPEATS if small else 1), p
-    # the other context ask than SFT's for the same function: the same pasted text, another question
-    for family in ("context", "details"):  # the other ask than SFT's for the same function
+    for family in ("context", "details"):  # the other ask than SFT's for the same function (context: the same paste)
         sft_asks = {(r["entry"], r["ask"]) for r in chat_tasks.conversations(facts) if r["family"] == family}
         fresh_asks = {(p["entry"], p["ask"]) for p in train if p["family"] == family}
         assert fresh_asks and not fresh_asks & sft_asks, family
@@ -656,7 +655,7 @@ def test_cluster_bootstrap_counts_a_repeated_answer_once():
     blind = [g for g in by.values() if g[0].get("blind")]
     assert len(blind) > 38 and all(len(g) == 1 for g in blind)  # each blind-written question its own cluster
     functions = [g for g in by.values() if "entry" in g[0]]
-    assert all(len({p["family"] for p in g}) == 3 for g in functions)  # recall, context and follow-up together
+    assert all(len({p["family"] for p in g}) == 4 for g in functions)  # recall, context, details and follow-up
     # every held-out function is asked, not a sample of them (the intervals narrow with the clusters)
     assert len(functions) == sum(chat_tasks.task_split(e) == "val" for e in chat_tasks.task_entries())
 

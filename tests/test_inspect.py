@@ -308,7 +308,8 @@ def test_html_page_in_headless_chromium(tok, model, tmp_path):
             page.locator("#attends span").nth(6).hover()
             assert "token 6" in page.inner_text("#focusname")
             colours = page.eval_on_selector_all("#attends span", "s => s.map(e => e.style.background)")
-            focused = page.eval_on_selector_all("#attends span.focus, #attended span.focus", "s => s.map(e => e.dataset.i)")
+            focused = page.eval_on_selector_all("#attends span.focus, #attended span.focus",
+                                                "s => s.map(e => e.dataset.i)")
             assert focused == ["6", "6"] and len(set(colours[:7])) > 1 and set(colours[7:]) == {"rgb(255, 255, 255)"}
             own = float(rec.weights[1, 0, 6, 6])  # layer 1, head 0: the thumbnail clicked above
             assert own > 0.01 and colours[6] == page.evaluate(f"heat({own})").replace(",", ", ")

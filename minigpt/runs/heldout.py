@@ -27,9 +27,9 @@ BOOTSTRAP = 2000
 
 def heldout_prompts(facts: chat_tasks.Facts) -> list[dict[str, Any]]:
     """Every built-in held-out prompt, in a fixed order: each held-out function's recall, context, details and
-    follow-up questions and every held-out identity and out-of-world phrasing. All of them, not a sample: one batched
-    greedy pass over the 1,403 takes ~8 s per model on 2 cores, and the first 200/150/100 function questions the
-    report card once took left its intervals 1.5x wider (README "What changed since")."""
+    follow-up questions and every held-out identity and out-of-world phrasing. All of them, not a sample: one
+    batched greedy pass over the 1,403 takes ~8 s per model on 2 cores, and the first 200/150/100 function
+    questions the report card once took left its intervals 1.5x wider (README "What changed since")."""
     return [p for p in chat_tasks.prompts(facts) if p["split"] == "val"]
 
 
@@ -68,8 +68,8 @@ def answer(ckpt, prompts: Sequence[dict[str, Any]], facts: chat_tasks.Facts, *, 
 
 def cluster_of(prompt: dict[str, Any]) -> str:
     """What a held-out prompt's answer is not independent of: its function (recall, context, details and
-    follow-up questions about one held-out function), its hand-written phrasing (an identity question in its variants,
-    "Who are you?" and "Hey, who are you?"), or else its own text."""
+    follow-up questions about one held-out function), its hand-written phrasing (an identity question in its
+    variants, "Who are you?" and "Hey, who are you?"), or else its own text."""
     return prompt.get("entry") or prompt.get("phrasing") or repr(prompt["prompt"])
 
 

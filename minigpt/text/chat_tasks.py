@@ -327,8 +327,8 @@ def conversations(facts: Facts | None = None, phrasings: int = 2) -> list[dict[s
 def rl_conversations(facts: Facts | None = None) -> list[dict[str, Any]]:
     """RL's training records: the same training functions and intents as SFT's, asked in ways SFT never trained
     on (another recall phrasing, the other context, details and follow-up questions, RL's share of the generated
-    identity paraphrases, other out-of-world questions). On a question the SFT model has learned by heart every sampled
-    reply is the same, the group's advantages are all 0, and RL learns nothing from it."""
+    identity paraphrases, other out-of-world questions). On a question the SFT model has learned by heart every
+    sampled reply is the same, the group's advantages are all 0, and RL learns nothing from it."""
     facts = facts or Facts()
     records = []
     for e in task_entries():
