@@ -43,7 +43,7 @@ VARIANTS: dict[str, dict] = {
 def train_variant(sft: str, out: Path, steps: int, change: dict) -> Path:
     from ablate_rl import jsonl_file
     from minigpt.checkpoint import load_checkpoint
-    from minigpt.text import chat_tasks
+    from minigpt.text import chat_pairs
     from minigpt.train import finetune
 
     if (out / "latest").is_file():
@@ -53,7 +53,7 @@ def train_variant(sft: str, out: Path, steps: int, change: dict) -> Path:
     data = None
     if change.pop("no_identity", False):  # the built-in pairs less the identity ones, as a file
         data = jsonl_file(out.parent / "pairs-no-identity.jsonl",
-                          [p for p in chat_tasks.preference_records(finetune.facts_of(load_checkpoint(sft)))
+                          [p for p in chat_pairs.preference_records(finetune.facts_of(load_checkpoint(sft)))
                            if p["family"] != "identity"])
     seed = change.pop("seed", 1337)
     cfg = finetune.stage_train_config("dpo", max_iters=steps, eval_interval=10**9, seed=seed, **change)

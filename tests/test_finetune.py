@@ -174,10 +174,10 @@ def test_preference_pairs_reject_the_right_kind_of_wrong_answer():
     another function's arguments or module for a question about this one; never the chosen reply itself."""
     import re
 
-    from minigpt.text import chat_tasks
+    from minigpt.text import chat_pairs, chat_tasks
 
     facts = chat_tasks.Facts(params=1_840_000)
-    pairs = chat_tasks.preference_records(facts)
+    pairs = chat_pairs.preference_records(facts)
     identity = {r["messages"][-1]["content"]: r["intent"] for r in chat_tasks.identity_records(facts)}
     asked = {(json.dumps(p["prompt"]), p["reference"]): p for p in chat_tasks.prompts(facts)}
     kinds = set()

@@ -1,4 +1,5 @@
-"""The built-in chat data: SFT conversations, preference pairs and RL prompts about Python's standard library.
+"""The built-in chat data: SFT conversations and RL prompts about Python's standard library (the preference pairs
+built from them are chat_pairs.py's).
 
 Six families, each a record with a `family` and a `split`:
 
@@ -37,7 +38,7 @@ from typing import Any, Callable
 
 from .corpora.pydocs import Entry, all_entries, first_sentence, split_of
 from .identity import (IDENTITY, PHRASING_HELDOUT_ONE_IN, Facts, assistant_turn, hash_byte, identity_records,
-                       is_chinese, paraphrase_records, user_turn)
+                       paraphrase_records, user_turn)
 
 QUESTIONS = (
     "What does {name} do?",
@@ -418,53 +419,3 @@ def rl_prompts(facts: Facts | None = None) -> list[dict[str, Any]]:
     train = [_prompt(r) for r in rl_conversations(facts)]
     return ([p for p in train for _ in range(RL_SMALL_FAMILY_REPEATS if p["family"] in SMALL_FAMILIES else 1)]
             + [p for p in prompts(facts) if p["split"] == "val"])
-
-
-def preference_records(facts: Facts | None = None) -> list[dict[str, Any]]:
-    """{"prompt", "chosen", "rejected", "split"}: chosen = the reference reply; rejected = the mistake a small
-    model actually makes, the right kind of answer about the wrong thing: for a function, the same answer for
-    another function of its module (its summary, its arguments, its module) or, for half of the summaries, the
-    right one cut short; for an identity question, another intent's answer (asked its name, it states its
-    training data); an out-of-world question is paired with a confident docstring."""
-    facts = facts or Facts()
-    by_module: dict[str, list[Entry]] = {}
-    for e in task_entries():
-        by_module.setdefault(e.module, []).append(e)
-    modules = sorted(by_module)
-    answer_of = {"args": arguments_answer, "returns": returns_answer}
-
-    @functools.cache
-    def siblings(module: str, ask: str) -> list[tuple[str, str]]:
-        """(name, answer) of every function of the module for that kind of question."""
-        return [(o.name, (answer_of[ask](o) if ask in answer_of else None) or o.summary) for o in by_module[module]]
-
-    asked = prompts(facts)
-    identity: dict[str, set[str]] = {}
-    for p in asked:
-        if p["family"] == "identity":
-            identity.setdefault(p["intent"], set()).add(p["reference"])
-    out = []
-    for p in asked:
-        chosen, rejected, family = p["reference"], None, p["family"]
-        if family == "identity":
-            others = sorted(a for intent, said in identity.items() if intent != p["intent"] for a in said
-                            if is_chinese(a) == is_chinese(chosen))
-            rejected = others[hash_byte(f"id:{p['prompt'][-1]['content']}") % len(others)]
-        elif family == "unknown":
-            rejected = "Return a list of the lines in the string, breaking at line boundaries."
-        else:
-            name, ask = p["entry"], p.get("ask", "does")
-            if family == "followup" and ask == "module":
-                other = modules[hash_byte(f"mod:{name}") % len(modules)]
-                rejected = f"It is in the `{other}` module." if other != p["module"] else None
-            else:
-                others = [a for o, a in siblings(p["module"], ask) if o != name and a != chosen]
-                words = chosen.split()
-                if others and (ask != "does" or hash_byte(f"neg:{name}:{family}") % 2 == 0):
-                    rejected = others[hash_byte(f"other:{name}:{family}") % len(others)]
-                elif len(words) >= 6:
-                    rejected = " ".join(words[: len(words) // 2])
-        if rejected and rejected != chosen:
-            out.append({"prompt": p["prompt"], "chosen": chosen, "rejected": rejected, "split": p["split"],
-                        "family": family})
-    return out

@@ -19,7 +19,7 @@ from typing import Any
 
 from rich.markup import escape
 
-from ..text import chat_tasks
+from ..text import chat_pairs, chat_tasks
 from ..text.chat_format import render_conversation
 from ..text.chat_data import Rows, RowBatches, lm_collate, load_conversations, load_preferences, pair_collate
 from ..checkpoint import Checkpoint, check_run_dir, load_checkpoint, read_run_info, run_path
@@ -170,7 +170,7 @@ def reward(checkpoint: str | Path | None = None, data: str | None = None, *,
     parent, out, info = _parent(checkpoint, out, "reward", resume)
     cfg = train_config or stage_train_config("reward")
     _join(cfg)
-    records, spec = _data(info, data, lambda: chat_tasks.preference_records(facts_of(parent)))
+    records, spec = _data(info, data, lambda: chat_pairs.preference_records(facts_of(parent)))
     tok = parent.tokenizer
     seed_everything(cfg.seed)
     model = RewardModel(RewardConfig(base=to_dict(parent.model.config)))
@@ -193,7 +193,7 @@ def dpo(checkpoint: str | Path | None = None, data: str | None = None, *, beta: 
     beta, rpo_alpha = info.get("beta", beta), info.get("rpo_alpha", rpo_alpha)
     cfg = train_config or stage_train_config("dpo")
     _join(cfg)
-    records, spec = _data(info, data, lambda: chat_tasks.preference_records(facts_of(parent)))
+    records, spec = _data(info, data, lambda: chat_pairs.preference_records(facts_of(parent)))
     tok, model = parent.tokenizer, parent.model
     reference = load_checkpoint(parent.path).model
     rows = load_preferences(records, tok, source=spec)
