@@ -6,7 +6,8 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from .chat_tasks import Entry, arguments_answer, prompts, returns_answer, task_entries
+from .chat_tasks import arguments_answer, prompts, returns_answer, task_entries
+from .corpora.pydocs import Entry
 from .identity import Facts, hash_byte, is_chinese
 
 
