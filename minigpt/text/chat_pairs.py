@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from .chat_tasks import arguments_answer, prompts, returns_answer, task_entries
+from .chat_tasks import answer_to, prompts, task_entries
 from .corpora.pydocs import Entry
 from .identity import Facts, hash_byte, is_chinese
 
@@ -22,12 +22,11 @@ def preference_records(facts: Facts | None = None) -> list[dict[str, Any]]:
     for e in task_entries():
         by_module.setdefault(e.module, []).append(e)
     modules = sorted(by_module)
-    answer_of = {"args": arguments_answer, "returns": returns_answer}
 
     @functools.cache
     def siblings(module: str, ask: str) -> list[tuple[str, str]]:
         """(name, answer) of every function of the module for that kind of question."""
-        return [(o.name, (answer_of[ask](o) if ask in answer_of else None) or o.summary) for o in by_module[module]]
+        return [(o.name, answer_to(o, ask) or o.summary) for o in by_module[module]]
 
     asked = prompts(facts)
     identity: dict[str, set[str]] = {}

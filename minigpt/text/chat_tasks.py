@@ -192,6 +192,20 @@ def returns_answer(e: Entry) -> str | None:
     return None
 
 
+def answer_to(e: Entry, ask: str) -> str | None:
+    """The reference reply to a question about the entry: its arguments ("args"), what it returns ("returns": None
+    where its docstring does not say) or else what it does (its summary)."""
+    if ask == "args":
+        return arguments_answer(e)
+    return returns_answer(e) if ask == "returns" else e.summary
+
+
+def _asks(e: Entry, salt: str, asks: list[str], fresh: bool) -> list[str]:
+    """The ask picked for the entry by a hash of `salt` (SFT's), or with `fresh` every other one (RL's)."""
+    picked = asks[_pick(e, salt, len(asks))]
+    return [a for a in asks if a != picked] if fresh else [picked]
+
+
 def pasted(e: Entry, limit: int = 320) -> str:
     """The function as a user would paste it: its def (or class) line and the docstring's first paragraph."""
     short = e.name.rsplit(".", 1)[-1]
@@ -216,14 +230,11 @@ def recall_records(e: Entry, phrasings: int, first: int = 0) -> list[dict[str, A
 def context_records(e: Entry, fresh: bool = False) -> list[dict[str, Any]]:
     """One pasted-function question per entry, asking what it does, its arguments or what it returns (picked by a
     hash); `fresh`: one question for each of the other asks instead (RL's)."""
-    asks = ["does", "args"] + (["returns"] if returns_answer(e) else [])
-    picked = asks[_pick(e, "ctx", len(asks))]
     out = []
-    for ask in ([a for a in asks if a != picked] if fresh else [picked]):
+    for ask in _asks(e, "ctx", ["does", "args"] + (["returns"] if returns_answer(e) else []), fresh):
         phrasings = CONTEXT_ASKS[ask]
         q = phrasings[_pick(e, f"ctxq{fresh}", len(phrasings))].format(kind=_kind(e))
-        answer = {"does": e.summary, "args": arguments_answer(e), "returns": returns_answer(e)}[ask]
-        messages = [user_turn(f"{pasted(e)}\n{q}"), assistant_turn(answer)]
+        messages = [user_turn(f"{pasted(e)}\n{q}"), assistant_turn(answer_to(e, ask))]
         out.append({"family": "context", "ask": ask, "messages": messages})
     return out
 
@@ -254,16 +265,13 @@ def detail_records(e: Entry, fresh: bool = False) -> list[dict[str, Any]]:
     """Its arguments or what it returns, asked from memory in one question ("What arguments does `len` take?"),
     picked by a hash; `fresh`: the other ask instead (RL's). Until these, the model had learnt arguments only from
     a pasted function or after a first question about it, and "What does sorted return?" got garbage."""
-    asks = ["args"] + (["returns"] if returns_answer(e) else [])
-    picked = asks[_pick(e, "det", len(asks))]
     out = []
-    for ask in ([a for a in asks if a != picked] if fresh else [picked]):
+    for ask in _asks(e, "det", ["args"] + (["returns"] if returns_answer(e) else []), fresh):
         phrasings = DETAIL_ASKS[ask]
         variant = _pick(e, f"detq:{ask}", len(phrasings))
         form = NAME_FORMS[hash_byte(f"detform:{e.name}:{ask}") % (2 if e.kind == "class" else len(NAME_FORMS))]
         q = casual(phrasings[variant].format(name=form.format(e.name)), f"det:{e.name}:{ask}")
-        answer = arguments_answer(e) if ask == "args" else returns_answer(e)
-        out.append({"family": "details", "ask": ask, "messages": [user_turn(q), assistant_turn(answer)]})
+        out.append({"family": "details", "ask": ask, "messages": [user_turn(q), assistant_turn(answer_to(e, ask))]})
     return out
 
 

@@ -11,7 +11,7 @@ import torch
 
 from .. import OMP_WAIT
 from ..common import Dist, MinigptError, atomic_write_text, console
-from .metrics import dump_row, load_row
+from .metrics import dump_row, read_metrics
 from .settings import TrainConfig
 from .stopping import resume_command
 
@@ -55,7 +55,7 @@ class Logger:
         resumed shows its last loss, not nan), or nothing yet."""
         if not (self.file and self.p.step):
             return ""
-        rows = [load_row(line) for line in self.path.read_text().splitlines()]  # whole rows (truncate_metrics)
+        rows = read_metrics(self.path.parent)  # whole rows (truncate_metrics)
         last = next((r for r in reversed(rows) if r.get("kind") == "train"), None)
         if last is None or "loss" not in last:
             return ""
