@@ -40,25 +40,6 @@ def test_pydocs_is_deterministic_and_split_by_module():
     assert 1_000_000 < total < 4_000_000
 
 
-def test_stdlib_reads_the_test_suite_and_holds_out_a_module_with_its_tests(tmp_path):
-    from minigpt.text.corpora import stdlib
-
-    assert [pydocs.split_of(m) for m in ("os", "urllib", "email.headerregistry", "json", "email", "ctypes")] == \
-        ["val"] * 3 + ["train"] * 3  # the hash this test's expectations rest on
-    files = ["os.py", "json/__init__.py", "urllib/__init__.py", "email/__init__.py", "email/headerregistry.py",
-             "ctypes/__init__.py", "test/test_os.py", "test/test_json.py", "test/test_urllib2.py",
-             "test/test_email/test_headerregistry.py", "test/test_email/test_message.py", "ctypes/test/test_cast.py",
-             "idlelib/idle_test/test_run.py", "lib2to3/tests/test_all.py", "__pycache__/os.py"]
-    for f in files:
-        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / f).write_text("x = 1\n")
-    split = {p.relative_to(tmp_path).as_posix(): s for s, p in stdlib.source_files(str(tmp_path))}
-    assert split == {"os.py": "val", "json/__init__.py": "train", "urllib/__init__.py": "val",
-                     "email/__init__.py": "train", "email/headerregistry.py": "val", "ctypes/__init__.py": "train",
-                     "test/test_os.py": "val", "test/test_json.py": "train", "test/test_urllib2.py": "val",
-                     "test/test_email/test_headerregistry.py": "val", "test/test_email/test_message.py": "train",
-                     "ctypes/test/test_cast.py": "train"}
-
 def test_pydocs_entries_have_signatures_and_summaries():
     by_name = {e.name: e for e in pydocs.entries()}
     dumps = by_name["json.dumps"]
