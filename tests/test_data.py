@@ -40,6 +40,26 @@ def test_pydocs_is_deterministic_and_split_by_module():
     assert 1_000_000 < total < 4_000_000
 
 
+def test_stdlib_reads_the_library_source_but_not_its_tests_or_vendored_code(tmp_path, monkeypatch):
+    from minigpt.text.corpora import stdlib
+
+    files = ["os.py", "json/__init__.py", "email/mime/text.py", "_pydecimal.py", "test/test_os.py",
+             "ctypes/test/test_cast.py", "idlelib/idle_test/test_run.py", "site-packages/pkg/mod.py",
+             "__pycache__/os.py", "config-3.11-x86_64-linux-gnu/python-config.py"]
+    for f in files:
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).write_text("x = 1\n")
+    assert [m for m, _ in stdlib.source_files(str(tmp_path))] == ["_pydecimal", "email.mime.text", "json", "os"]
+    monkeypatch.setattr(stdlib, "stdlib_dir", lambda: tmp_path)
+    read = stdlib.source_files.__wrapped__
+    monkeypatch.setattr(stdlib, "source_files", lambda: read(str(tmp_path)))
+    monkeypatch.setattr(stdlib, "pydocs_documents", lambda split: iter(()))
+    docs = {split: dict(stdlib.documents(split)) for split in ("train", "val")}
+    assert pydocs.split_of("os") == "val" and pydocs.split_of("json") == "train"  # split by module, as pydocs
+    assert list(docs["val"]) == ["path:os.py"] and docs["val"]["path:os.py"] == "# os.py\nx = 1\n"
+    assert list(docs["train"]) == ["path:_pydecimal.py", "path:email/mime/text.py", "path:json/__init__.py"]
+
+
 def test_pydocs_entries_have_signatures_and_summaries():
     by_name = {e.name: e for e in pydocs.entries()}
     dumps = by_name["json.dumps"]

@@ -264,7 +264,7 @@ def _plot_f1(out: Path, summary: dict[str, Any]) -> Path | None:
     ax.set_ylabel("held-out answer F1")
     ax.set_ylim(0, 1)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, ncol=len(stages))
+    ax.legend(fontsize=8, ncol=len(stages), loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     fig.tight_layout()
     path = out / "answer_f1.png"
     fig.savefig(path)
