@@ -142,3 +142,21 @@ def test_speedrun_runs_every_stage_and_writes_the_report_card():
     again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)  # a finished run is not redone
     assert again.returncode == 0 and again.stdout.count("done earlier, skipping") == 5
     assert "report card: written earlier" in again.stdout and os.stat("sr/report.md").st_mtime_ns == written
+
+
+def test_a_diverged_stage_is_reported_with_the_speedrun_s_own_fix(tmp_path, monkeypatch, capsys):
+    """The trainer's advice ("a lower --lr") names a flag the speedrun does not have: it says what it can do."""
+    from minigpt.cli import main
+    from minigpt.runs import speedrun as sr
+    from minigpt.train.trainer import Diverged
+
+    def diverge(*args, **kwargs):
+        raise Diverged("training diverged: the training loss is nan at step 40 (peak learning rate 0.004); no "
+                       "checkpoint was saved", "Start again with a lower --lr (say 0.001) and another --out")
+
+    monkeypatch.setattr(sr, "prepare_corpus", lambda name: None)
+    monkeypatch.setattr(sr, "pretrain", diverge)
+    assert main(["speedrun", "--budget", "10m", "--out", str(tmp_path / "sr")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: pretrain: training diverged: the training loss is nan at step 40") and "--lr" not in err
+    assert "start it again with another --seed and --out" in err and err.count("\n") == 1

@@ -25,7 +25,7 @@ from ..train import finetune, rl
 from ..common import MinigptError, atomic_write_text, console, seed_everything
 from ..train.pretrain import pretrain
 from ..models.gpt import GPTConfig
-from ..train.trainer import TrainConfig
+from ..train.trainer import Diverged, TrainConfig
 from .report_card import PARENTS, checkpoint_of, read_state, write_report_card
 
 # Shares of the budget left after tokenizer training and data preparation.
@@ -107,7 +107,11 @@ def speedrun(budget: float | None = None, out: str | Path = "checkpoints/speedru
         # a stage's share is fixed when it first starts: resumed, its trainer's clock goes on from where it was
         seconds = state.setdefault("shares", {}).setdefault(stage, remaining_share(stage))
         _save_state(out, state)
-        result = fn(run_dir, seconds, resume)
+        try:
+            result = fn(run_dir, seconds, resume)
+        except Diverged as e:  # the recipe has no --lr to lower: the advice for `pretrain` does not apply
+            raise MinigptError(f"{stage}: {e.what}. The speedrun's recipe should not diverge: start it again with "
+                               "another --seed and --out, and please report it") from None
         state["elapsed"] = time.perf_counter() - started  # an interrupted attempt's time counts too
         if not result.interrupted:
             state["stages"][stage] = {"run": str(run_dir), "step": result.step, "metrics": result.metrics}

@@ -348,16 +348,23 @@ def _train(model: nn.Module, objective: Objective, cfg: TrainConfig, run_dir: Pa
     return TrainResult(run_dir, p.step, last_eval, sign * p.best_val, interrupted, name)
 
 
+class Diverged(MinigptError):
+    """A run whose loss stopped being finite: `what` says where and what was kept, the message adds the fix."""
+
+    def __init__(self, what: str, fix: str):
+        super().__init__(f"{what}. {fix}")
+        self.what = what
+
+
 def _check_finite(value: float, what: str, step: int, cfg: TrainConfig, run_dir: Path) -> None:
     """Stop a diverged run (a learning rate too high, bad data) with one line, before it saves or samples NaN
     weights: every checkpoint already saved is whole. The value is the same on every rank (a mean over ranks)."""
     if math.isfinite(value):
         return
     kept = newest_complete(run_dir)
-    raise MinigptError(f"training diverged: {what} is {value} at step {step:,} (peak learning rate {cfg.lr:g}); "
-                       + (f"{kept} is the last checkpoint, saved before it" if kept else
-                          "no checkpoint was saved") + f". Start again with a lower --lr (say {cfg.lr / 4:g}) "
-                       "and another --out")
+    raise Diverged(f"training diverged: {what} is {value} at step {step:,} (peak learning rate {cfg.lr:g}); "
+                   + (f"{kept} is the last checkpoint, saved before it" if kept else "no checkpoint was saved"),
+                   f"Start again with a lower --lr (say {cfg.lr / 4:g}) and another --out")
 
 
 def _cpu_group(dist: Dist):
