@@ -262,8 +262,6 @@ def test_disk_full_while_saving_is_one_line_and_keeps_the_previous_checkpoint(lm
 def test_disk_full_while_logging_is_one_line_and_the_run_resumes(lm_setup, tmp_path, monkeypatch):
     """A metrics row that cannot be written stops the run with one line naming the resume command; the last
     checkpoint is whole and the resumed run ends like a straight one."""
-    import minigpt.train.trainer as trainer
-
     run, straight = lm_setup
     out, real_dump, rows = tmp_path / "full-log", logger.dump_row, itertools.count(1)
 

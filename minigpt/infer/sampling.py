@@ -192,7 +192,7 @@ def _draw_checked(probs: torch.Tensor, generators: Sequence[torch.Generator] | N
     """`draw`, with torch's error for probabilities that are not finite turned into what it means here."""
     try:
         return draw(probs, generators)
-    except RuntimeError as e:
+    except RuntimeError:
         if torch.isfinite(probs).all() and not (probs < 0).any():
             raise
         raise MinigptError("the model's next-token probabilities are not finite (NaN or inf logits): its weights "
