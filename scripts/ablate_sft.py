@@ -18,9 +18,10 @@ identity training questions (`no-writer-6`: identity_blind_3.py), with every con
 chained into chat sessions (`no-sessions`: `chat_tasks.sessions`), with the functions as they were before
 `chat_tasks.as_asked` (`names-before`: source names, markup left in, so those entries are rejected) or with it
 but no full stop added (`no-full-stop`), without the functions written in C (`no-compiled`:
-`pydocs.compiled_entries`) or without the questions about arguments and return values asked from memory
-(`no-details`: `chat_tasks.detail_records`), and the defaults with another seed (`seed-2`, and `-seed-2` after a
-variant; the others use 1337).
+`pydocs.compiled_entries`), without the questions about arguments and return values asked from memory
+(`no-details`: `chat_tasks.detail_records`) or with the functions asked in the first four phrasings only, as
+before "What is X?", "Tell me about X." and "Can you explain X?" (`four-questions`: `chat_tasks.QUESTIONS`), and
+the defaults with another seed (`seed-2`, and `-seed-2` after a variant; the others use 1337).
 """
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ VARIANTS: dict[str, dict] = {
     "no-full-stop": {"names": "no-full-stop"},
     "no-compiled": {"compiled": False},
     "no-details": {"details": False},
+    "four-questions": {"questions": 4},
 }
 
 
@@ -151,6 +153,8 @@ def train_variant(base: str, out: Path, steps: int, change: dict) -> Path:
     details = chat_tasks.detail_records
     if not change.pop("details", True):  # no arguments or return value asked from memory, as before detail_records
         chat_tasks.detail_records = lambda e, fresh=False: []
+    questions = chat_tasks.QUESTIONS
+    chat_tasks.QUESTIONS = questions[:change.pop("questions", len(questions))]
     sessions = chat_tasks.sessions
     if not change.pop("sessions", True):  # every conversation alone, as before chat_tasks.sessions
         chat_tasks.sessions = lambda records, fits, seed=0: records
@@ -172,6 +176,7 @@ def train_variant(base: str, out: Path, steps: int, change: dict) -> Path:
     finally:
         finetune._parent = parent
         chat_tasks.PARAPHRASE_REPEATS, chat_tasks.sft_records, chat_tasks.sessions = repeats, records, sessions
+        chat_tasks.QUESTIONS = questions
         chat_tasks.as_asked, pydocs.compiled_entries, chat_tasks.detail_records = as_asked, compiled, details
         chat_tasks._sentence_answers.cache_clear()
         identity.WRITTEN_FOR_TRAINING = written

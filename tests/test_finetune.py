@@ -655,7 +655,11 @@ def test_cluster_bootstrap_counts_a_repeated_answer_once():
     blind = [g for g in by.values() if g[0].get("blind")]
     assert len(blind) > 38 and all(len(g) == 1 for g in blind)  # each blind-written question its own cluster
     functions = [g for g in by.values() if "entry" in g[0]]
-    assert all(len({p["family"] for p in g}) == 4 for g in functions)  # recall, context, details and follow-up
+    by_entry = {e.name: e for e in chat_tasks.task_entries()}
+    for g in functions:  # recall, context, follow-up, and details where its arguments or return value are known
+        e = by_entry[g[0]["entry"]]
+        details = chat_tasks.knows_arguments(e) or chat_tasks.returns_answer(e) is not None
+        assert sorted(p["family"] for p in g) == sorted(["recall", "context", "followup"] + ["details"] * details)
     # every held-out function is asked, not a sample of them (the intervals narrow with the clusters)
     assert len(functions) == sum(chat_tasks.task_split(e) == "val" for e in chat_tasks.task_entries())
 
@@ -722,8 +726,9 @@ def test_arguments_and_return_values_are_asked_from_memory_in_one_question():
     records = chat_tasks.conversations(chat_tasks.Facts(params=1_840_000))
     details = [r for r in records if r["family"] == "details"]
     by_entry = {e.name: e for e in chat_tasks.task_entries()}
-    assert len(details) == len(by_entry) and len({r["entry"] for r in details}) == len(details)
-    held_out = sum(chat_tasks.task_split(e) == "val" for e in by_entry.values())
+    askable = [e for e in by_entry.values() if chat_tasks.knows_arguments(e) or chat_tasks.returns_answer(e)]
+    assert len(details) == len(askable) and len({r["entry"] for r in details}) == len(details)
+    held_out = sum(chat_tasks.task_split(e) == "val" for e in askable)
     assert Counter(r["split"] for r in details)["val"] == held_out
     for r in details:
         e, (question, reply) = by_entry[r["entry"]], r["messages"]
@@ -737,3 +742,56 @@ def test_arguments_and_return_values_are_asked_from_memory_in_one_question():
     assert (args["messages"][-1]["content"] if "messages" in args else args["reference"]) == \
         "It takes `iterable`, `key` and `reverse`."
     assert Counter(r["ask"] for r in details)["returns"] > len(details) / 10  # both asks occur
+
+
+def test_no_record_says_what_arguments_an_unknown_signature_takes():
+    """A class with no signature of its own takes its base class's arguments (or, written in C, any): SFT taught
+    "It takes no arguments." for 286 of them until they were never asked; their follow-up asks the module.
+    Private parameters a caller leaves to their default are not listed; required ones are."""
+    from minigpt.text import chat_tasks
+
+    by_entry = {e.name: e for e in chat_tasks.task_entries()}
+    unknown = {n for n, e in by_entry.items() if not chat_tasks.knows_arguments(e)}
+    assert "argparse.RawTextHelpFormatter" in unknown and len(unknown) > 100
+    assert all(by_entry[n].kind == "class" and not by_entry[n].signature for n in unknown)
+    facts = chat_tasks.Facts(params=1_840_000)
+    records = chat_tasks.conversations(facts) + chat_tasks.rl_conversations(facts)
+    assert records and not [r for r in records if r.get("entry") in unknown and r.get("ask") == "args"]
+    followups = [r for r in records if r["family"] == "followup" and r["entry"] in unknown]
+    assert followups and {r["ask"] for r in followups} == {"module"}
+    assert {r["ask"] for r in records if r["family"] == "followup"} == {"args", "module"}
+    assert chat_tasks.arguments(by_entry["copy.deepcopy"]) == ["x", "memo"]  # (x, memo=None, _nil=[])
+    assert chat_tasks.arguments(by_entry["hashlib.file_digest"]) == ["fileobj", "digest"]  # *, _bufsize=2 ** 18
+    assert chat_tasks.arguments(by_entry["email.message.Message.add_header"]) == ["_name", "_value", "**_params"]
+    assert chat_tasks.arguments_answer(by_entry["asyncio.locks.Event"]) == "It takes no arguments."  # "()"
+
+
+def test_functions_are_asked_in_every_phrasing_in_training_and_held_out():
+    """"What is X?", "Tell me about X.", "Can you explain X?": trained on the first four phrasings alone, sr37's
+    final model answered "Can you explain X?" with one of its identity answers for 39% of the functions it knew.
+    Every phrasing now trains and is held out, each function's SFT phrasings are distinct, and RL's is a third."""
+    from collections import Counter
+
+    from minigpt.text import chat_tasks
+
+    facts = chat_tasks.Facts(params=1_840_000)
+    by_entry = {e.name: e for e in chat_tasks.task_entries()}
+
+    def phrasing(entry: str, text: str) -> int:
+        """Which of the QUESTIONS `text` asks, however the name is written and whether typed casually."""
+        e, plain = by_entry[entry], text.lower().rstrip("?.")
+        return next(i for i, q in enumerate(chat_tasks.QUESTIONS) for form in chat_tasks.NAME_FORMS
+                    if q.format(name=form.format(e.name), kind=chat_tasks._kind(e)).lower().rstrip("?.") == plain)
+
+    recall = [r for r in chat_tasks.conversations(facts) if r["family"] == "recall"]
+    for split in ("train", "val"):
+        used = Counter(phrasing(r["entry"], r["messages"][0]["content"]) for r in recall if r["split"] == split)
+        assert set(used) == set(range(len(chat_tasks.QUESTIONS))), split
+        assert min(used.values()) > sum(used.values()) / len(chat_tasks.QUESTIONS) / 2, split  # none rare
+    per_entry: dict[str, list[int]] = {}
+    for r in recall:
+        if r["split"] == "train":
+            per_entry.setdefault(r["entry"], []).append(phrasing(r["entry"], r["messages"][0]["content"]))
+    assert all(len(set(v)) == len(v) == 2 for v in per_entry.values())
+    rl = [p for p in chat_tasks.rl_prompts(facts) if p["family"] == "recall" and p["split"] == "train"]
+    assert rl and all(phrasing(p["entry"], p["prompt"][0]["content"]) not in per_entry[p["entry"]] for p in rl)

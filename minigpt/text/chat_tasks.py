@@ -3,8 +3,8 @@ built from them are chat_pairs.py's).
 
 Six families, each a record with a `family` and a `split`:
 
-- `recall`: "What does `json.dumps` do?" answered with the first sentence of its docstring (the name also bare or
-  called, "what does json.dumps() do": `question`). The model has read the docstring during pretraining (stdlib
+- `recall`: "What does `json.dumps` do?" answered with the first sentence of its docstring (in seven phrasings,
+  "Tell me about json.dumps.", the name also bare or called, "what does json.dumps() do": `question`). The model has read the docstring during pretraining (stdlib
   source and pydocs); SFT teaches it to answer from memory.
 - `context`: the user pastes a function (its `def` line and docstring) and asks what it does, what its
   arguments are or what it returns; the answer is in the prompt. Reading questions (`reading_records`) paste a
@@ -45,6 +45,9 @@ QUESTIONS = (
     "Explain {name} in one sentence.",
     "What is {name} for?",
     "Describe the {kind} {name} briefly.",
+    "What is {name}?",  # the last three as people ask in a chat: with only the first four, sr37's final model
+    "Tell me about {name}.",  # answered "Can you explain functools.partial?" with its greeting, 39% of the
+    "Can you explain {name}?",  # functions it knew so (README "What changed since")
 )
 NAME_FORMS = ("`{}`", "{}", "{}()")  # how people write a name in a chat: as code, bare, or called
 CASUAL_ONE_IN = 4  # 1 question in 4 typed casually: lower-case first letter, no question mark (`casual`)
@@ -161,7 +164,8 @@ def casual(text: str, salt: str) -> str:
 
 
 def arguments(e: Entry) -> list[str]:
-    """Parameter names from the entry's signature ('(obj, *, skipkeys=False)' -> ['obj', 'skipkeys'])."""
+    """Parameter names from the entry's signature ('(obj, *, skipkeys=False)' -> ['obj', 'skipkeys']), without
+    the private ones a caller leaves to their default (`copy.deepcopy(x, memo=None, _nil=[])` takes x and memo)."""
     if not e.signature:
         return []
     try:
@@ -169,10 +173,20 @@ def arguments(e: Entry) -> list[str]:
     except SyntaxError:
         return []
     a = node.args
-    names = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs]
+    positional = a.posonlyargs + a.args
+    defaulted = {x.arg for x in positional[len(positional) - len(a.defaults):]}
+    defaulted |= {x.arg for x, d in zip(a.kwonlyargs, a.kw_defaults) if d is not None}
+    names = [x.arg for x in positional + a.kwonlyargs if not (x.arg.startswith("_") and x.arg in defaulted)]
     names += [f"*{a.vararg.arg}"] if a.vararg else []
     names += [f"**{a.kwarg.arg}"] if a.kwarg else []
     return names
+
+
+def knows_arguments(e: Entry) -> bool:
+    """Whether the entry's arguments are known. A class with no signature of its own is never asked for them
+    (`argparse.RawTextHelpFormatter` takes its base class's, a class written in C may take any): until sr41, SFT
+    taught "It takes no arguments." for 286 such classes."""
+    return e.kind != "class" or bool(e.signature)
 
 
 def arguments_answer(e: Entry) -> str:
@@ -202,6 +216,8 @@ def answer_to(e: Entry, ask: str) -> str | None:
 
 def _asks(e: Entry, salt: str, asks: list[str], fresh: bool) -> list[str]:
     """The ask picked for the entry by a hash of `salt` (SFT's), or with `fresh` every other one (RL's)."""
+    if not asks:
+        return []
     picked = asks[_pick(e, salt, len(asks))]
     return [a for a in asks if a != picked] if fresh else [picked]
 
@@ -227,11 +243,17 @@ def recall_records(e: Entry, phrasings: int, first: int = 0) -> list[dict[str, A
             for k in range(phrasings)]
 
 
+def _detail_asks(e: Entry) -> list[str]:
+    """What can be asked of the entry beside what it does: its arguments where known, what it returns where its
+    docstring says."""
+    return ["args"] * knows_arguments(e) + ["returns"] * bool(returns_answer(e))
+
+
 def context_records(e: Entry, fresh: bool = False) -> list[dict[str, Any]]:
     """One pasted-function question per entry, asking what it does, its arguments or what it returns (picked by a
     hash); `fresh`: one question for each of the other asks instead (RL's)."""
     out = []
-    for ask in _asks(e, "ctx", ["does", "args"] + (["returns"] if returns_answer(e) else []), fresh):
+    for ask in _asks(e, "ctx", ["does"] + _detail_asks(e), fresh):
         phrasings = CONTEXT_ASKS[ask]
         q = phrasings[_pick(e, f"ctxq{fresh}", len(phrasings))].format(kind=_kind(e))
         messages = [user_turn(f"{pasted(e)}\n{q}"), assistant_turn(answer_to(e, ask))]
@@ -266,7 +288,7 @@ def detail_records(e: Entry, fresh: bool = False) -> list[dict[str, Any]]:
     picked by a hash; `fresh`: the other ask instead (RL's). Until these, the model had learnt arguments only from
     a pasted function or after a first question about it, and "What does sorted return?" got garbage."""
     out = []
-    for ask in _asks(e, "det", ["args"] + (["returns"] if returns_answer(e) else []), fresh):
+    for ask in _asks(e, "det", _detail_asks(e), fresh):
         phrasings = DETAIL_ASKS[ask]
         variant = _pick(e, f"detq:{ask}", len(phrasings))
         form = NAME_FORMS[hash_byte(f"detform:{e.name}:{ask}") % (2 if e.kind == "class" else len(NAME_FORMS))]
@@ -276,8 +298,9 @@ def detail_records(e: Entry, fresh: bool = False) -> list[dict[str, Any]]:
 
 
 def followup_records(e: Entry, fresh: bool = False) -> list[dict[str, Any]]:
-    """What the entry does, then its arguments or its module (picked by a hash; `fresh`: the other one)."""
-    ask = ("args", "module")[(_pick(e, "fu", 2) + fresh) % 2]
+    """What the entry does, then its arguments or its module (picked by a hash; `fresh`: the other one; always its
+    module where its arguments are not known)."""
+    ask = ("args", "module")[(_pick(e, "fu", 2) + fresh) % 2] if knows_arguments(e) else "module"
     q = FOLLOWUPS[ask][_pick(e, "fuq", len(FOLLOWUPS[ask]))]
     answer = arguments_answer(e) if ask == "args" else f"It is in the `{e.module}` module."
     messages = [user_turn(question(e)), assistant_turn(e.summary), user_turn(q), assistant_turn(answer)]
