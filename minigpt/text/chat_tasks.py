@@ -216,10 +216,8 @@ def answer_to(e: Entry, ask: str) -> str | None:
 
 def _asks(e: Entry, salt: str, asks: list[str], fresh: bool) -> list[str]:
     """The ask picked for the entry by a hash of `salt` (SFT's), or with `fresh` every other one (RL's)."""
-    if not asks:
-        return []
-    picked = asks[_pick(e, salt, len(asks))]
-    return [a for a in asks if a != picked] if fresh else [picked]
+    picked = asks[_pick(e, salt, len(asks))] if asks else None
+    return [a for a in asks if a != picked] if fresh else [picked] * bool(asks)
 
 
 def pasted(e: Entry, limit: int = 320) -> str:
@@ -244,8 +242,7 @@ def recall_records(e: Entry, phrasings: int, first: int = 0) -> list[dict[str, A
 
 
 def _detail_asks(e: Entry) -> list[str]:
-    """What can be asked of the entry beside what it does: its arguments where known, what it returns where its
-    docstring says."""
+    """Beside what it does: its arguments where known, what it returns where its docstring says."""
     return ["args"] * knows_arguments(e) + ["returns"] * bool(returns_answer(e))
 
 
