@@ -4,8 +4,8 @@ built from them are chat_pairs.py's).
 Six families, each a record with a `family` and a `split`:
 
 - `recall`: "What does `json.dumps` do?" answered with the first sentence of its docstring (in seven phrasings,
-  "Tell me about json.dumps.", the name also bare or called, "what does json.dumps() do": `question`). The model has read the docstring during pretraining (stdlib
-  source and pydocs); SFT teaches it to answer from memory.
+  "Tell me about json.dumps.", the name also bare or called, "what does json.dumps() do": `question`). The model
+  has read the docstring during pretraining (stdlib source and pydocs); SFT teaches it to answer from memory.
 - `context`: the user pastes a function (its `def` line and docstring) and asks what it does, what its
   arguments are or what it returns; the answer is in the prompt. Reading questions (`reading_records`) paste a
   training function with its docstring from the second sentence on, so that the answer must be read, not
@@ -217,7 +217,7 @@ def answer_to(e: Entry, ask: str) -> str | None:
 def _asks(e: Entry, salt: str, asks: list[str], fresh: bool) -> list[str]:
     """The ask picked for the entry by a hash of `salt` (SFT's), or with `fresh` every other one (RL's)."""
     picked = asks[_pick(e, salt, len(asks))] if asks else None
-    return [a for a in asks if a != picked] if fresh else [picked] * bool(asks)
+    return [a for a in asks if (a == picked) != fresh]
 
 
 def pasted(e: Entry, limit: int = 320) -> str:
