@@ -20,8 +20,10 @@ chained into chat sessions (`no-sessions`: `chat_tasks.sessions`), with the func
 but no full stop added (`no-full-stop`), without the functions written in C (`no-compiled`:
 `pydocs.compiled_entries`), without the questions about arguments and return values asked from memory
 (`no-details`: `chat_tasks.detail_records`) or with the functions asked in the first four phrasings only, as
-before "What is X?", "Tell me about X." and "Can you explain X?" (`four-questions`: `chat_tasks.QUESTIONS`), and
-the defaults with another seed (`seed-2`, and `-seed-2` after a variant; the others use 1337).
+before "What is X?", "Tell me about X." and "Can you explain X?" (`four-questions`: `chat_tasks.QUESTIONS`), or
+with none of the training thanks, goodbyes and blind-written out-of-world requests, as before text/social_blind.py
+(`no-social`: the held-out ones are still asked), and the defaults with another seed (`seed-2`, and `-seed-2`
+after a variant; the others use 1337).
 """
 from __future__ import annotations
 
@@ -56,6 +58,7 @@ VARIANTS: dict[str, dict] = {
     "no-compiled": {"compiled": False},
     "no-details": {"details": False},
     "four-questions": {"questions": 4},
+    "no-social": {"social": False},
 }
 
 
@@ -117,7 +120,7 @@ def dropout(model, p: float) -> None:
 
 
 def train_variant(base: str, out: Path, steps: int, change: dict) -> Path:
-    from minigpt.text import chat_tasks, identity
+    from minigpt.text import chat_tasks, identity, out_of_world
     from minigpt.text.corpora import pydocs
     from minigpt.train import finetune
 
@@ -131,6 +134,14 @@ def train_variant(base: str, out: Path, steps: int, change: dict) -> Path:
     if how:  # "x1", "x2", "noise" or "x3"
         chat_tasks.PARAPHRASE_REPEATS = 3 if how == "x3" else 1
         chat_tasks.sft_records = copied(records, noise=how == "noise") if how in ("x2", "noise") else records
+    if not change.pop("social", True):  # no training thanks, goodbye or blind-written out-of-world turn
+        social = {out_of_world.UNKNOWN_ANSWER_ZH, *(identity._answer(chat_tasks.Facts(), intent, q)[0]
+                                                    for intent in identity.ASKED_AS_WRITTEN for q in ("Hi", "你好"))}
+        asked = set(out_of_world.OUT_OF_WORLD_TRAIN)
+        full = chat_tasks.sft_records
+        chat_tasks.sft_records = lambda facts=None, phrasings=2: [
+            r for r in full(facts, phrasings) if r["split"] != "train"
+            or not (r["messages"][-1]["content"] in social or r["messages"][0]["content"] in asked)]
     if not change.pop("reading", True):  # the conversations less the reading questions
         reads = {repr(r["messages"]) for r in chat_tasks.conversations() if r.get("ask") == "reads"}
         kept = chat_tasks.sft_records

@@ -129,7 +129,7 @@ def test_task_reward_is_not_gamed_by_a_generic_self_description():
     """Token F1 alone scores a wrong identity answer that shares words with the right one highly; the default
     reward pays an identity or out-of-world reply only when it states the fact (or declines): then half for that
     and half its F1, and nothing otherwise, so no wrong answer of a group is ever the one RL raises."""
-    from minigpt.text import chat_tasks
+    from minigpt.text import chat_tasks, out_of_world
 
     facts = chat_tasks.Facts(params=3_342_336)
     records = {r["messages"][0]["content"]: r for r in chat_tasks.identity_records(facts)}
@@ -140,8 +140,8 @@ def test_task_reward_is_not_gamed_by_a_generic_self_description():
     assert task_reward([], who["reference"], who) == 1.0
     terse = "I am minigpt."
     assert task_reward([], terse, who) == pytest.approx(0.5 + 0.5 * token_f1([], terse, who))
-    unknown = {"family": "unknown", "reference": chat_tasks.UNKNOWN_ANSWER}
-    decline = 0.5 + 0.5 * f1("I don't know.", chat_tasks.UNKNOWN_ANSWER)
+    unknown = {"family": "unknown", "reference": out_of_world.UNKNOWN_ANSWER}
+    decline = 0.5 + 0.5 * f1("I don't know.", out_of_world.UNKNOWN_ANSWER)
     assert task_reward([], "I don't know.", unknown) == pytest.approx(decline)
     assert task_reward([], "It takes `x`.", unknown) == 0.0
     plain = {"reference": "Return the sum."}  # user data: no family, plain F1
@@ -304,6 +304,65 @@ def test_heldout_and_out_of_world_questions_are_distinct():
         assert len(questions) == len(set(questions)) > 12
     sft = {r["messages"][0]["content"] for r in chat_tasks.unknown_records()}
     assert not sft & {r["messages"][0]["content"] for r in chat_tasks.unknown_records(fresh=True)}
+
+
+def test_out_of_world_requests_written_blind_are_a_heldout_set_of_their_own():
+    """The eighth writer's out-of-world requests are all held out (`"blind": 3`, each its own cluster), none near a
+    template's filling or an earlier test request; the seventh writer's train SFT and RL apart, none near any
+    held-out one; a request in Chinese is declined in Chinese, and both declines pass the report card's rule."""
+    from minigpt.runs.heldout import cluster_of, heldout_prompts
+    from minigpt.text import chat_tasks, identity, out_of_world, social_blind
+
+    sft, rl = out_of_world.unknown_records(), out_of_world.unknown_records(fresh=True)
+    held = [r for r in sft if r["split"] == "val"]
+    tests = [r for r in held if r.get("blind") == 3]
+    assert len(tests) > 100 and {r["messages"][0]["content"] for r in tests} <= set(social_blind.OUT_OF_WORLD_TEST)
+    assert not [(a, b) for i, a in enumerate(tests) for b in tests[i + 1:]
+                if identity.near(a["messages"][0]["content"], b["messages"][0]["content"])]
+    filled = [q for t in out_of_world.UNKNOWN_TEMPLATES for q in out_of_world.fillings(t)]
+    assert "What is 40 plus 64?" in filled and len(filled) == len(set(filled))
+    assert not [r for r in tests if any(identity.near(r["messages"][0]["content"], q) for q in filled)]
+    written = set(social_blind.OUT_OF_WORLD_TRAIN)
+    trained = {stage: {r["messages"][0]["content"] for r in rs if r["split"] == "train"} & written
+               for stage, rs in (("sft", sft), ("rl", rl))}
+    assert len(trained["sft"]) > 150 and len(trained["rl"]) > 75 and not trained["sft"] & trained["rl"]
+    assert not [(q, h["messages"][0]["content"]) for q in trained["sft"] | trained["rl"] for h in held
+                if identity.near(q, h["messages"][0]["content"])]
+    for r in sft + rl:
+        question, reply = (m["content"] for m in r["messages"])
+        zh = identity.is_chinese(question)
+        assert reply == (out_of_world.UNKNOWN_ANSWER_ZH if zh else out_of_world.UNKNOWN_ANSWER)
+        assert chat_tasks.correct(r, reply) and not chat_tasks.correct(r, "Return a list of the words.")
+    assert any(identity.is_chinese(r["messages"][0]["content"]) for r in tests)
+    prompts = [p for p in heldout_prompts(chat_tasks.Facts(params=1_840_000)) if p.get("blind") == 3]
+    assert len({cluster_of(p) for p in prompts}) == len(prompts)
+
+
+def test_thanks_and_goodbyes_are_answered_in_kind():
+    """"Thanks!" and "Bye!" got the greeting until sr43: they are intents of their own, asked as written (no
+    "Quick question: Thanks!"), with the seventh writer's messages to train on and the eighth writer's held out;
+    DPO pairs an out-of-world request with a confident docstring or, as often, an identity answer."""
+    from minigpt.text import chat_pairs, chat_tasks, identity, social_blind
+
+    facts = chat_tasks.Facts(params=1_840_000)
+    records = [r for r in identity.identity_records(facts) if r["intent"] in ("thanks", "goodbye")]
+    for intent, key in (("thanks", "You're welcome"), ("goodbye", "Goodbye")):
+        mine = [r for r in records if r["intent"] == intent]
+        assert {r["messages"][0]["content"] for r in mine} == {r["phrasing"] for r in mine}  # asked as written
+        assert {r["split"] for r in mine if not r.get("blind")} == {"train", "val"}
+        tests = {r["messages"][0]["content"] for r in mine if r.get("blind") == 3}
+        assert tests and tests <= set(social_blind.SOCIAL_TEST[intent])
+        for r in mine:
+            zh = identity.is_chinese(r["messages"][0]["content"])
+            assert (r["key"] in r["messages"][1]["content"]) and (zh or r["messages"][1]["content"].startswith(key))
+        sft = {r["messages"][0]["content"] for r in identity.paraphrase_records(facts, "sft") if r["intent"] == intent}
+        assert len(sft & set(social_blind.SOCIAL_TRAIN[intent])) > 30
+    pairs = [p for p in chat_pairs.preference_records(facts) if p["family"] == "unknown"]
+    said = {r["messages"][-1]["content"] for r in identity.identity_records(facts)}
+    kinds = [p["rejected"] in said for p in pairs]
+    assert 0.3 < sum(kinds) / len(kinds) < 0.7
+    assert all(identity.is_chinese(p["rejected"]) == identity.is_chinese(p["chosen"])
+               for p in pairs if p["rejected"] in said)
 
 
 def test_function_questions_write_the_name_as_people_type_it():
@@ -650,7 +709,7 @@ def test_cluster_bootstrap_counts_a_repeated_answer_once():
     for p in prompts:
         by.setdefault(cluster_of(p), []).append(p)
     hand = [g for g in by.values() if g[0]["family"] == "identity" and not g[0].get("blind")]
-    assert len(hand) == 38 and sum(map(len, hand)) == 146
+    assert len(hand) == 50 and sum(map(len, hand)) == 146 + 12  # 12 thanks and goodbyes, asked as written
     assert all(len({p["prompt"][-1]["content"] for p in g}) == len(g) for g in hand)  # the variants
     blind = [g for g in by.values() if g[0].get("blind")]
     assert len(blind) > 38 and all(len(g) == 1 for g in blind)  # each blind-written question its own cluster

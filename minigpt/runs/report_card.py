@@ -23,9 +23,10 @@ MODELS = ("pretrain", "sft", "dpo", "rl")
 LABELS = {"pretrain": "base", "sft": "SFT", "dpo": "DPO", "rl": "RL"}
 # the model each speedrun stage starts from: each chat stage from the one before (README "What changed since")
 PARENTS = {"sft": "pretrain", "reward": "sft", "dpo": "sft", "rl": "dpo"}
-# identity questions by who wrote them (a record's "blind"): the hand-written phrasings, a blind writer's, and a
-# blind writer's asked for after the training questions were fixed (the fairest test: none was chosen with it)
-WRITERS = ("hand", "blind", "blind-after")
+# identity and out-of-world questions by who wrote them (a record's "blind"): the hand-written phrasings (and the
+# out-of-world templates), a blind writer's, a blind writer's asked for after the training questions were fixed
+# (the fairest test: none was chosen with it), and the eighth writer's (thanks, goodbyes and out-of-world requests)
+WRITERS = ("hand", "blind", "blind-after", "blind-8")
 
 
 def checkpoint_of(out: Path, stage: str) -> Path:
@@ -94,8 +95,9 @@ def summarise(prompts: list[dict], scored: dict[str, list[dict]],
     for stage, rows in scored.items():
         by = {"all": range(len(rows)),
               **{f: [i for i, p in enumerate(prompts) if p["family"] == f] for f in families},
-              **{f"identity-{who}": [i for i, p in enumerate(prompts) if p["family"] == "identity"
-                                     and p.get("blind", 0) == n] for n, who in enumerate(WRITERS)}}
+              **{f"{family}-{who}": [i for i, p in enumerate(prompts) if p["family"] == family
+                                     and p.get("blind", 0) == n]
+                 for family in ("identity", "unknown") for n, who in enumerate(WRITERS)}}
         table[stage] = {group: {k: mean_ci([rows[i][k] for i in ix], [clusters[i] for i in ix])
                                 for k in ("f1", "exact", "correct")} for group, ix in by.items() if ix}
     diffs = {}
@@ -177,12 +179,15 @@ def write_report_card(out: Path, state: dict[str, Any] | None = None) -> Path:
     ]
     for stage in MODELS:
         if stage in st:
-            by_writer = " / ".join(_pct(get(stage, f"identity-{who}", "correct"), ci=False) for who in WRITERS)
+            by_writer = {family: " / ".join(_pct(get(stage, f"{family}-{who}", "correct"), ci=False)
+                                            for who in WRITERS if get(stage, f"{family}-{who}", "correct"))
+                         for family in ("identity", "unknown")}
             lines.append(f"| {LABELS[stage]} | answer F1, all families / exact match / identity correct (questions "
-                         f"hand-written / written blind / written blind after the training data) / out-of-world "
-                         f"declined | {_ci(get(stage, 'all', 'f1'))} / {_pct(get(stage, 'all', 'exact'))} / "
-                         f"{_pct(get(stage, 'identity', 'correct'))} ({by_writer}) / "
-                         f"{_pct(get(stage, 'unknown', 'correct'))} |")
+                         f"hand-written / written blind / written blind after the training data / by the eighth "
+                         f"writer) / out-of-world declined (templates / by the eighth writer) | "
+                         f"{_ci(get(stage, 'all', 'f1'))} / {_pct(get(stage, 'all', 'exact'))} / "
+                         f"{_pct(get(stage, 'identity', 'correct'))} ({by_writer['identity']}) / "
+                         f"{_pct(get(stage, 'unknown', 'correct'))} ({by_writer['unknown']}) |")
     for stage, chat in summary["in_chat"].items():
         lines.append(f"| {LABELS[stage]} | the same prompts asked second in a chat, after one earlier exchange: "
                      f"answer F1 / identity correct / out-of-world declined | {_ci(chat['all']['f1'])} / "

@@ -16,7 +16,7 @@ def preference_records(facts: Facts | None = None) -> list[dict[str, Any]]:
     model actually makes, the right kind of answer about the wrong thing: for a function, the same answer for
     another function of its module (its summary, its arguments, its module) or, for half of the summaries, the
     right one cut short; for an identity question, another intent's answer (asked its name, it states its
-    training data); an out-of-world question is paired with a confident docstring."""
+    training data); an out-of-world question is paired with a confident docstring or an identity answer."""
     facts = facts or Facts()
     by_module: dict[str, list[Entry]] = {}
     for e in task_entries():
@@ -40,8 +40,12 @@ def preference_records(facts: Facts | None = None) -> list[dict[str, Any]]:
             others = sorted(a for intent, said in identity.items() if intent != p["intent"] for a in said
                             if is_chinese(a) == is_chinese(chosen))
             rejected = others[hash_byte(f"id:{p['prompt'][-1]['content']}") % len(others)]
-        elif family == "unknown":
-            rejected = "Return a list of the lines in the string, breaking at line boundaries."
+        elif family == "unknown":  # a confident docstring, or (half of them) what it says about itself: until
+            # sr43 "What is 2+2?" got its greeting and "Can you write me a poem?" its size
+            said = sorted(a for answers in identity.values() for a in answers if is_chinese(a) == is_chinese(chosen))
+            key = f"oow:{p['prompt'][-1]['content']}"
+            rejected = (said[hash_byte(key, 1) % len(said)] if hash_byte(key) % 2
+                        else "Return a list of the lines in the string, breaking at line boundaries.")
         else:
             name, ask = p["entry"], p.get("ask", "does")
             if family == "followup" and ask == "module":

@@ -14,10 +14,12 @@ Six families, each a record with a `family` and a `split`:
   `len` take?", "What does sorted return?").
 - `followup`: two turns: what a function does, then its arguments or its module ("What are its arguments?"),
   which needs the earlier turn.
-- `identity`: who the model is, what it was trained on, how big it is, what it knows; each intent asked in many
-  phrasings, some held out, answered with fixed facts (`Facts`, filled in from the model being fine-tuned); the
-  intents, their phrasings and the generated paraphrases live in text/identity.py.
-- `unknown`: questions outside its world (cooking, geography, sport...) answered with a polite "I don't know".
+- `identity`: who the model is, what it was trained on, how big it is, what it knows, and a greeting, thanks or
+  a goodbye answered in kind; each intent asked in many phrasings, some held out, answered with fixed facts
+  (`Facts`, filled in from the model being fine-tuned); the intents, their phrasings and the generated
+  paraphrases live in text/identity.py.
+- `unknown`: questions outside its world (cooking, geography, sums, poems...) answered with a polite "I don't
+  know": templates with fillings, and requests written blind by two other writers (text/social_blind.py).
 
 Held out: 1 function in 10 (by a hash of its qualified name) never appears in any SFT, DPO or RL training
 record, in any family; 1 phrasing in 4 of the identity and unknown questions is held out the same way. RL
@@ -31,14 +33,14 @@ from __future__ import annotations
 import ast
 import dataclasses
 import functools
-import itertools
 import random
 import re
 from typing import Any, Callable
 
 from .corpora.pydocs import Entry, all_entries, first_sentence, split_of
-from .identity import (IDENTITY, PHRASING_HELDOUT_ONE_IN, Facts, assistant_turn, hash_byte, identity_records,
-                       paraphrase_records, user_turn)
+from .identity import (IDENTITY, Facts, assistant_turn, casual, hash_byte, identity_records, paraphrase_records,
+                       user_turn)
+from .out_of_world import unknown_records
 
 QUESTIONS = (
     "What does {name} do?",
@@ -50,7 +52,6 @@ QUESTIONS = (
     "Can you explain {name}?",  # functions it knew so (README "What changed since")
 )
 NAME_FORMS = ("`{}`", "{}", "{}()")  # how people write a name in a chat: as code, bare, or called
-CASUAL_ONE_IN = 4  # 1 question in 4 typed casually: lower-case first letter, no question mark (`casual`)
 CONTEXT_ASKS = {
     "does": ("What does this {kind} do?", "In one sentence, what does it do?", "Summarise what this does."),
     "args": ("What arguments does it take?", "Which parameters does this {kind} have?"),
@@ -66,23 +67,6 @@ FOLLOWUPS = {
     "module": ("Which module is it in?", "Where is it defined?"),
 }
 HELDOUT_ONE_IN = 10
-
-
-UNKNOWN_TEMPLATES = (
-    "What is the capital of {place}?", "How do I cook {dish}?", "Who won the football World Cup in {year}?",
-    "What is the weather like in {place} today?", "Can you recommend a good book about {topic}?",
-    "How tall is the highest mountain in {place}?", "What is the best recipe for {dish}?",
-    "Who was the first king of {place}?", "Tell me a fun fact about {topic}.", "How do I grow {plant} at home?",
-    "What did people eat in {place} in {year}?", "Write a poem about {topic}.",
-)
-UNKNOWN_FILL = {
-    "place": ("France", "Peru", "Japan", "Kenya", "Norway", "Canada", "Egypt", "Chile", "India", "Spain"),
-    "dish": ("pancakes", "risotto", "dumplings", "paella", "curry", "lasagne"),
-    "year": ("1966", "1998", "2010", "1930", "2014"),
-    "topic": ("whales", "the moon", "volcanoes", "ancient Rome", "jazz", "bees"),
-    "plant": ("tomatoes", "basil", "orchids", "lemons"),
-}
-UNKNOWN_ANSWER = "I don't know that. I only know about Python's standard library."
 
 
 def task_entries() -> list[Entry]:
@@ -129,10 +113,6 @@ def task_split(e: Entry) -> str:
     return "val" if e.module != "builtins" and hash_byte(e.name, 1) % HELDOUT_ONE_IN == 0 else "train"
 
 
-def phrasing_split(text: str) -> str:
-    return "val" if hash_byte(text, 2) % PHRASING_HELDOUT_ONE_IN == 0 else "train"
-
-
 def _pick(e: Entry, salt: str, n: int) -> int:
     return hash_byte(f"{salt}:{e.name}") % n
 
@@ -151,13 +131,6 @@ def question(e: Entry, variant: int | None = None) -> str:
     form = forms[hash_byte(f"form:{e.name}:{variant}") % len(forms)]
     text = QUESTIONS[variant % len(QUESTIONS)].format(name=form.format(e.name), kind=_kind(e))
     return casual(text, f"{e.name}:{variant}")
-
-
-def casual(text: str, salt: str) -> str:
-    """1 question in CASUAL_ONE_IN (by a hash of `salt`) as people type in a chat: 'what does json.dumps do'."""
-    if hash_byte(f"casual:{salt}") % CASUAL_ONE_IN:
-        return text
-    return text[:1].lower() + text[1:].rstrip("?.")
 
 
 # ---------------------------------------------------------------------------------------------- answers
@@ -304,21 +277,6 @@ def followup_records(e: Entry, fresh: bool = False) -> list[dict[str, Any]]:
     return [{"family": "followup", "ask": ask, "messages": messages}]
 
 
-def unknown_records(fresh: bool = False) -> list[dict[str, Any]]:
-    """Out-of-world questions: 6 distinct fillings of each template, picked from all of its fillings by a hash
-    (`fresh`: up to 6 others, all training ones: RL's; a template with few fillings has none left)."""
-    out = []
-    for template in UNKNOWN_TEMPLATES:
-        keys = re.findall(r"{(\w+)}", template)
-        fillings = sorted((template.format(**dict(zip(keys, values)))
-                           for values in itertools.product(*(UNKNOWN_FILL[k] for k in keys))),
-                          key=lambda q: hash_byte(q, 5))
-        for q in fillings[6:12] if fresh else fillings[:6]:
-            out.append({"family": "unknown", "split": "train" if fresh else phrasing_split(q),
-                        "messages": [user_turn(casual(q, q)), assistant_turn(UNKNOWN_ANSWER)]})
-    return out
-
-
 def correct(record: dict[str, Any], reply: str, facts: Facts | None = None) -> bool:
     """The report card's pass/fail rule: identity replies must state the fact asked for, unknown questions
     must be declined, and every other family must match the reference exactly (case and spacing aside)."""
@@ -328,7 +286,7 @@ def correct(record: dict[str, Any], reply: str, facts: Facts | None = None) -> b
         key = record.get("key") or facts.fill(IDENTITY[record["intent"]][2])
         return key.lower() in reply.lower()
     if family == "unknown":
-        return "don't know" in reply.lower() or "do not know" in reply.lower()
+        return any(no in reply.lower() for no in ("don't know", "do not know", "不知道"))
     return exact_match(reply, record["reference"])
 
 
@@ -377,7 +335,7 @@ def rl_conversations(facts: Facts | None = None) -> list[dict[str, Any]]:
 SMALL_FAMILIES = ("identity", "unknown")
 SMALL_FAMILY_REPEATS = 3  # identity and unknown training turns are few and their answers must be exact
 PARAPHRASE_REPEATS = 2  # the generated and blind-written identity questions (README "What changed since")
-RL_SMALL_FAMILY_REPEATS = 12  # RL's identity and unknown prompts (about a third of its prompts; README history)
+RL_SMALL_FAMILY_REPEATS = 12  # RL's identity and unknown prompts (44% of its prompts since sr43; README history)
 
 
 def _times(r: dict[str, Any]) -> int:

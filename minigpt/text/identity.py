@@ -1,7 +1,8 @@
 """Who the model says it is: its facts, the identity questions and their answers (the `identity` chat family).
 
-Six intents (name, training data, size, scope, maker, greeting), each with hand-written phrasings of which 1 in
-4 is held out with all its variants: the report card's identity figure is measured on those. A small model
+Eight intents (name, training data, size, scope, maker, greeting, thanks, goodbye), each with hand-written
+phrasings of which 1 in 4 is held out with all its variants: the report card's identity figure is measured on
+those. A small model
 learns a few dozen sentences by heart and then answers an unseen paraphrase with whichever intent's answer its
 words remind it of ("Who are you?" answered with who made it). So the training side also gets `paraphrases`:
 each intent asked in hundreds of ways built from parts (a lead-in and a clause, a frame and a topic, an opener
@@ -15,8 +16,9 @@ nothing to learn from (`chat_tasks.rl_conversations`).
 
 identity_blind.py adds questions written blind by other writers: more training questions (split like the
 paraphrases; identity_blind_zh.py and identity_blind_3.py hold two more writers') and two more held-out sets, so
-that the identity figure rests on 179 independent questions (38 hand-written phrasings in 4 variants, 141
-blind-written ones) rather than 38.
+that the six first intents' figure rests on 179 independent questions (38 hand-written phrasings in 4 variants,
+141 blind-written ones) rather than 38; social_blind.py adds a seventh writer's thanks and goodbyes to train on
+and an eighth writer's to test on.
 """
 from __future__ import annotations
 
@@ -29,17 +31,31 @@ from typing import Any
 from .identity_blind import BLIND_TEST, BLIND_TEST_2, BLIND_TRAIN, BLIND_TRAIN_2
 from .identity_blind_3 import BLIND_TRAIN_3
 from .identity_blind_zh import BLIND_TRAIN_ZH
+from .social_blind import SOCIAL_TEST, SOCIAL_TRAIN
 
 PHRASING_HELDOUT_ONE_IN = 4
 PARAPHRASE_RL_ONE_IN = 3  # 1 generated paraphrase in 3 is RL's, the rest SFT's
+CASUAL_ONE_IN = 4  # 1 question in 4 typed casually: lower-case first letter, no question mark (`casual`)
 NEAR_JACCARD = 0.7  # questions sharing this share of their words count as the same question (`near`)
 # the training questions other writers wrote (identity_blind*.py), in `paraphrase_questions`
-WRITTEN_FOR_TRAINING = (BLIND_TRAIN, BLIND_TRAIN_2, BLIND_TRAIN_ZH, BLIND_TRAIN_3)
+WRITTEN_FOR_TRAINING = (BLIND_TRAIN, BLIND_TRAIN_2, BLIND_TRAIN_ZH, BLIND_TRAIN_3, SOCIAL_TRAIN)
 
 
 def hash_byte(text: str, byte: int = 0) -> int:
     """One byte of the SHA-256 of `text`: a stable pseudo-random number in 0..255 for splits and picks."""
     return hashlib.sha256(text.encode()).digest()[byte]
+
+
+def phrasing_split(text: str) -> str:
+    """"val" for 1 phrasing in PHRASING_HELDOUT_ONE_IN (by a hash), else "train"."""
+    return "val" if hash_byte(text, 2) % PHRASING_HELDOUT_ONE_IN == 0 else "train"
+
+
+def casual(text: str, salt: str) -> str:
+    """1 question in CASUAL_ONE_IN (by a hash of `salt`) as people type in a chat: 'what does json.dumps do'."""
+    if hash_byte(f"casual:{salt}") % CASUAL_ONE_IN:
+        return text
+    return text[:1].lower() + text[1:].rstrip("?.")
 
 
 def user_turn(text: str) -> dict[str, str]:
@@ -135,11 +151,27 @@ IDENTITY: dict[str, tuple[tuple[str, ...], str, str]] = {
                   "您好！", "嗨！", "早上好！"),
                  "Hello! I am {name}. Ask me what a Python function or class does.",
                  "Hello"),
+    # thanks and goodbye: until sr43 both got the greeting ("Thanks!" -> "Hello! I am minigpt. ...")
+    "thanks": (("Thanks!", "Thank you!", "Thanks a lot.", "Thank you very much.", "Thanks, that helps.",
+                "Great, thanks!", "Thanks for your help.", "Many thanks.", "Thank you, that was useful.", "Cheers!",
+                "Thanks, got it.", "OK, thank you.", "Perfect, thanks.", "Thank you so much!", "That helped, thanks.",
+                "Nice, thank you.", "Thanks for the answer.", "Awesome, thanks a lot!", "I appreciate it, thanks.",
+                "Thanks again!", "Thank you kindly.", "Much obliged.", "谢谢！", "非常感谢！", "多谢。"),
+               "You're welcome! Ask me about another Python function or class.",
+               "You're welcome"),
+    "goodbye": (("Bye!", "Goodbye!", "See you later.", "Bye for now.", "That's all, bye.", "I have to go now.",
+                 "Talk to you later!", "See you!", "Good night!", "I'm done for today, goodbye.", "Farewell!",
+                 "OK, bye.", "Catch you later.", "Gotta go, bye!", "See you tomorrow.", "I'm leaving now, bye.",
+                 "Goodbye for now.", "Time to go, see you.", "That's it for today.", "Bye bye!", "Take care, bye.",
+                 "See you next time!", "再见！", "拜拜！", "下次见。"),
+                "Goodbye! Come back any time with a question about Python's standard library.",
+                "Goodbye"),
 }
 
 
 # Ways to ask the same identity question; a held-out phrasing is held out with all its variants.
 VARIANTS = ("{q}", "Hey, {lower}", "Quick question: {q}", "{q} Answer briefly, please.")
+ASKED_AS_WRITTEN = ("thanks", "goodbye")  # no variants: "Quick question: Thanks!" is no question
 
 
 HAN = re.compile("[\u4e00-\u9fff]")  # a Chinese character (CJK Unified Ideographs)
@@ -152,7 +184,9 @@ def is_chinese(text: str) -> bool:
 def _chinese_answers(facts: Facts) -> dict[str, tuple[str, str]]:
     """intent -> (answer, key) for the intents asked in Chinese."""
     return {"name": (f"我是 {facts.name}，一个回答 Python 标准库问题的小型语言模型。", f"我是 {facts.name}"),
-            "greeting": (f"你好！我是 {facts.name}。可以问我 Python 的函数或类是做什么的。", "你好")}
+            "greeting": (f"你好！我是 {facts.name}。可以问我 Python 的函数或类是做什么的。", "你好"),
+            "thanks": ("不客气！可以再问我别的 Python 函数或类。", "不客气"),
+            "goodbye": ("再见！有 Python 标准库的问题随时再来。", "再见")}
 
 
 # "who's your maker" is "who is your maker" to `near` (the possessive 's too: harmless, both sides read alike)
@@ -192,21 +226,22 @@ def _answer(facts: Facts, intent: str, question: str) -> tuple[str, str]:
 
 def identity_records(facts: Facts) -> list[dict[str, Any]]:
     """Every intent's hand-written phrasings, each in its variants (1 phrasing in 4 held out with them), then the
-    blind-written test questions (`BLIND_TEST`, then `BLIND_TEST_2`; all held out, `"blind": 1` or 2) but those
-    near a hand-written one or an earlier test question; Chinese questions are answered in Chinese."""
+    blind-written test questions (`BLIND_TEST`, `BLIND_TEST_2`, `SOCIAL_TEST`; all held out, `"blind": 1` to 3)
+    but those near a hand-written one or an earlier test question; Chinese questions are answered in Chinese."""
     out = []
     for intent, (phrasings, _, _) in IDENTITY.items():
         ranked = sorted(phrasings, key=lambda q: hash_byte(q, 2))
         held = set(ranked[:max(1, len(phrasings) // PHRASING_HELDOUT_ONE_IN)])
         for q in phrasings:
-            asked = [q] if is_chinese(q) else [v.format(q=q, lower=q[0].lower() + q[1:]) for v in VARIANTS]
+            asked = ([q] if is_chinese(q) or intent in ASKED_AS_WRITTEN
+                     else [v.format(q=q, lower=q[0].lower() + q[1:]) for v in VARIANTS])
             said, must = _answer(facts, intent, q)
             for text in asked:
                 out.append({"family": "identity", "intent": intent, "key": must, "phrasing": q,
                             "split": "val" if q in held else "train",
                             "messages": [user_turn(text), assistant_turn(said)]})
     taken = {r["phrasing"] for r in out}
-    for n, tests in enumerate((BLIND_TEST, BLIND_TEST_2), 1):
+    for n, tests in enumerate((BLIND_TEST, BLIND_TEST_2, SOCIAL_TEST), 1):
         for intent, q in [(i, q) for i, qs in tests.items() for q in qs]:
             if not any(near(q, h) for h in taken):
                 taken.add(q)
@@ -217,8 +252,8 @@ def identity_records(facts: Facts) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------------------------- paraphrases
-# intent -> (wh-clauses that fit any LEADS, direct questions that take any OPENERS). The greeting intent is
-# built from SALUTATIONS and TAILS instead.
+# intent -> (wh-clauses that fit any LEADS, direct questions that take any OPENERS). The greeting, thanks and
+# goodbye intents are built from SOCIAL_PARTS instead.
 PARAPHRASE_PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "name": (("who you are", "what your name is", "what you are called", "what I should call you",
               "what to call you", "who I am talking to", "who I am chatting with", "how I should address you",
@@ -292,6 +327,18 @@ SALUTATIONS = ("Hello", "Hi", "Hey", "Hi there", "Hello there", "Good morning", 
                "Greetings", "Hiya", "Howdy", "Hey there", "Morning", "Evening")
 TAILS = ("!", ".", ", how are you?", ", can you help me?", ", I have a question.", ", nice to meet you.",
          ", are you there?", ", how's it going?", " friend!", ", how are you doing today?")
+# intent -> (heads, tails): the greeting, thanks and goodbye intents are built from parts, half of the pairs kept
+SOCIAL_PARTS = {
+    "greeting": (SALUTATIONS, TAILS),
+    "thanks": (("Thanks", "Thank you", "Thanks a lot", "Many thanks", "Thank you so much", "Cheers", "Thanks very much",
+                "Great, thanks", "OK, thanks"),
+               ("!", ".", ", that helps.", ", that was useful.", " for the answer.", ", got it.", ", that's clear now.",
+                " for explaining.", ", that's what I needed.")),
+    "goodbye": (("Bye", "Goodbye", "See you", "Bye for now", "Talk to you later", "See you later", "Good night",
+                 "OK, bye", "Alright, goodbye"),
+                ("!", ".", ", that's all.", ", have a nice day.", ", I'm done for today.", ", I need to go.",
+                 ", see you soon.", ", until next time.", ", take care.")),
+}
 CHINESE_PARAPHRASES = {"name": ("你叫什么？", "你的名字是什么？", "请问你是谁？", "你是哪个模型？", "你是机器人吗？",
                                 "你是人工智能吗？", "怎么称呼你？", "你是什么模型？"),
                        "greeting": ("你好啊！", "你好，在吗？", "晚上好！", "下午好！", "哈喽！", "嗨，你好！", "大家好！")}
@@ -309,10 +356,9 @@ def paraphrase_questions() -> dict[str, list[str]]:
             picks = sorted(OPENERS, key=lambda o: hash_byte(f"{o}|{q}", 3))[:3]
             qs += [o + (q[0].lower() + q[1:] if o else q) for o in picks]
         out[intent] = qs
-    out["greeting"] = [s + t for s in SALUTATIONS for t in TAILS if hash_byte(s + t, 3) % 2 == 0]
-    for intent, qs in CHINESE_PARAPHRASES.items():
-        out[intent] += list(qs)
-    for written in WRITTEN_FOR_TRAINING:
+    for intent, (heads, tails) in SOCIAL_PARTS.items():
+        out[intent] = [h + t for h in heads for t in tails if hash_byte(h + t, 3) % 2 == 0]
+    for written in (CHINESE_PARAPHRASES, *WRITTEN_FOR_TRAINING):
         for intent, qs in written.items():
             out[intent] += list(qs)
     return out
