@@ -33,6 +33,8 @@ def preference_records(facts: Facts | None = None) -> list[dict[str, Any]]:
     for p in asked:
         if p["family"] == "identity":
             identity.setdefault(p["intent"], set()).add(p["reference"])
+    # every identity answer in each language: an out-of-world request's stand-in self-description
+    stock = {zh: sorted(a for said in identity.values() for a in said if is_chinese(a) == zh) for zh in (False, True)}
     out = []
     for p in asked:
         chosen, rejected, family = p["reference"], None, p["family"]
@@ -42,8 +44,7 @@ def preference_records(facts: Facts | None = None) -> list[dict[str, Any]]:
             rejected = others[hash_byte(f"id:{p['prompt'][-1]['content']}") % len(others)]
         elif family == "unknown":  # a confident docstring, or (half of them) what it says about itself: until
             # sr43 "What is 2+2?" got its greeting and "Can you write me a poem?" its size
-            said = sorted(a for answers in identity.values() for a in answers if is_chinese(a) == is_chinese(chosen))
-            key = f"oow:{p['prompt'][-1]['content']}"
+            said, key = stock[is_chinese(chosen)], f"oow:{p['prompt'][-1]['content']}"
             rejected = (said[hash_byte(key, 1) % len(said)] if hash_byte(key) % 2
                         else "Return a list of the lines in the string, breaking at line boundaries.")
         else:

@@ -2,17 +2,16 @@
 
 Eight intents (name, training data, size, scope, maker, greeting, thanks, goodbye), each with hand-written
 phrasings of which 1 in 4 is held out with all its variants: the report card's identity figure is measured on
-those. A small model
-learns a few dozen sentences by heart and then answers an unseen paraphrase with whichever intent's answer its
-words remind it of ("Who are you?" answered with who made it). So the training side also gets `paraphrases`:
-each intent asked in hundreds of ways built from parts (a lead-in and a clause, a frame and a topic, an opener
-and a question, a salutation and a tail), so that SFT learns the words that tell the intents apart: every
+those. A small model learns a few dozen sentences by heart and then answers an unseen paraphrase with whichever
+intent's answer its words remind it of ("Who are you?" answered with who made it). So the training side also gets
+`paraphrases`: each intent asked in hundreds of ways built from parts (a lead-in and a clause, a frame and a topic,
+an opener and a question, a salutation and a tail), so that SFT learns the words that tell the intents apart: every
 lead-in and frame is asked of every intent, so it cannot be a cue for one of them. They were written without
-looking at which hand-written phrasings are held out (the frames and topics after reading which held-out
-questions a model got wrong: identity_blind.py's BLIND_TEST_2 is the test written after them), and a generated
-question `near` a held-out one is dropped. The paraphrases are split by a hash between SFT and RL: RL's
-rollouts need questions the SFT model has not memorised, or every reply in a group is the same and there is
-nothing to learn from (`chat_tasks.rl_conversations`).
+looking at which hand-written phrasings are held out (the frames and topics after reading which held-out questions
+a model got wrong: identity_blind.py's BLIND_TEST_2 is the test written after them), and a generated question
+`near` a held-out one is dropped. The paraphrases are split by a hash between SFT and RL: RL's rollouts need
+questions the SFT model has not memorised, or every reply in a group is the same and there is nothing to learn from
+(`chat_tasks.rl_conversations`).
 
 identity_blind.py adds questions written blind by other writers: more training questions (split like the
 paraphrases; identity_blind_zh.py and identity_blind_3.py hold two more writers') and two more held-out sets, so
