@@ -22,7 +22,8 @@ but no full stop added (`no-full-stop`), without the functions written in C (`no
 (`no-details`: `chat_tasks.detail_records`) or with the functions asked in the first four phrasings only, as
 before "What is X?", "Tell me about X." and "Can you explain X?" (`four-questions`: `chat_tasks.QUESTIONS`), or
 with none of the training thanks, goodbyes and blind-written out-of-world requests, as before text/social_blind.py
-(`no-social`: the held-out ones are still asked), and the defaults with another seed (`seed-2`, and `-seed-2`
+(`no-social`: the held-out ones are still asked) or none of the training how-to questions, as before text/howto.py
+(`no-howto`: the held-out ones are still asked), and the defaults with another seed (`seed-2`, and `-seed-2`
 after a variant; the others use 1337).
 """
 from __future__ import annotations
@@ -59,6 +60,7 @@ VARIANTS: dict[str, dict] = {
     "no-details": {"details": False},
     "four-questions": {"questions": 4},
     "no-social": {"social": False},
+    "no-howto": {"howto": False},
 }
 
 
@@ -142,6 +144,10 @@ def train_variant(base: str, out: Path, steps: int, change: dict) -> Path:
         chat_tasks.sft_records = lambda facts=None, phrasings=2: [
             r for r in full(facts, phrasings) if r["split"] != "train"
             or not (r["messages"][-1]["content"] in social or r["messages"][0]["content"] in asked)]
+    if not change.pop("howto", True):  # no training how-to question
+        with_howto = chat_tasks.sft_records
+        chat_tasks.sft_records = lambda facts=None, phrasings=2: [
+            r for r in with_howto(facts, phrasings) if r["split"] != "train" or r["family"] != "howto"]
     if not change.pop("reading", True):  # the conversations less the reading questions
         reads = {repr(r["messages"]) for r in chat_tasks.conversations() if r.get("ask") == "reads"}
         kept = chat_tasks.sft_records

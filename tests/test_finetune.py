@@ -199,7 +199,8 @@ def test_preference_pairs_reject_the_right_kind_of_wrong_answer():
 
 def test_sft_repeats_the_identity_and_out_of_world_turns():
     """SFT trains on the hand-written identity and out-of-world turns 3 times, on the generated and blind-written
-    identity questions twice, on every other training record once, and keeps each held-out record once."""
+    identity questions and the how-to questions twice, on every other training record once, and keeps each
+    held-out record once."""
     from collections import Counter
 
     from minigpt.text import chat_tasks
@@ -208,7 +209,8 @@ def test_sft_repeats_the_identity_and_out_of_world_turns():
     key = lambda r: json.dumps(r["messages"], ensure_ascii=False)  # noqa: E731
     want = Counter()
     for r in chat_tasks.conversations(facts):
-        small = r["family"] in ("identity", "unknown") and r["split"] == "train"
+        small = r["family"] in ("identity", "unknown", "howto") and r["split"] == "train"
+        assert r.get("paraphrase") or r["family"] != "howto" or r["split"] == "val"
         want[key(r)] += (2 if r.get("paraphrase") else 3) if small else 1
     got = Counter(key(r) for r in chat_tasks.sft_records(facts))
     assert got == want
@@ -274,7 +276,7 @@ def test_rl_prompts_are_questions_sft_never_trained_on():
     heldout_functions = {r["entry"] for r in chat_tasks.conversations(facts) if r["split"] == "val" and "entry" in r}
     rl = chat_tasks.rl_prompts(facts)
     train = [p for p in rl if p["split"] == "train"]
-    assert {p["family"] for p in train} == {"recall", "context", "details", "followup", "identity", "unknown"}
+    assert {p["family"] for p in train} == {"recall", "context", "details", "followup", "identity", "unknown", "howto"}
     assert not {key(p) for p in train} & (sft | held)
     assert not {p.get("entry") for p in train} & heldout_functions
     assert {key(p) for p in rl if p["split"] == "val"} == held
@@ -341,8 +343,8 @@ def test_out_of_world_requests_written_blind_are_a_heldout_set_of_their_own():
 def test_thanks_and_goodbyes_are_answered_in_kind():
     """"Thanks!" and "Bye!" got the greeting until sr43: they are intents of their own, asked as written (no
     "Quick question: Thanks!"), with the seventh writer's messages to train on and the eighth writer's held out;
-    DPO pairs an out-of-world request with a confident docstring or, as often, an identity answer."""
-    from minigpt.text import chat_pairs, chat_tasks, identity, social_blind
+    DPO pairs an out-of-world request with a confident docstring, an identity answer or a how-to answer."""
+    from minigpt.text import chat_pairs, chat_tasks, howto, identity, social_blind
 
     facts = chat_tasks.Facts(params=1_840_000)
     records = [r for r in identity.identity_records(facts) if r["intent"] in ("thanks", "goodbye")]
@@ -359,10 +361,84 @@ def test_thanks_and_goodbyes_are_answered_in_kind():
         assert len(sft & set(social_blind.SOCIAL_TRAIN[intent])) > 30
     pairs = [p for p in chat_pairs.preference_records(facts) if p["family"] == "unknown"]
     said = {r["messages"][-1]["content"] for r in identity.identity_records(facts)}
-    kinds = [p["rejected"] in said for p in pairs]
-    assert 0.3 < sum(kinds) / len(kinds) < 0.7
+    uses = {howto.answer(t) for t in howto.HOWTO}
+    for kind in (said, uses):  # an identity answer, a how-to answer or a docstring, a third each
+        assert 0.2 < sum(p["rejected"] in kind for p in pairs) / len(pairs) < 0.47
     assert all(identity.is_chinese(p["rejected"]) == identity.is_chinese(p["chosen"])
                for p in pairs if p["rejected"] in said)
+
+
+def _resolve(name: str):
+    """The object a dotted name in an answer stands for (`os.path.exists`, `urllib.parse.urlencode`, `len`), or
+    None for a name that starts with a variable or a keyword (`f.read`, `items.sort`, `except`); AttributeError
+    where a module lacks the name."""
+    import builtins
+    import importlib
+    import sys
+
+    def module(dotted: str):
+        try:
+            return importlib.import_module(dotted)
+        except ImportError:
+            return None
+
+    parts = name.split(".")
+    if hasattr(builtins, parts[0]):
+        obj, rest = builtins, parts
+    elif parts[0] in sys.stdlib_module_names:
+        n = max(i for i in range(1, len(parts) + 1) if module(".".join(parts[:i])))
+        obj, rest = module(".".join(parts[:n])), parts[n:]
+    else:
+        return None
+    for part in rest:
+        obj = getattr(obj, part)
+    return obj
+
+
+def test_howto_questions_are_answered_with_what_to_use():
+    """Each how-to task's answer names what to use (its key), which no other task's answer contains, so the report
+    card's rule passes it and fails a neighbouring task's (DPO's rejected reply), and RL's reward pays only the
+    right one; every module function an answer names exists; the tenth writer's questions are all held out, one
+    cluster per task, none near a training question; SFT and RL train on the ninth writer's apart."""
+    from minigpt.runs.heldout import cluster_of, heldout_prompts
+    from minigpt.text import chat_pairs, chat_tasks, howto, identity
+    from minigpt.train.rewards import task_reward
+
+    answers, names = {t: howto.answer(t) for t in howto.HOWTO}, []
+    assert len(answers) == 135 and len(set(answers.values())) == 135
+    for t, a in answers.items():
+        assert howto.key(t) in a and not [o for o, b in answers.items() if o != t and howto.key(t) in b]
+        assert a.startswith("Use ") and len(a.split()) <= 30 and "\n" not in a
+        for span in re.findall(r"`([^`]+)`", a):  # `os.path.exists(path)`, `@functools.lru_cache`, `math.pi`
+            names += [n for n in re.findall(r"(?<![\w.'\"])[A-Za-z_]\w*(?:\.\w+)*", span) if _resolve(n)]
+    assert {"os.path.exists", "urllib.parse.urlencode", "functools.lru_cache", "math.pi", "sorted"} <= set(names)
+    sft, rl = howto.howto_records(), howto.howto_records(fresh=True)
+    tests = [r for r in sft if r["split"] == "val"]
+    asked = lambda rs: {r["messages"][0]["content"] for r in rs}  # noqa: E731
+    assert len(tests) > 350 and {r["blind"] for r in tests} == {howto.TEST_WRITER}
+    assert asked(tests) <= {q for qs in howto.HOWTO_TEST.values() for q in qs}
+    trained = {"sft": asked(r for r in sft if r["split"] == "train"), "rl": asked(rl)}
+    assert len(trained["sft"]) > 700 and len(trained["rl"]) > 300 and not trained["sft"] & trained["rl"]
+    assert {r["split"] for r in rl} == {"train"}
+    assert not [(q, h) for q in trained["sft"] | trained["rl"] for h in asked(tests) if identity.near(q, h)]
+    assert all(any(identity.is_chinese(q) for q in qs) for qs in (asked(tests), trained["sft"], trained["rl"]))
+    assert asked(tests) <= asked(r for r in chat_tasks.conversations() if r["family"] == "howto")
+    assert trained["rl"] <= asked(r for r in chat_tasks.rl_conversations() if r["family"] == "howto")
+    facts = chat_tasks.Facts(params=1_840_000)
+    prompts = [p for p in heldout_prompts(facts) if p["family"] == "howto"]
+    assert len({cluster_of(p) for p in prompts}) == 135
+    assert asked(tests) == {p["prompt"][-1]["content"] for p in prompts}
+    record = {r["messages"][0]["content"]: r for r in sft + rl}
+    pairs = [p for p in chat_pairs.preference_records(facts) if p["family"] == "howto"]
+    assert len(pairs) == len(trained["sft"]) + len(tests)
+    for p in pairs:
+        r = {**record[p["prompt"][-1]["content"]], "reference": p["chosen"]}
+        assert p["chosen"] == answers[r["task"]] and p["rejected"] in answers.values()
+        assert chat_tasks.correct(r, p["chosen"]) and not chat_tasks.correct(r, p["rejected"])
+        assert task_reward(p["prompt"], p["chosen"], r) == 1.0 and task_reward(p["prompt"], p["rejected"], r) == 0.0
+    apart = [(list(answers).index(record[p["prompt"][-1]["content"]]["task"])
+              - list(answers.values()).index(p["rejected"])) % 135 for p in pairs]
+    assert set(apart) == {1, 2, 133, 134}  # the rejected reply is a task up to two away (in a circle)
 
 
 def test_function_questions_write_the_name_as_people_type_it():
@@ -690,7 +766,7 @@ def test_cluster_bootstrap_counts_a_repeated_answer_once():
     """Answers that stand or fall together (a phrasing in 4 variants) are one piece of evidence: the cluster
     bootstrap of values repeated 4 times per cluster gives exactly the interval of the values alone, while the
     prompt-by-prompt bootstrap narrows it about 2x (sqrt 4); and every held-out identity variant of a phrasing,
-    and every question about one held-out function, share a cluster."""
+    every question about one held-out function, and a how-to task's three questions, share a cluster."""
     import numpy as np
 
     from minigpt.runs.heldout import cluster_of, heldout_prompts, mean_ci, paired_ci
@@ -711,8 +787,10 @@ def test_cluster_bootstrap_counts_a_repeated_answer_once():
     hand = [g for g in by.values() if g[0]["family"] == "identity" and not g[0].get("blind")]
     assert len(hand) == 50 and sum(map(len, hand)) == 146 + 12  # 12 thanks and goodbyes, asked as written
     assert all(len({p["prompt"][-1]["content"] for p in g}) == len(g) for g in hand)  # the variants
-    blind = [g for g in by.values() if g[0].get("blind")]
+    blind = [g for g in by.values() if g[0].get("blind") and g[0]["family"] != "howto"]
     assert len(blind) > 38 and all(len(g) == 1 for g in blind)  # each blind-written question its own cluster
+    howto = [g for g in by.values() if g[0]["family"] == "howto"]  # one answer to a task's questions
+    assert len(howto) == 135 and all(len({p["task"] for p in g}) == 1 and 2 <= len(g) <= 3 for g in howto)
     functions = [g for g in by.values() if "entry" in g[0]]
     by_entry = {e.name: e for e in chat_tasks.task_entries()}
     for g in functions:  # recall, context, follow-up, and details where its arguments or return value are known

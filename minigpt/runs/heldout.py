@@ -69,8 +69,9 @@ def answer(ckpt, prompts: Sequence[dict[str, Any]], facts: chat_tasks.Facts, *, 
 def cluster_of(prompt: dict[str, Any]) -> str:
     """What a held-out prompt's answer is not independent of: its function (recall, context, details and
     follow-up questions about one held-out function), its hand-written phrasing (an identity question in its
-    variants, "Who are you?" and "Hey, who are you?"), or else its own text."""
-    return prompt.get("entry") or prompt.get("phrasing") or repr(prompt["prompt"])
+    variants, "Who are you?" and "Hey, who are you?"), its how-to task (one answer to its three questions), or
+    else its own text."""
+    return prompt.get("entry") or prompt.get("phrasing") or prompt.get("task") or repr(prompt["prompt"])
 
 
 def mean_ci(values: Sequence[float], clusters: Sequence[Any] | None = None,

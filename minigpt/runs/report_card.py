@@ -4,9 +4,10 @@
   held-out modules (the docstring text alone, comparable with a model trained on pydocs);
 - every chat model (base, SFT, DPO, RL) answers the same held-out prompts greedily (runs/heldout.py): token F1
   against the reference, exact match, and the pass rate per family (identity facts stated, out-of-world
-  questions declined), each with a cluster-bootstrap 95% interval (`heldout.cluster_of`), and the paired
-  differences between stages (each against SFT, and RL against DPO, the model it starts from); and the same
-  prompts asked second in a chat, after one earlier exchange (`heldout.in_conversation`), as a user asks them;
+  questions declined, how-to questions answered with what to use), each with a cluster-bootstrap 95% interval
+  (`heldout.cluster_of`), and the paired differences between stages (each against SFT, and RL against DPO, the
+  model it starts from); and the same prompts asked second in a chat, after one earlier exchange
+  (`heldout.in_conversation`), as a user asks them;
 - the reward model's pairwise accuracy, DPO's preference accuracy, RL's sampled reward and KL;
 - the models' answers side by side. `write_report_card(out)` can be rerun at any time from a speedrun folder.
 """
@@ -108,7 +109,7 @@ def summarise(prompts: list[dict], scored: dict[str, list[dict]],
     second = {}
     for stage, rows in (in_chat or {}).items():
         ix = {"all": range(len(rows)), **{f: [i for i, p in enumerate(prompts) if p["family"] == f]
-                                         for f in ("identity", "unknown")}}
+                                         for f in chat_tasks.KEYED_FAMILIES}}
         second[stage] = {group: {k: mean_ci([rows[i][k] for i in ix[group]], [clusters[i] for i in ix[group]])
                                  for k in ("f1", "correct")} for group in ix if ix[group]}
     return {"stages": table, "diffs": diffs, "families": families, "in_chat": second}
@@ -184,15 +185,17 @@ def write_report_card(out: Path, state: dict[str, Any] | None = None) -> Path:
                          for family in ("identity", "unknown")}
             lines.append(f"| {LABELS[stage]} | answer F1, all families / exact match / identity correct (questions "
                          f"hand-written / written blind / written blind after the training data / by the eighth "
-                         f"writer) / out-of-world declined (templates / by the eighth writer) | "
+                         f"writer) / out-of-world declined (templates / by the eighth writer) / how-to questions "
+                         f"answered with what to use | "
                          f"{_ci(get(stage, 'all', 'f1'))} / {_pct(get(stage, 'all', 'exact'))} / "
                          f"{_pct(get(stage, 'identity', 'correct'))} ({by_writer['identity']}) / "
-                         f"{_pct(get(stage, 'unknown', 'correct'))} ({by_writer['unknown']}) |")
+                         f"{_pct(get(stage, 'unknown', 'correct'))} ({by_writer['unknown']}) / "
+                         f"{_pct(get(stage, 'howto', 'correct'))} |")
     for stage, chat in summary["in_chat"].items():
         lines.append(f"| {LABELS[stage]} | the same prompts asked second in a chat, after one earlier exchange: "
-                     f"answer F1 / identity correct / out-of-world declined | {_ci(chat['all']['f1'])} / "
-                     f"{_pct(chat.get('identity', {}).get('correct'))} / "
-                     f"{_pct(chat.get('unknown', {}).get('correct'))} |")
+                     f"answer F1 / identity correct / out-of-world declined / how-to answered | "
+                     f"{_ci(chat['all']['f1'])} / {_pct(chat.get('identity', {}).get('correct'))} / "
+                     f"{_pct(chat.get('unknown', {}).get('correct'))} / {_pct(chat.get('howto', {}).get('correct'))} |")
     for name, d in diffs.items():
         after, before = name.split("-")
         lines.append(f"| {LABELS[after]} vs {LABELS[before]} | answer F1 difference (paired) | {_ci(d)} |")

@@ -8,6 +8,7 @@ from typing import Any
 
 from .chat_tasks import answer_to, prompts, task_entries
 from .corpora.pydocs import Entry
+from .howto import HOWTO
 from .identity import Facts, hash_byte, is_chinese
 
 
@@ -16,7 +17,9 @@ def preference_records(facts: Facts | None = None) -> list[dict[str, Any]]:
     model actually makes, the right kind of answer about the wrong thing: for a function, the same answer for
     another function of its module (its summary, its arguments, its module) or, for half of the summaries, the
     right one cut short; for an identity question, another intent's answer (asked its name, it states its
-    training data); an out-of-world question is paired with a confident docstring or an identity answer."""
+    training data); an out-of-world question is paired with a confident docstring, an identity answer or a how-to
+    answer; a how-to question with a neighbouring task's answer (asked to read a file line by line, it reads the
+    whole file)."""
     facts = facts or Facts()
     by_module: dict[str, list[Entry]] = {}
     for e in task_entries():
@@ -35,6 +38,7 @@ def preference_records(facts: Facts | None = None) -> list[dict[str, Any]]:
             identity.setdefault(p["intent"], set()).add(p["reference"])
     # every identity answer in each language: an out-of-world request's stand-in self-description
     stock = {zh: sorted(a for said in identity.values() for a in said if is_chinese(a) == zh) for zh in (False, True)}
+    tasks = list(HOWTO)  # in the writers' order: neighbours are tasks of one kind (files, strings, lists, ...)
     out = []
     for p in asked:
         chosen, rejected, family = p["reference"], None, p["family"]
@@ -42,11 +46,15 @@ def preference_records(facts: Facts | None = None) -> list[dict[str, Any]]:
             others = sorted(a for intent, said in identity.items() if intent != p["intent"] for a in said
                             if is_chinese(a) == is_chinese(chosen))
             rejected = others[hash_byte(f"id:{p['prompt'][-1]['content']}") % len(others)]
-        elif family == "unknown":  # a confident docstring, or (half of them) what it says about itself: until
-            # sr43 "What is 2+2?" got its greeting and "Can you write me a poem?" its size
+        elif family == "unknown":  # a confident docstring, what it says about itself (until sr43 "What is 2+2?"
+            # got its greeting and "Can you write me a poem?" its size) or a how-to answer (SFT with the how-to
+            # family answered "How do I tie a tie?" with `timeit`), a third each
             said, key = stock[is_chinese(chosen)], f"oow:{p['prompt'][-1]['content']}"
-            rejected = (said[hash_byte(key, 1) % len(said)] if hash_byte(key) % 2
-                        else "Return a list of the lines in the string, breaking at line boundaries.")
+            rejected = (said[hash_byte(key, 1) % len(said)], HOWTO[tasks[hash_byte(key, 1) % len(tasks)]][1],
+                        "Return a list of the lines in the string, breaking at line boundaries.")[hash_byte(key) % 3]
+        elif family == "howto":
+            i, step = tasks.index(p["task"]), hash_byte(f"howto:{p['prompt'][-1]['content']}") % 4 - 2
+            rejected = HOWTO[tasks[(i + step + (step >= 0)) % len(tasks)]][1]  # 2 back .. 2 on, never itself
         else:
             name, ask = p["entry"], p.get("ask", "does")
             if family == "followup" and ask == "module":

@@ -1,7 +1,7 @@
 """The built-in chat data: SFT conversations and RL prompts about Python's standard library (the preference pairs
 built from them are chat_pairs.py's).
 
-Six families, each a record with a `family` and a `split`:
+Seven families, each a record with a `family` and a `split`:
 
 - `recall`: "What does `json.dumps` do?" answered with the first sentence of its docstring (in seven phrasings,
   "Tell me about json.dumps.", the name also bare or called, "what does json.dumps() do": `question`). The model
@@ -20,6 +20,7 @@ Six families, each a record with a `family` and a `split`:
   paraphrases live in text/identity.py.
 - `unknown`: questions outside its world (cooking, geography, sums, poems...) answered with a polite "I don't
   know": templates with fillings, and requests written blind by two other writers (text/social_blind.py).
+- `howto`: "How do I read a file in Python?" answered with what to use, for 135 common tasks (text/howto.py).
 
 Held out: 1 function in 10 (by a hash of its qualified name) never appears in any SFT, DPO or RL training
 record, in any family; 1 phrasing in 4 of the identity and unknown questions is held out the same way. RL
@@ -38,6 +39,7 @@ import re
 from typing import Any, Callable
 
 from .corpora.pydocs import Entry, all_entries, first_sentence, split_of
+from .howto import howto_records
 from .identity import (IDENTITY, Facts, assistant_turn, casual, hash_byte, identity_records, paraphrase_records,
                        user_turn)
 from .out_of_world import unknown_records
@@ -279,8 +281,11 @@ def followup_records(e: Entry, fresh: bool = False) -> list[dict[str, Any]]:
 
 def correct(record: dict[str, Any], reply: str, facts: Facts | None = None) -> bool:
     """The report card's pass/fail rule: identity replies must state the fact asked for, unknown questions
-    must be declined, and every other family must match the reference exactly (case and spacing aside)."""
+    must be declined, how-to answers must name what to use (the task's `key`), and every other family must match
+    the reference exactly (case and spacing aside)."""
     family = record.get("family")
+    if family == "howto":
+        return record["key"] in reply
     if family == "identity":
         facts = facts or Facts()
         key = record.get("key") or facts.fill(IDENTITY[record["intent"]][2])
@@ -308,14 +313,15 @@ def conversations(facts: Facts | None = None, phrasings: int = 2) -> list[dict[s
         for r in (recall_records(e, phrasings if split == "train" else 1) + context_records(e)
                   + detail_records(e) + followup_records(e) + (reading_records(e) if split == "train" else [])):
             records.append({**r, "split": split, "entry": e.name, "module": e.module})
-    return records + identity_records(facts) + paraphrase_records(facts, "sft") + unknown_records()
+    return (records + identity_records(facts) + paraphrase_records(facts, "sft") + unknown_records()
+            + howto_records())
 
 
 def rl_conversations(facts: Facts | None = None) -> list[dict[str, Any]]:
     """RL's training records: the same training functions and intents as SFT's, asked in ways SFT never trained
     on (another recall phrasing, the other context, details and follow-up questions, RL's share of the generated
-    identity paraphrases, other out-of-world questions). On a question the SFT model has learned by heart every
-    sampled reply is the same, the group's advantages are all 0, and RL learns nothing from it."""
+    identity paraphrases, other out-of-world and how-to questions). On a question the SFT model has learned by
+    heart every sampled reply is the same, the group's advantages are all 0, and RL learns nothing from it."""
     facts = facts or Facts()
     records = []
     for e in task_entries():
@@ -323,7 +329,7 @@ def rl_conversations(facts: Facts | None = None) -> list[dict[str, Any]]:
             for r in (recall_records(e, 1, first=2) + context_records(e, fresh=True) + detail_records(e, fresh=True)
                       + followup_records(e, fresh=True)):
                 records.append({**r, "split": "train", "entry": e.name, "module": e.module})
-    records += paraphrase_records(facts, "rl") + unknown_records(fresh=True)
+    records += paraphrase_records(facts, "rl") + unknown_records(fresh=True) + howto_records(fresh=True)
     seen, out = {repr(r["messages"][:-1]) for r in conversations(facts)}, []
     for r in records:  # two methods may share a pasted text: each question once, none of SFT's
         if repr(r["messages"][:-1]) not in seen:
@@ -333,6 +339,9 @@ def rl_conversations(facts: Facts | None = None) -> list[dict[str, Any]]:
 
 
 SMALL_FAMILIES = ("identity", "unknown")
+# families answered with a fixed reply that passes by what it says (`correct`), not by its words: RL's reward is
+# gated on it, and SFT repeats their training turns (`_times`)
+KEYED_FAMILIES = (*SMALL_FAMILIES, "howto")
 SMALL_FAMILY_REPEATS = 3  # identity and unknown training turns are few and their answers must be exact
 PARAPHRASE_REPEATS = 2  # the generated and blind-written identity questions (README "What changed since")
 RL_SMALL_FAMILY_REPEATS = 12  # RL's identity and unknown prompts (44% of its prompts since sr43; README history)
@@ -340,8 +349,9 @@ RL_SMALL_FAMILY_REPEATS = 12  # RL's identity and unknown prompts (44% of its pr
 
 def _times(r: dict[str, Any]) -> int:
     """How often SFT trains on a record: hand-written identity and out-of-world training turns
-    SMALL_FAMILY_REPEATS times, the identity paraphrases PARAPHRASE_REPEATS times, everything else once."""
-    if r["family"] not in SMALL_FAMILIES or r["split"] != "train":
+    SMALL_FAMILY_REPEATS times, the identity paraphrases and how-to questions PARAPHRASE_REPEATS times, everything
+    else once."""
+    if r["family"] not in KEYED_FAMILIES or r["split"] != "train":
         return 1
     return PARAPHRASE_REPEATS if r.get("paraphrase") else SMALL_FAMILY_REPEATS
 

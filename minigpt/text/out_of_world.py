@@ -1,10 +1,10 @@
 """The `unknown` chat family: questions outside the model's world (cooking, geography, sums, poems...), declined
 politely ("I don't know that. I only know about Python's standard library.", in Chinese when asked in Chinese).
 
-Two sources: eighteen templates with fillings ("What is the capital of {place}?", "What is {a}+{b}?"), 1 question
-in 4 held out by a hash, RL asking other fillings; and the requests two other writers wrote blind
-(social_blind.py), the seventh writer's to train on (SFT's and RL's, split like the identity paraphrases) and the
-eighth writer's held out. Until sr43 there were only twelve templates, and the held-out questions were their other
+Two sources: 23 templates with fillings ("What is the capital of {place}?", "What is {a}+{b}?", "How do I {code}
+in {language}?"), 1 question in 4 held out by a hash, RL asking other fillings; and the requests two other writers
+wrote blind (social_blind.py), the seventh writer's to train on (SFT's and RL's, split like the identity
+paraphrases) and the eighth writer's held out. Until sr43 there were only twelve templates, and the held-out questions were their other
 fillings: the report card read 17 of 18 declined while "What is 2+2?" got the greeting and "Can you write me a
 poem?" the model's size.
 """
@@ -28,6 +28,10 @@ UNKNOWN_TEMPLATES = (
     # short ones, shaped like "Who are you?": sr43's model gave "What is 2+2?" its greeting
     "What is {a}+{b}?", "What is {a} plus {b}?", "Can you write me a {form}?", "Tell me a {form}.", "Who is {person}?",
     "What is {thing}?",
+    # how-to questions about something else than Python, shaped like the how-to family's (text/howto.py): SFT on
+    # that family alone answered "What's the best way to ...?" about anything with a Python function
+    "How do I {chore}?", "What's the best way to {chore}?", "Can you tell me how to {chore}?",
+    "How do I {code} in {language}?", "What should I use to {code} in {language}?",
 )
 UNKNOWN_FILL = {
     "place": ("France", "Peru", "Japan", "Kenya", "Norway", "Canada", "Egypt", "Chile", "India", "Spain"),
@@ -39,6 +43,11 @@ UNKNOWN_FILL = {
     "form": ("poem", "joke", "story", "song", "riddle", "haiku", "limerick"),
     "person": ("Taylor Swift", "Albert Einstein", "Napoleon", "Lionel Messi", "Shakespeare", "Cleopatra"),
     "thing": ("love", "gravity", "democracy", "inflation", "a black hole", "photosynthesis"),
+    "chore": ("bake bread", "change a flat tyre", "learn to swim", "fix a leaking tap", "tie a tie",
+              "train for a marathon", "save money for a holiday", "paint a room", "improve my handwriting",
+              "fall asleep faster"),
+    "code": ("read a file", "sort a list", "reverse a string", "parse JSON", "split a string", "make an HTTP request"),
+    "language": ("JavaScript", "Java", "C", "Rust", "Go", "C#", "PHP", "Ruby"),
 }
 UNKNOWN_ANSWER = "I don't know that. I only know about Python's standard library."
 UNKNOWN_ANSWER_ZH = "我不知道。我只了解 Python 标准库。"

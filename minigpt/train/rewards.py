@@ -53,17 +53,18 @@ def token_f1(prompt: list, completion: str, record: dict) -> float:
 
 
 def task_reward(prompt: list, completion: str, record: dict) -> float:
-    """The default reward: token F1 against the `reference`. For the built-in identity and out-of-world questions
-    a reply scores only if it says what it must (`chat_tasks.correct`: the fact asked for, or "I don't know"),
-    then half for that and half its F1; a wrong one scores 0: another intent's answer shares many words with the
-    right one ("a small ... model", "Python's standard library"), and F1 would pay it for them (F1 alone was
-    gamed outright: RL answered "Who are you?" with what it was trained on). Each intent's key is its own
-    (`chat_tasks.IDENTITY`), so one stock self-description cannot pass them all. The reward alone does not keep
-    RL from moving the identity answers; the anchor term does (rl.py; README "What RL needed")."""
+    """The default reward: token F1 against the `reference`. For the built-in identity, out-of-world and how-to
+    questions a reply scores only if it says what it must (`chat_tasks.correct`: the fact asked for, "I don't
+    know", or the function to use), then half for that and half its F1; a wrong one scores 0: another intent's
+    answer shares many words with the right one ("a small ... model", "Python's standard library"), and F1 would
+    pay it for them (F1 alone was gamed outright: RL answered "Who are you?" with what it was trained on). Each
+    intent's key is its own (`chat_tasks.IDENTITY`), as each how-to task's is, so one stock reply cannot pass them
+    all. The reward alone does not keep RL from moving the identity answers; the anchor term does (rl.py; README
+    "What RL needed")."""
     from ..text import chat_tasks
 
     score = token_f1(prompt, completion, record)
-    if record.get("family") in ("identity", "unknown"):
+    if record.get("family") in chat_tasks.KEYED_FAMILIES:
         return 0.5 + 0.5 * score if chat_tasks.correct(record, completion) else 0.0
     return score
 
