@@ -19,12 +19,14 @@ lr-4e-4-seed-2 (another seed; the others use 1337), t-0.6 and lr-2e-4-t-0.6 (wit
 temperature), lr-3e-5 and kl-0.2 (no anchor: the gentler updates tried before the anchor), no-identity (no anchor,
 a learning rate of 3e-5 and no identity prompts in RL: does RL on functions alone move the identity answers?),
 anchor-8 and anchor-8-seed-2 (8 anchor rows a step, the default before 16), adv-std (each group's advantages
-divided by their standard deviation, as GRPO) and adv-informative (the policy-gradient mean over the replies of
-groups whose rewards differ, so groups that all scored alike no longer dilute the step).
+divided by their standard deviation, as GRPO), adv-informative (the policy-gradient mean over the replies of
+groups whose rewards differ, so groups that all scored alike no longer dilute the step) and anchor-howto (the
+anchor rows drawn from SFT's how-to turns too, not only its identity and out-of-world ones).
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -49,6 +51,7 @@ VARIANTS: dict[str, dict] = {
     "anchor-8-seed-2": {"anchor_rows": 8, "seed": 2},
     "adv-std": {"advantage": "std"},
     "adv-informative": {"advantage": "informative"},
+    "anchor-howto": {"anchor_families": ("identity", "unknown", "howto")},
 }
 
 
@@ -92,6 +95,9 @@ def train_variant(sft: str, out: Path, steps: int, change: dict) -> Path:
     change = dict(change)
     reward, no_identity = change.pop("reward", None), change.pop("no_identity", False)
     seed, advantage = change.pop("seed", 1337), change.pop("advantage", None)
+    anchored, families = chat_tasks.anchor_records, change.pop("anchor_families", None)
+    if families:  # SFT's training turns of these families as the anchor rows
+        chat_tasks.anchor_records = functools.partial(anchored, families=families)
     rl_fields = set(rl.RLConfig.__dataclass_fields__)
     rl_cfg = rl.RLConfig(**{k: v for k, v in change.items() if k in rl_fields})
     cfg = stage_train_config("rl", max_iters=steps, eval_interval=10**9, seed=seed,
@@ -107,7 +113,7 @@ def train_variant(sft: str, out: Path, steps: int, change: dict) -> Path:
     try:
         rl.rl(sft, prompts, reward=reward, rl_config=rl_cfg, train_config=cfg, out=out)
     finally:
-        objectives.policy_gradient_loss = plain
+        objectives.policy_gradient_loss, chat_tasks.anchor_records = plain, anchored
     return out
 
 

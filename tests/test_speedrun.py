@@ -130,12 +130,12 @@ def test_speedrun_runs_every_stage_and_writes_the_report_card():
     stages = card["summary"]["stages"]
     assert set(stages) == {"pretrain", "sft", "dpo", "rl"}
     for stage in stages.values():  # a mean and its 95% interval, per family and over all held-out prompts
-        assert {"all", "recall", "context", "followup", "identity", "unknown"} <= set(stage)
+        assert {"all", "recall", "context", "followup", "identity", "unknown", "howto"} <= set(stage)
         mean, low, high = stage["all"]["f1"]
         assert 0 <= low <= mean <= high <= 1
     assert set(card["summary"]["diffs"]) == {"sft-pretrain", "dpo-sft", "rl-sft", "rl-dpo"}
     assert set(card["summary"]["in_chat"]) == set(card["answers_in_chat"]) == {"sft", "dpo", "rl"}
-    assert {"all", "identity", "unknown"} == set(card["summary"]["in_chat"]["rl"])
+    assert {"all", "identity", "unknown", "howto"} == set(card["summary"]["in_chat"]["rl"])
     assert "| RL | the same prompts asked second in a chat" in report
     assert 0 < card["pydocs_val"]["bpb"] < 10 and len(card["answers"]["rl"]) == len(card["prompts"])
     written = os.stat("sr/report.md").st_mtime_ns

@@ -23,8 +23,9 @@ Seven families, each a record with a `family` and a `split`:
 - `howto`: "How do I read a file in Python?" answered with what to use, for 135 common tasks (text/howto.py).
 
 Held out: 1 function in 10 (by a hash of its qualified name) never appears in any SFT, DPO or RL training
-record, in any family; 1 phrasing in 4 of the identity and unknown questions is held out the same way. RL
-trains on its own questions (`rl_conversations`: the same training functions and intents asked in ways SFT never
+record, in any family; 1 phrasing in 4 of the identity and unknown questions is held out the same way, and
+writers of their own wrote the held-out identity, out-of-world and how-to questions besides. RL trains on its own
+questions (`rl_conversations`: the same training functions and intents asked in ways SFT never
 saw). Only functions of pretraining-train modules are used, so the held-out figures measure what the model
 recalls and generalises, not what it was shown. `correct(record, reply)` is the per-family pass/fail rule the
 report card uses beside token F1.
@@ -344,7 +345,7 @@ SMALL_FAMILIES = ("identity", "unknown")
 KEYED_FAMILIES = (*SMALL_FAMILIES, "howto")
 SMALL_FAMILY_REPEATS = 3  # identity and unknown training turns are few and their answers must be exact
 PARAPHRASE_REPEATS = 2  # the generated and blind-written identity questions (README "What changed since")
-RL_SMALL_FAMILY_REPEATS = 12  # RL's identity and unknown prompts (44% of its prompts since sr43; README history)
+RL_SMALL_FAMILY_REPEATS = 12  # RL's identity and unknown prompts (43% of its prompts since sr46; README history)
 
 
 def _times(r: dict[str, Any]) -> int:
@@ -390,11 +391,11 @@ def sessions(records: list[dict[str, Any]], fits: Callable[[list[dict[str, str]]
     return out + [r for r in records if r["split"] != "train"]
 
 
-def anchor_records(facts: Facts | None = None) -> list[dict[str, Any]]:
-    """RL's anchor conversations: SFT's identity and out-of-world training turns, whose exact answers RL keeps
-    likely with an SFT term (`rl.RLConfig.anchor_rows`)."""
+def anchor_records(facts: Facts | None = None, families: tuple[str, ...] = SMALL_FAMILIES) -> list[dict[str, Any]]:
+    """RL's anchor conversations: SFT's training turns of `families` (its identity and out-of-world ones), whose
+    exact answers RL keeps likely with an SFT term (`rl.RLConfig.anchor_rows`)."""
     return [{"messages": r["messages"], "split": "train", "family": r["family"]}
-            for r in conversations(facts) if r["family"] in SMALL_FAMILIES and r["split"] == "train"]
+            for r in conversations(facts) if r["family"] in families and r["split"] == "train"]
 
 
 def _prompt(r: dict[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,8 @@ Two writers (helper agents that opened no file of minigpt) wrote the data in how
 descriptions: a ninth writer each task's answer, the `key` a right reply must contain (its own: no other task's
 answer contains it) and ten questions (eight English, two Chinese); a tenth writer, shown only the descriptions,
 three test questions per task (two English, one Chinese), all held out (`"blind": 4`). The ninth writer's
-questions are split between SFT and RL like the identity paraphrases, and dropped where `near` a test question.
+questions and each task asked in frames around its description (`ASKS`, `ASKS_ZH`) are split between SFT and RL
+like the identity paraphrases, and dropped where `near` a test question.
 The tasks are the same on both sides: the held-out figure is how often a task asked in words never trained on
 gets its answer, not whether the model can find the function for a task it was never taught.
 """
@@ -23,7 +24,7 @@ from typing import Any
 from .howto_data import DESCRIPTIONS_ZH, HOWTO, HOWTO_TEST
 from .identity import PARAPHRASE_RL_ONE_IN, assistant_turn, hash_byte, near, user_turn
 
-TEST_WRITER = 4  # a held-out record's "blind": the report card's writer column (runs/report_card.WRITERS)
+TEST_WRITER = 4  # a held-out question's "blind": the tenth writer (the identity and out-of-world ones are 1-3)
 # Each task asked in these, {d} its description (`HOWTO`, `DESCRIPTIONS_ZH`), on the training side: with the ninth
 # writer's ten questions a task alone, SFT from sr42's base answered 8% of the held-out questions right and 270 of
 # the 404 with another task's answer (README "What changed since").

@@ -1,12 +1,12 @@
 """The `unknown` chat family: questions outside the model's world (cooking, geography, sums, poems...), declined
 politely ("I don't know that. I only know about Python's standard library.", in Chinese when asked in Chinese).
 
-Two sources: 23 templates with fillings ("What is the capital of {place}?", "What is {a}+{b}?", "How do I {code}
-in {language}?"), 1 question in 4 held out by a hash, RL asking other fillings; and the requests two other writers
+Two sources: 23 templates with fillings ("What is the capital of {place}?", "What is {a}+{b}?", "How do I {code} in
+{language}?"), 1 question in 4 held out by a hash, RL asking other fillings; and the requests two other writers
 wrote blind (social_blind.py), the seventh writer's to train on (SFT's and RL's, split like the identity
-paraphrases) and the eighth writer's held out. Until sr43 there were only twelve templates, and the held-out questions were their other
-fillings: the report card read 17 of 18 declined while "What is 2+2?" got the greeting and "Can you write me a
-poem?" the model's size.
+paraphrases) and the eighth writer's held out. Until sr43 there were only twelve templates, and the held-out
+questions were their other fillings: the report card read 17 of 18 declined while "What is 2+2?" got the greeting
+and "Can you write me a poem?" the model's size.
 """
 from __future__ import annotations
 
