@@ -8,7 +8,7 @@ from typing import Any
 
 from .chat_tasks import answer_to, prompts, task_entries
 from .corpora.pydocs import Entry
-from .howto import HOWTO
+from . import howto
 from .identity import Facts, hash_byte, is_chinese
 
 
@@ -38,7 +38,7 @@ def preference_records(facts: Facts | None = None) -> list[dict[str, Any]]:
             identity.setdefault(p["intent"], set()).add(p["reference"])
     # every identity answer in each language: an out-of-world request's stand-in self-description
     stock = {zh: sorted(a for said in identity.values() for a in said if is_chinese(a) == zh) for zh in (False, True)}
-    tasks = list(HOWTO)  # in the writers' order: neighbours are tasks of one kind (files, strings, lists, ...)
+    tasks = list(howto.HOWTO)  # in the writers' order: neighbours are tasks of one kind (files, strings, lists, ...)
     out = []
     for p in asked:
         chosen, rejected, family = p["reference"], None, p["family"]
@@ -50,11 +50,11 @@ def preference_records(facts: Facts | None = None) -> list[dict[str, Any]]:
             # got its greeting and "Can you write me a poem?" its size) or a how-to answer (SFT with the how-to
             # family answered "How do I tie a tie?" with `timeit`), a third each
             said, key = stock[is_chinese(chosen)], f"oow:{p['prompt'][-1]['content']}"
-            rejected = (said[hash_byte(key, 1) % len(said)], HOWTO[tasks[hash_byte(key, 1) % len(tasks)]][1],
+            rejected = (said[hash_byte(key, 1) % len(said)], howto.answer(tasks[hash_byte(key, 1) % len(tasks)]),
                         "Return a list of the lines in the string, breaking at line boundaries.")[hash_byte(key) % 3]
         elif family == "howto":
             i, step = tasks.index(p["task"]), hash_byte(f"howto:{p['prompt'][-1]['content']}") % 4 - 2
-            rejected = HOWTO[tasks[(i + step + (step >= 0)) % len(tasks)]][1]  # 2 back .. 2 on, never itself
+            rejected = howto.answer(tasks[(i + step + (step >= 0)) % len(tasks)])  # 2 back .. 2 on, not itself
         else:
             name, ask = p["entry"], p.get("ask", "does")
             if family == "followup" and ask == "module":
