@@ -20,8 +20,9 @@ temperature), lr-3e-5 and kl-0.2 (no anchor: the gentler updates tried before th
 a learning rate of 3e-5 and no identity prompts in RL: does RL on functions alone move the identity answers?),
 anchor-8 and anchor-8-seed-2 (8 anchor rows a step, the default before 16), adv-std (each group's advantages
 divided by their standard deviation, as GRPO), adv-informative (the policy-gradient mean over the replies of
-groups whose rewards differ, so groups that all scored alike no longer dilute the step) and anchor-howto (the
-anchor rows drawn from SFT's how-to turns too, not only its identity and out-of-world ones).
+groups whose rewards differ, so groups that all scored alike no longer dilute the step) and anchor-small (the
+anchor rows drawn from SFT's identity and out-of-world turns only, not its how-to ones: the default until sr46,
+measured against it as `anchor-howto`).
 """
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ VARIANTS: dict[str, dict] = {
     "anchor-8-seed-2": {"anchor_rows": 8, "seed": 2},
     "adv-std": {"advantage": "std"},
     "adv-informative": {"advantage": "informative"},
-    "anchor-howto": {"anchor_families": ("identity", "unknown", "howto")},
+    "anchor-small": {"anchor_families": ("identity", "unknown")},
 }
 
 

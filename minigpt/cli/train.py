@@ -126,8 +126,8 @@ def _register_stage(sub, name: str) -> None:
         p.add_argument("--reward", default=None,
                        help="rm:RUN_DIR (a reward model) or python:module:function (default: "
                             "python:minigpt.train.rewards:task_reward: token F1 against each prompt's 'reference', "
-                            "and for the built-in identity and out-of-world questions also whether the reply says "
-                            "what it must). "
+                            "and for the built-in identity, out-of-world and how-to questions also whether the reply "
+                            "says what it must). "
                             "python: is code execution: it imports that module, which runs its code, and under "
                             "`python -m minigpt` the current folder comes first on the import path. On --resume "
                             "a run's own non-default reward must be given again (never taken from run.json alone)")

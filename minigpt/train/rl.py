@@ -6,7 +6,7 @@ sequences with their advantages (reward minus the group's mean, as GRPO) for `ob
 training loop never knows it is RL. `answer_eval` measures a policy by replying to held-out prompts.
 
 On the built-in data RL trains on questions SFT never trained on (`chat_tasks.rl_conversations`), and each batch
-also carries `anchor_rows` of SFT's identity and out-of-world turns, whose SFT loss the objective adds (the
+also carries `anchor_rows` of SFT's identity, out-of-world and how-to turns, whose SFT loss the objective adds (the
 anchor term, InstructGPT's "ptx" aimed at what RL breaks): without it every variant measured lowered held-out
 identity accuracy by 10-23 points, even RL with no identity prompt at all (README, "What RL needed").
 """
@@ -38,7 +38,7 @@ class RLConfig:
     temperature: float = option(0.8, "rollout sampling temperature (1.0 samples the policy itself; 0.8 gives "
                                      "fewer wild samples, so the group baseline is less noisy)")
     anchor_rows: int = option(16, "SFT conversations per step whose replies RL keeps likely (the anchor term: "
-                                  "built-in identity and out-of-world turns; 0 = off)")
+                                  "built-in identity, out-of-world and how-to turns; 0 = off)")
     anchor_coef: float = option(1.0, "weight of the anchor term, the SFT loss on the anchor rows")
     eval_prompts: int = option(96, "held-out prompts answered at each evaluation, spread over them (4 sampled "
                                    "replies each, fixed seeds, plus one greedy)")
