@@ -13,8 +13,9 @@ Variants (`VARIANTS`): the peak learning rate (`lr-X`, the floor a tenth of it; 
 while training, Jain et al. 2023), dropout 0.1 in every block, the identity paraphrases once instead of
 `chat_tasks.PARAPHRASE_REPEATS` times (`identity-x1`), once and a copy after all the rows (`identity-x2`: the
 default's rows in another order, as measured), once and a noisy copy (`identity-noise`, `noisy`) or three times
-(`identity-x3`), without the reading questions (`no-reading`: `chat_tasks.reading_records`) or the sixth writer's
-identity training questions (`no-writer-6`: identity_blind_3.py), with every conversation alone instead of
+(`identity-x3`), without the reading questions (`no-reading`: `chat_tasks.reading_records`), the sixth writer's
+identity training questions (`no-writer-6`: identity_blind_3.py) or the eleventh writer's thanks and goodbyes
+(`no-writer-11`: social_blind_2.py), with every conversation alone instead of
 chained into chat sessions (`no-sessions`: `chat_tasks.sessions`), with the functions as they were before
 `chat_tasks.as_asked` (`names-before`: source names, markup left in, so those entries are rejected) or with it
 but no full stop added (`no-full-stop`), without the functions written in C (`no-compiled`:
@@ -50,8 +51,9 @@ VARIANTS: dict[str, dict] = {
        for how in ("x1", "x2", "noise", "x3") for seed in ("", "-seed-2")},
     "no-reading": {"reading": False},
     "no-reading-seed-2": {"reading": False, "seed": 2},
-    "no-writer-6": {"writer_6": False},
-    "no-writer-6-seed-2": {"writer_6": False, "seed": 2},
+    "no-writer-6": {"unwritten": "BLIND_TRAIN_3"},
+    "no-writer-6-seed-2": {"unwritten": "BLIND_TRAIN_3", "seed": 2},
+    "no-writer-11": {"unwritten": "SOCIAL_TRAIN_2"},
     "no-sessions": {"sessions": False},
     "no-sessions-seed-2": {"sessions": False, "seed": 2},
     "names-before": {"names": "before"},
@@ -176,8 +178,9 @@ def train_variant(base: str, out: Path, steps: int, change: dict) -> Path:
     if not change.pop("sessions", True):  # every conversation alone, as before chat_tasks.sessions
         chat_tasks.sessions = lambda records, fits, seed=0: records
     written = identity.WRITTEN_FOR_TRAINING
-    if not change.pop("writer_6", True):  # the paraphrases as they were before identity_blind_3.py
-        identity.WRITTEN_FOR_TRAINING = tuple(w for w in written if w is not identity.BLIND_TRAIN_3)
+    unwritten = change.pop("unwritten", None)
+    if unwritten:  # the paraphrases without one writer's training questions, as before that writer
+        identity.WRITTEN_FOR_TRAINING = tuple(w for w in written if w is not getattr(identity, unwritten))
         identity._paraphrase_split.cache_clear()
 
     def tweaked(*args, **kwargs):  # the parent model as loaded, changed before training starts

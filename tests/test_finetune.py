@@ -342,9 +342,9 @@ def test_out_of_world_requests_written_blind_are_a_heldout_set_of_their_own():
 
 def test_thanks_and_goodbyes_are_answered_in_kind():
     """"Thanks!" and "Bye!" got the greeting until sr43: they are intents of their own, asked as written (no
-    "Quick question: Thanks!"), with the seventh writer's messages to train on and the eighth writer's held out;
-    DPO pairs an out-of-world request with a confident docstring, an identity answer or a how-to answer."""
-    from minigpt.text import chat_pairs, chat_tasks, howto, identity, social_blind
+    "Quick question: Thanks!"), with the seventh and eleventh writers' messages to train on and the eighth writer's
+    held out; DPO pairs an out-of-world request with a confident docstring, an identity answer or a how-to answer."""
+    from minigpt.text import chat_pairs, chat_tasks, howto, identity, social_blind, social_blind_2
 
     facts = chat_tasks.Facts(params=1_840_000)
     records = [r for r in identity.identity_records(facts) if r["intent"] in ("thanks", "goodbye")]
@@ -359,6 +359,7 @@ def test_thanks_and_goodbyes_are_answered_in_kind():
             assert (r["key"] in r["messages"][1]["content"]) and (zh or r["messages"][1]["content"].startswith(key))
         sft = {r["messages"][0]["content"] for r in identity.paraphrase_records(facts, "sft") if r["intent"] == intent}
         assert len(sft & set(social_blind.SOCIAL_TRAIN[intent])) > 30
+        assert len(sft & set(social_blind_2.SOCIAL_TRAIN_2[intent])) > 60  # the eleventh writer's
     pairs = [p for p in chat_pairs.preference_records(facts) if p["family"] == "unknown"]
     said = {r["messages"][-1]["content"] for r in identity.identity_records(facts)}
     uses = {howto.answer(t) for t in howto.HOWTO}

@@ -17,7 +17,7 @@ identity_blind.py adds questions written blind by other writers: more training q
 paraphrases; identity_blind_zh.py and identity_blind_3.py hold two more writers') and two more held-out sets, so
 that the six first intents' figure rests on 179 independent questions (38 hand-written phrasings in 4 variants,
 141 blind-written ones) rather than 38; social_blind.py adds a seventh writer's thanks and goodbyes to train on
-and an eighth writer's to test on.
+and an eighth writer's to test on, social_blind_2.py an eleventh writer's to train on.
 """
 from __future__ import annotations
 
@@ -31,13 +31,14 @@ from .identity_blind import BLIND_TEST, BLIND_TEST_2, BLIND_TRAIN, BLIND_TRAIN_2
 from .identity_blind_3 import BLIND_TRAIN_3
 from .identity_blind_zh import BLIND_TRAIN_ZH
 from .social_blind import SOCIAL_TEST, SOCIAL_TRAIN
+from .social_blind_2 import SOCIAL_TRAIN_2
 
 PHRASING_HELDOUT_ONE_IN = 4
 PARAPHRASE_RL_ONE_IN = 3  # 1 generated paraphrase in 3 is RL's, the rest SFT's
 CASUAL_ONE_IN = 4  # 1 question in 4 typed casually: lower-case first letter, no question mark (`casual`)
 NEAR_JACCARD = 0.7  # questions sharing this share of their words count as the same question (`near`)
 # the training questions other writers wrote (identity_blind*.py), in `paraphrase_questions`
-WRITTEN_FOR_TRAINING = (BLIND_TRAIN, BLIND_TRAIN_2, BLIND_TRAIN_ZH, BLIND_TRAIN_3, SOCIAL_TRAIN)
+WRITTEN_FOR_TRAINING = (BLIND_TRAIN, BLIND_TRAIN_2, BLIND_TRAIN_ZH, BLIND_TRAIN_3, SOCIAL_TRAIN, SOCIAL_TRAIN_2)
 
 
 def hash_byte(text: str, byte: int = 0) -> int:
