@@ -4,9 +4,10 @@ A helper agent that opened no file of minigpt, told only that the model is a tin
 standard library, wrote 220 ways to say thank you and 220 to say goodbye (180 English, 40 Chinese each): formal,
 plain, casual, slang, text-speak, typos, with a reason (it worked, going to bed, back to work), none asking anything,
 none doing both. The seventh writer's 82 of each (social_blind.py) left the held-out ones typed as people type them
-mostly answered with the greeting (sr47: "thx", "cya", "im out, peace"). Kept as written; `identity.near` drops a
-training question near a held-out one (most of the eighth writer's test messages have one here: short messages
-meet), and one equal to an earlier training question but for case and punctuation.
+mostly answered with the greeting (sr47: "thx", "cya", "im out, peace"); the brief was written after reading those
+misses, so its examples of reasons are the kind they give (README "What changed since"). Kept as written;
+`identity.near` drops a training question near a held-out one (most of the eighth writer's test messages have one
+here: short messages meet), and one equal to an earlier training question but for case and punctuation.
 """
 from __future__ import annotations
 
