@@ -21,7 +21,7 @@ a learning rate of 3e-5 and no identity prompts in RL: does RL on functions alon
 anchor-8 and anchor-8-seed-2 (8 anchor rows a step, the default before 16), adv-std (each group's advantages
 divided by their standard deviation, as GRPO), adv-informative (the policy-gradient mean over the replies of
 groups whose rewards differ, so groups that all scored alike no longer dilute the step) and anchor-small (the
-anchor rows drawn from SFT's identity and out-of-world turns only, not its how-to ones: the default until sr46,
+anchor rows drawn from SFT's identity and out-of-world turns only, not its how-to ones: the default through sr46,
 measured against it as `anchor-howto`).
 """
 from __future__ import annotations

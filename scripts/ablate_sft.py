@@ -15,8 +15,8 @@ while training, Jain et al. 2023), dropout 0.1 in every block, the identity para
 default's rows in another order, as measured), once and a noisy copy (`identity-noise`, `noisy`) or three times
 (`identity-x3`), without the reading questions (`no-reading`: `chat_tasks.reading_records`), the sixth writer's
 identity training questions (`no-writer-6`: identity_blind_3.py) or the eleventh writer's thanks and goodbyes
-(`no-writer-11`: social_blind_2.py), with every conversation alone instead of
-chained into chat sessions (`no-sessions`: `chat_tasks.sessions`), with the functions as they were before
+(`no-writer-11`: social_blind_2.py), with every conversation alone instead of chained into chat sessions
+(`no-sessions`: `chat_tasks.sessions`), with the functions as they were before
 `chat_tasks.as_asked` (`names-before`: source names, markup left in, so those entries are rejected) or with it
 but no full stop added (`no-full-stop`), without the functions written in C (`no-compiled`:
 `pydocs.compiled_entries`), without the questions about arguments and return values asked from memory

@@ -394,7 +394,7 @@ def sessions(records: list[dict[str, Any]], fits: Callable[[list[dict[str, str]]
 def anchor_records(facts: Facts | None = None, families: tuple[str, ...] = KEYED_FAMILIES) -> list[dict[str, Any]]:
     """RL's anchor conversations: SFT's training turns of `families` (its identity, out-of-world and how-to ones),
     whose exact answers RL keeps likely with an SFT term (`rl.RLConfig.anchor_rows`). Without the how-to turns
-    (until sr46) RL moved the how-to answers to "I don't know that" (README "What changed since")."""
+    (through sr46) RL moved the how-to answers to "I don't know that" (README "What changed since")."""
     return [{"messages": r["messages"], "split": "train", "family": r["family"]}
             for r in conversations(facts) if r["family"] in families and r["split"] == "train"]
 
