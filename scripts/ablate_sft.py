@@ -14,13 +14,13 @@ while training, Jain et al. 2023), dropout 0.1 in every block, the identity para
 `chat_tasks.PARAPHRASE_REPEATS` times (`identity-x1`), once and a copy after all the rows (`identity-x2`: the
 default's rows in another order, as measured), once and a noisy copy (`identity-noise`, `noisy`) or three times
 (`identity-x3`), without the reading questions (`no-reading`: `chat_tasks.reading_records`), the sixth writer's
-identity training questions (`no-writer-6`: identity_blind_3.py) or the eleventh writer's thanks and goodbyes
-(`no-writer-11`: social_blind_2.py), with every conversation alone instead of chained into chat sessions
-(`no-sessions`: `chat_tasks.sessions`), with the functions as they were before
-`chat_tasks.as_asked` (`names-before`: source names, markup left in, so those entries are rejected) or with it
-but no full stop added (`no-full-stop`), without the functions written in C (`no-compiled`:
-`pydocs.compiled_entries`), without the questions about arguments and return values asked from memory
-(`no-details`: `chat_tasks.detail_records`) or with the functions asked in the first four phrasings only, as
+identity training questions (`no-writer-6`: identity_blind_3.py), the eleventh writer's thanks and goodbyes
+(`no-writer-11`: social_blind_2.py) or the twelfth writer's how-to questions (`no-writer-12`: howto_blind_2.py),
+with every conversation alone instead of chained into chat sessions (`no-sessions`: `chat_tasks.sessions`), with
+the functions as they were before `chat_tasks.as_asked` (`names-before`: source names, markup left in, so those
+entries are rejected) or with it but no full stop added (`no-full-stop`), without the functions written in C
+(`no-compiled`: `pydocs.compiled_entries`), without the questions about arguments and return values asked from
+memory (`no-details`: `chat_tasks.detail_records`) or with the functions asked in the first four phrasings only, as
 before "What is X?", "Tell me about X." and "Can you explain X?" (`four-questions`: `chat_tasks.QUESTIONS`), or
 with none of the training thanks, goodbyes and blind-written out-of-world requests, as before text/social_blind.py
 (`no-social`: the held-out ones are still asked) or none of the training how-to questions, as before text/howto.py
@@ -54,6 +54,8 @@ VARIANTS: dict[str, dict] = {
     "no-writer-6": {"unwritten": "BLIND_TRAIN_3"},
     "no-writer-6-seed-2": {"unwritten": "BLIND_TRAIN_3", "seed": 2},
     "no-writer-11": {"unwritten": "SOCIAL_TRAIN_2"},
+    "no-writer-12": {"unwritten": "HOWTO_TRAIN_2"},
+    "no-writer-12-seed-2": {"unwritten": "HOWTO_TRAIN_2", "seed": 2},
     "no-sessions": {"sessions": False},
     "no-sessions-seed-2": {"sessions": False, "seed": 2},
     "names-before": {"names": "before"},
@@ -124,7 +126,7 @@ def dropout(model, p: float) -> None:
 
 
 def train_variant(base: str, out: Path, steps: int, change: dict) -> Path:
-    from minigpt.text import chat_tasks, identity, out_of_world
+    from minigpt.text import chat_tasks, howto, identity, out_of_world
     from minigpt.text.corpora import pydocs
     from minigpt.train import finetune
 
@@ -177,11 +179,14 @@ def train_variant(base: str, out: Path, steps: int, change: dict) -> Path:
     sessions = chat_tasks.sessions
     if not change.pop("sessions", True):  # every conversation alone, as before chat_tasks.sessions
         chat_tasks.sessions = lambda records, fits, seed=0: records
-    written = identity.WRITTEN_FOR_TRAINING
+    written, written_howto = identity.WRITTEN_FOR_TRAINING, howto.WRITTEN_FOR_TRAINING
     unwritten = change.pop("unwritten", None)
-    if unwritten:  # the paraphrases without one writer's training questions, as before that writer
-        identity.WRITTEN_FOR_TRAINING = tuple(w for w in written if w is not getattr(identity, unwritten))
+    if unwritten:  # the training questions without one writer's, as before that writer
+        for module in (identity, howto):
+            module.WRITTEN_FOR_TRAINING = tuple(w for w in module.WRITTEN_FOR_TRAINING
+                                                if w is not getattr(module, unwritten, None))
         identity._paraphrase_split.cache_clear()
+        howto._questions.cache_clear()
 
     def tweaked(*args, **kwargs):  # the parent model as loaded, changed before training starts
         ckpt, folder, info = parent(*args, **kwargs)
@@ -199,8 +204,9 @@ def train_variant(base: str, out: Path, steps: int, change: dict) -> Path:
         chat_tasks.QUESTIONS = questions
         chat_tasks.as_asked, pydocs.compiled_entries, chat_tasks.detail_records = as_asked, compiled, details
         chat_tasks._sentence_answers.cache_clear()
-        identity.WRITTEN_FOR_TRAINING = written
+        identity.WRITTEN_FOR_TRAINING, howto.WRITTEN_FOR_TRAINING = written, written_howto
         identity._paraphrase_split.cache_clear()
+        howto._questions.cache_clear()
     return out
 
 

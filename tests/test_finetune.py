@@ -400,7 +400,7 @@ def test_howto_questions_are_answered_with_what_to_use():
     """Each how-to task's answer names what to use (its key), which no other task's answer contains, so the report
     card's rule passes it and fails a neighbouring task's (DPO's rejected reply), and RL's reward pays only the
     right one; every module function an answer names exists; the tenth writer's questions are all held out, one
-    cluster per task, none near a training question; SFT and RL train on the ninth writer's apart."""
+    cluster per task, none near a training question; SFT and RL train on the ninth and twelfth writers' apart."""
     from minigpt.runs.heldout import cluster_of, heldout_prompts
     from minigpt.text import chat_pairs, chat_tasks, howto, identity
     from minigpt.train.rewards import task_reward
@@ -420,6 +420,8 @@ def test_howto_questions_are_answered_with_what_to_use():
     assert asked(tests) <= {q for qs in howto.HOWTO_TEST.values() for q in qs}
     trained = {"sft": asked(r for r in sft if r["split"] == "train"), "rl": asked(rl)}
     assert len(trained["sft"]) > 700 and len(trained["rl"]) > 300 and not trained["sft"] & trained["rl"]
+    twelfth = {q for qs in howto.HOWTO_TRAIN_2.values() for q in qs}  # the second training writer's, both sides
+    assert len(trained["sft"] & twelfth) > 800 and len(trained["rl"] & twelfth) > 350
     assert {r["split"] for r in rl} == {"train"}
     assert not [(q, h) for q in trained["sft"] | trained["rl"] for h in asked(tests) if identity.near(q, h)]
     assert all(any(identity.is_chinese(q) for q in qs) for qs in (asked(tests), trained["sft"], trained["rl"]))

@@ -21,10 +21,13 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from .howto_blind_2 import HOWTO_TRAIN_2
 from .howto_data import DESCRIPTIONS_ZH, HOWTO, HOWTO_TEST
 from .identity import PARAPHRASE_RL_ONE_IN, assistant_turn, hash_byte, near, user_turn
 
 TEST_WRITER = 4  # a held-out question's "blind": the tenth writer (the identity and out-of-world ones are 1-3)
+# training questions beside the ninth writer's: the twelfth writer's (howto_blind_2.py), task -> questions
+WRITTEN_FOR_TRAINING = (HOWTO_TRAIN_2,)
 # Each task asked in these, {d} its description (`HOWTO`, `DESCRIPTIONS_ZH`), on the training side: with the ninth
 # writer's ten questions a task alone, SFT from sr42's base answered 8% of the held-out questions right and 270 of
 # the 404 with another task's answer (README "What changed since").
@@ -65,6 +68,7 @@ def _questions() -> dict[str, list[tuple[str, str, dict[str, Any]]]]:
                 tests.append(q)
                 out["sft"].append((task, q, {"split": "val", "blind": TEST_WRITER}))
     for task, (description, _, _, written) in HOWTO.items():
+        written = [*written, *(q for writer in WRITTEN_FOR_TRAINING for q in writer.get(task, ()))]
         generated = [a.format(d=description) for a in ASKS] + [a.format(d=DESCRIPTIONS_ZH[task]) for a in ASKS_ZH]
         for q in dict.fromkeys([*written, *generated]):  # a generated question the writer wrote too: once
             if not any(near(q, t) for t in tests):
