@@ -15,7 +15,8 @@ while training, Jain et al. 2023), dropout 0.1 in every block, the identity para
 default's rows in another order, as measured), once and a noisy copy (`identity-noise`, `noisy`) or three times
 (`identity-x3`), without the reading questions (`no-reading`: `chat_tasks.reading_records`), the sixth writer's
 identity training questions (`no-writer-6`: identity_blind_3.py), the eleventh writer's thanks and goodbyes
-(`no-writer-11`: social_blind_2.py) or the twelfth writer's how-to questions (`no-writer-12`: howto_blind_2.py),
+(`no-writer-11`: social_blind_2.py), the twelfth writer's how-to questions (`no-writer-12`: howto_blind_2.py) or
+the thirteenth writer's Chinese out-of-world requests (`no-writer-13`: out_of_world_zh.py),
 with every conversation alone instead of chained into chat sessions (`no-sessions`: `chat_tasks.sessions`), with
 the functions as they were before `chat_tasks.as_asked` (`names-before`: source names, markup left in, so those
 entries are rejected) or with it but no full stop added (`no-full-stop`), without the functions written in C
@@ -56,6 +57,8 @@ VARIANTS: dict[str, dict] = {
     "no-writer-11": {"unwritten": "SOCIAL_TRAIN_2"},
     "no-writer-12": {"unwritten": "HOWTO_TRAIN_2"},
     "no-writer-12-seed-2": {"unwritten": "HOWTO_TRAIN_2", "seed": 2},
+    "no-writer-13": {"unwritten": "OUT_OF_WORLD_TRAIN_ZH"},
+    "no-writer-13-seed-2": {"unwritten": "OUT_OF_WORLD_TRAIN_ZH", "seed": 2},
     "no-sessions": {"sessions": False},
     "no-sessions-seed-2": {"sessions": False, "seed": 2},
     "names-before": {"names": "before"},
@@ -143,7 +146,7 @@ def train_variant(base: str, out: Path, steps: int, change: dict) -> Path:
     if not change.pop("social", True):  # no training thanks, goodbye or blind-written out-of-world turn
         social = {out_of_world.UNKNOWN_ANSWER_ZH, *(identity._answer(chat_tasks.Facts(), intent, q)[0]
                                                     for intent in identity.ASKED_AS_WRITTEN for q in ("Hi", "你好"))}
-        asked = set(out_of_world.OUT_OF_WORLD_TRAIN)
+        asked = {q for written in out_of_world.WRITTEN_FOR_TRAINING for q in written}
         full = chat_tasks.sft_records
         chat_tasks.sft_records = lambda facts=None, phrasings=2: [
             r for r in full(facts, phrasings) if r["split"] != "train"
@@ -179,14 +182,12 @@ def train_variant(base: str, out: Path, steps: int, change: dict) -> Path:
     sessions = chat_tasks.sessions
     if not change.pop("sessions", True):  # every conversation alone, as before chat_tasks.sessions
         chat_tasks.sessions = lambda records, fits, seed=0: records
-    written, written_howto = identity.WRITTEN_FOR_TRAINING, howto.WRITTEN_FOR_TRAINING
+    writers = {module: module.WRITTEN_FOR_TRAINING for module in (identity, howto, out_of_world)}
     unwritten = change.pop("unwritten", None)
     if unwritten:  # the training questions without one writer's, as before that writer
-        for module in (identity, howto):
-            module.WRITTEN_FOR_TRAINING = tuple(w for w in module.WRITTEN_FOR_TRAINING
-                                                if w is not getattr(module, unwritten, None))
-        identity._paraphrase_split.cache_clear()
-        howto._questions.cache_clear()
+        for module, written in writers.items():
+            module.WRITTEN_FOR_TRAINING = tuple(w for w in written if w is not getattr(module, unwritten, None))
+        written_caches_clear()
 
     def tweaked(*args, **kwargs):  # the parent model as loaded, changed before training starts
         ckpt, folder, info = parent(*args, **kwargs)
@@ -204,10 +205,19 @@ def train_variant(base: str, out: Path, steps: int, change: dict) -> Path:
         chat_tasks.QUESTIONS = questions
         chat_tasks.as_asked, pydocs.compiled_entries, chat_tasks.detail_records = as_asked, compiled, details
         chat_tasks._sentence_answers.cache_clear()
-        identity.WRITTEN_FOR_TRAINING, howto.WRITTEN_FOR_TRAINING = written, written_howto
-        identity._paraphrase_split.cache_clear()
-        howto._questions.cache_clear()
+        for module, written in writers.items():
+            module.WRITTEN_FOR_TRAINING = written
+        written_caches_clear()
     return out
+
+
+def written_caches_clear() -> None:
+    """Forget the training questions built from the writers' lists (after `WRITTEN_FOR_TRAINING` changed)."""
+    from minigpt.text import howto, identity, out_of_world
+
+    identity._paraphrase_split.cache_clear()
+    howto._questions.cache_clear()
+    out_of_world._written_unknown.cache_clear()
 
 
 def main(argv: list[str] | None = None) -> int:

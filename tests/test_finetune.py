@@ -310,10 +310,11 @@ def test_heldout_and_out_of_world_questions_are_distinct():
 
 def test_out_of_world_requests_written_blind_are_a_heldout_set_of_their_own():
     """The eighth writer's out-of-world requests are all held out (`"blind": 3`, each its own cluster), none near a
-    template's filling or an earlier test request; the seventh writer's train SFT and RL apart, none near any
-    held-out one; a request in Chinese is declined in Chinese, and both declines pass the report card's rule."""
+    template's filling or an earlier test request; the seventh and the thirteenth (Chinese) writers' train SFT and
+    RL apart, none near any held-out one; a request in Chinese is declined in Chinese, and both declines pass the
+    report card's rule."""
     from minigpt.runs.heldout import cluster_of, heldout_prompts
-    from minigpt.text import chat_tasks, identity, out_of_world, social_blind
+    from minigpt.text import chat_tasks, identity, out_of_world, out_of_world_zh, social_blind
 
     sft, rl = out_of_world.unknown_records(), out_of_world.unknown_records(fresh=True)
     held = [r for r in sft if r["split"] == "val"]
@@ -324,10 +325,12 @@ def test_out_of_world_requests_written_blind_are_a_heldout_set_of_their_own():
     filled = [q for t in out_of_world.UNKNOWN_TEMPLATES for q in out_of_world.fillings(t)]
     assert "What is 40 plus 64?" in filled and len(filled) == len(set(filled))
     assert not [r for r in tests if any(identity.near(r["messages"][0]["content"], q) for q in filled)]
-    written = set(social_blind.OUT_OF_WORLD_TRAIN)
+    written = set(social_blind.OUT_OF_WORLD_TRAIN) | set(out_of_world_zh.OUT_OF_WORLD_TRAIN_ZH)
     trained = {stage: {r["messages"][0]["content"] for r in rs if r["split"] == "train"} & written
                for stage, rs in (("sft", sft), ("rl", rl))}
-    assert len(trained["sft"]) > 150 and len(trained["rl"]) > 75 and not trained["sft"] & trained["rl"]
+    assert len(trained["sft"]) > 300 and len(trained["rl"]) > 150 and not trained["sft"] & trained["rl"]
+    chinese = {stage: {q for q in qs if identity.is_chinese(q)} for stage, qs in trained.items()}
+    assert len(chinese["sft"]) > 120 and len(chinese["rl"]) > 60  # the thirteenth writer's, mostly
     assert not [(q, h["messages"][0]["content"]) for q in trained["sft"] | trained["rl"] for h in held
                 if identity.near(q, h["messages"][0]["content"])]
     for r in sft + rl:

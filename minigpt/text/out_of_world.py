@@ -2,11 +2,11 @@
 politely ("I don't know that. I only know about Python's standard library.", in Chinese when asked in Chinese).
 
 Two sources: 23 templates with fillings ("What is the capital of {place}?", "What is {a}+{b}?", "How do I {code} in
-{language}?"), 1 question in 4 held out by a hash, RL asking other fillings; and the requests two other writers
-wrote blind (social_blind.py), the seventh writer's to train on (SFT's and RL's, split like the identity
-paraphrases) and the eighth writer's held out. Until sr43 there were only twelve templates, and the held-out
-questions were their other fillings: the report card read 17 of 18 declined while "What is 2+2?" got the greeting
-and "Can you write me a poem?" the model's size.
+{language}?"), 1 question in 4 held out by a hash, RL asking other fillings; and the requests other writers wrote
+blind, the seventh writer's (social_blind.py) and the thirteenth writer's Chinese ones (out_of_world_zh.py) to train
+on (SFT's and RL's, split like the identity paraphrases) and the eighth writer's held out. Until sr43 there were
+only twelve templates, and the held-out questions were their other fillings: the report card read 17 of 18 declined
+while "What is 2+2?" got the greeting and "Can you write me a poem?" the model's size.
 """
 from __future__ import annotations
 
@@ -17,7 +17,11 @@ from typing import Any
 
 from .identity import (PARAPHRASE_RL_ONE_IN, assistant_turn, casual, hash_byte, is_chinese, near, phrasing_split,
                        user_turn)
+from .out_of_world_zh import OUT_OF_WORLD_TRAIN_ZH
 from .social_blind import OUT_OF_WORLD_TEST, OUT_OF_WORLD_TRAIN
+
+# the requests other writers wrote to train on: the seventh writer's, the thirteenth writer's Chinese ones
+WRITTEN_FOR_TRAINING = (OUT_OF_WORLD_TRAIN, OUT_OF_WORLD_TRAIN_ZH)
 
 UNKNOWN_TEMPLATES = (
     "What is the capital of {place}?", "How do I cook {dish}?", "Who won the football World Cup in {year}?",
@@ -81,16 +85,17 @@ def decline(question: str) -> str:
 
 @functools.lru_cache(maxsize=None)
 def _written_unknown() -> dict[str, list[tuple[str, dict[str, Any]]]]:
-    """stage -> (question, record fields) of the blind-written out-of-world questions (social_blind.py). The test
-    writer's are all held out (`"blind": 3`, SFT's call carries them), but those `near` any filling of a template
-    or an earlier test one; the training writer's are split like the identity paraphrases (1 in
-    PARAPHRASE_RL_ONE_IN RL's), but those near a template's filling (asked already) or a test question."""
+    """stage -> (question, record fields) of the blind-written out-of-world questions. The test writer's
+    (`OUT_OF_WORLD_TEST`) are all held out (`"blind": 3`, SFT's call carries them), but those `near` any filling of
+    a template or an earlier test one; the training writers' (`WRITTEN_FOR_TRAINING`) are split like the identity
+    paraphrases (1 in PARAPHRASE_RL_ONE_IN RL's), but those near a template's filling (asked already) or a test
+    question."""
     tests, filled = [], [q for t in UNKNOWN_TEMPLATES for q in fillings(t)]
     for q in OUT_OF_WORLD_TEST:
         if not any(near(q, t) for t in tests + filled):
             tests.append(q)
     out: dict[str, list] = {"sft": [(q, {"split": "val", "blind": 3, "phrasing": q}) for q in tests], "rl": []}
-    for q in OUT_OF_WORLD_TRAIN:
+    for q in dict.fromkeys(q for writer in WRITTEN_FOR_TRAINING for q in writer):
         if not any(near(q, h) for h in tests + filled):
             stage = "rl" if hash_byte(q, 4) % PARAPHRASE_RL_ONE_IN == 0 else "sft"
             out[stage].append((q, {"split": "train", "paraphrase": True}))
