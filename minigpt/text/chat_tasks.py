@@ -345,7 +345,7 @@ SMALL_FAMILIES = ("identity", "unknown")
 KEYED_FAMILIES = (*SMALL_FAMILIES, "howto")
 SMALL_FAMILY_REPEATS = 3  # identity and unknown training turns are few and their answers must be exact
 PARAPHRASE_REPEATS = 2  # the generated and blind-written identity questions (README "What changed since")
-RL_SMALL_FAMILY_REPEATS = 12  # RL's identity and unknown prompts (46% of its prompts since sr48; README history)
+RL_SMALL_FAMILY_REPEATS = 12  # RL's identity and unknown prompts (47% of its prompts since sr50; README history)
 
 
 def _times(r: dict[str, Any]) -> int:
