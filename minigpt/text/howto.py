@@ -10,9 +10,10 @@ here, each by one or two sentences naming the standard-library function, built-i
 Two writers (helper agents that opened no file of minigpt) wrote the data in howto_data.py from one list of task
 descriptions: a ninth writer each task's answer, the `key` a right reply must contain (its own: no other task's
 answer contains it) and ten questions (eight English, two Chinese); a tenth writer, shown only the descriptions,
-three test questions per task (two English, one Chinese), all held out (`"blind": 4`). The ninth writer's
-questions and each task asked in frames around its description (`ASKS`, `ASKS_ZH`) are split between SFT and RL
-like the identity paraphrases, and dropped where `near` a test question.
+three test questions per task (two English, one Chinese), all held out (`"blind": 4`). A twelfth writer
+(howto_blind_2.py, since sr49) wrote ten more training questions a task around the ninth writer's. The training
+writers' questions and each task asked in frames around its description (`ASKS`, `ASKS_ZH`) are split between SFT
+and RL like the identity paraphrases, and dropped where `near` a test question.
 The tasks are the same on both sides: the held-out figure is how often a task asked in words never trained on
 gets its answer, not whether the model can find the function for a task it was never taught.
 """

@@ -6,7 +6,7 @@ questions a task (seven English, three Chinese) from users who do not know which
 their own words, concrete situations, synonyms rather than the description's wording, at most one naming a
 function; varied in shape (questions, imperatives, search fragments, a problem then a question, a preamble about
 the user), register and length; each plainly about its task and not a neighbouring one. Written because the held-out
-how-to questions were answered 44-47% right with one writer's questions and the frames around the descriptions
+how-to questions were answered 37-47% right with one writer's questions and the frames around the descriptions
 (sr46-sr48). Kept as written; a question `near` a test one is dropped (howto.py). A task a line.
 """
 from __future__ import annotations
