@@ -9,24 +9,24 @@ answers the same held-out prompts greedily (`scripts/ablate_rl.py`'s scoring and
     python scripts/ablate_sft.py --base checkpoints/speedrun/pretrain/best --variants default,lr-5e-4,neftune-5
 
 Variants (`VARIANTS`): the peak learning rate (`lr-X`, the floor a tenth of it; `default` is
-`finetune.STAGE_DEFAULTS["sft"]`), NEFTune (noise of norm alpha / sqrt(T * C) added to the token embeddings
-while training, Jain et al. 2023), dropout 0.1 in every block, the identity paraphrases once instead of
+`finetune.STAGE_DEFAULTS["sft"]`), NEFTune (noise of norm alpha / sqrt(T * C) added to the token embeddings while
+training, Jain et al. 2023), dropout 0.1 in every block, the identity paraphrases once instead of
 `chat_tasks.PARAPHRASE_REPEATS` times (`identity-x1`), once and a copy after all the rows (`identity-x2`: the
 default's rows in another order, as measured), once and a noisy copy (`identity-noise`, `noisy`) or three times
 (`identity-x3`), without the reading questions (`no-reading`: `chat_tasks.reading_records`), the sixth writer's
 identity training questions (`no-writer-6`: identity_blind_3.py), the eleventh writer's thanks and goodbyes
 (`no-writer-11`: social_blind_2.py), the twelfth writer's how-to questions (`no-writer-12`: howto_blind_2.py) or
-the thirteenth writer's Chinese out-of-world requests (`no-writer-13`: out_of_world_zh.py),
-with every conversation alone instead of chained into chat sessions (`no-sessions`: `chat_tasks.sessions`), with
-the functions as they were before `chat_tasks.as_asked` (`names-before`: source names, markup left in, so those
-entries are rejected) or with it but no full stop added (`no-full-stop`), without the functions written in C
-(`no-compiled`: `pydocs.compiled_entries`), without the questions about arguments and return values asked from
-memory (`no-details`: `chat_tasks.detail_records`) or with the functions asked in the first four phrasings only, as
-before "What is X?", "Tell me about X." and "Can you explain X?" (`four-questions`: `chat_tasks.QUESTIONS`), or
-with none of the training thanks, goodbyes and blind-written out-of-world requests, as before text/social_blind.py
+the thirteenth writer's Chinese out-of-world requests (`no-writer-13`: out_of_world_zh.py), with every conversation
+alone instead of chained into chat sessions (`no-sessions`: `chat_tasks.sessions`), with the functions as they were
+before `chat_tasks.as_asked` (`names-before`: source names, markup left in, so those entries are rejected) or with
+it but no full stop added (`no-full-stop`), without the functions written in C (`no-compiled`:
+`pydocs.compiled_entries`), without the questions about arguments and return values asked from memory
+(`no-details`: `chat_tasks.detail_records`) or with the functions asked in the first four phrasings only, as before
+"What is X?", "Tell me about X." and "Can you explain X?" (`four-questions`: `chat_tasks.QUESTIONS`), or with none
+of the training thanks, goodbyes and blind-written out-of-world requests, as before text/social_blind.py
 (`no-social`: the held-out ones are still asked) or none of the training how-to questions, as before text/howto.py
-(`no-howto`: the held-out ones are still asked), and the defaults with another seed (`seed-2`, and `-seed-2`
-after a variant; the others use 1337).
+(`no-howto`: the held-out ones are still asked), and the defaults with another seed (`seed-2`, and `-seed-2` after
+a variant; the others use 1337).
 """
 from __future__ import annotations
 
