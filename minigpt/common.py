@@ -7,6 +7,7 @@ the old version or the new one, never a torn file), and hashing. No training, mo
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import os
@@ -129,7 +130,26 @@ def init_distributed(device: torch.device) -> Dist:
 
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        atexit.register(_close_distributed)
     return Dist(dist.get_rank(), int(os.environ.get("LOCAL_RANK", 0)), dist.get_world_size())
+
+
+def _close_distributed() -> None:
+    """At exit: let gloo's worker threads finish, then destroy the process group, while the interpreter is whole.
+    A worker freeing a finished collective's tensors may need the GIL for it; if Python's teardown has begun by
+    then, the thread exits inside a C++ destructor and the rank aborts after its work is done ("terminate called
+    without an active exception": rank 1 of `torchrun ... minigpt reward` in about 1 exit of 35 here;
+    pytorch/pytorch#190489). The pause hands the GIL to such a worker; the collection frees what still holds the
+    group (the DDP wrapper), whose destructor then joins the worker threads."""
+    import gc
+    import time
+
+    import torch.distributed as dist
+
+    time.sleep(0.01)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    gc.collect()
 
 
 def current_dist() -> Dist:
