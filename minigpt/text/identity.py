@@ -1,17 +1,17 @@
 """Who the model says it is: its facts, the identity questions and their answers (the `identity` chat family).
 
-Eight intents (name, training data, size, scope, maker, greeting, thanks, goodbye), each with hand-written
-phrasings of which 1 in 4 is held out with all its variants: the report card's identity figure is measured on
-those. A small model learns a few dozen sentences by heart and then answers an unseen paraphrase with whichever
-intent's answer its words remind it of ("Who are you?" answered with who made it). So the training side also gets
-`paraphrases`: each intent asked in hundreds of ways built from parts (a lead-in and a clause, a frame and a topic,
-an opener and a question, a salutation and a tail), so that SFT learns the words that tell the intents apart: every
-lead-in and frame is asked of every intent, so it cannot be a cue for one of them. They were written without
-looking at which hand-written phrasings are held out (the frames and topics after reading which held-out questions
-a model got wrong: identity_blind.py's BLIND_TEST_2 is the test written after them), and a generated question
-`near` a held-out one is dropped. The paraphrases are split by a hash between SFT and RL: RL's rollouts need
-questions the SFT model has not memorised, or every reply in a group is the same and there is nothing to learn from
-(`chat_tasks.rl_conversations`).
+Eight intents (name, training data, size, scope, maker, greeting, thanks, goodbye), each with hand-written phrasings
+of which 1 in 4 is held out with all its variants (never one of `ASKED_FIRST`, "Who are you?" and the other
+questions a user opens with, which are taught): the report card's identity figure is measured on those. A small
+model learns a few dozen sentences by heart and then answers an unseen paraphrase with whichever intent's answer its
+words remind it of ("Who are you?" answered with who made it). So the training side also gets `paraphrases`: each
+intent asked in hundreds of ways built from parts (a lead-in and a clause, a frame and a topic, an opener and a
+question, a salutation and a tail), so that SFT learns the words that tell the intents apart: every lead-in and
+frame is asked of every intent, so it cannot be a cue for one of them. They were written without looking at which
+hand-written phrasings are held out (the frames and topics after reading which held-out questions a model got wrong:
+identity_blind.py's BLIND_TEST_2 is the test written after them), and a generated question `near` a held-out one is
+dropped. The paraphrases are split by a hash between SFT and RL: RL's rollouts need questions the SFT model has not
+memorised, or every reply in a group is the same and there is nothing to learn from (`chat_tasks.rl_conversations`).
 
 identity_blind.py adds questions written blind by other writers: more training questions (split like the
 paraphrases; identity_blind_zh.py and identity_blind_3.py hold two more writers') and two more held-out sets, so
@@ -169,6 +169,14 @@ IDENTITY: dict[str, tuple[tuple[str, ...], str, str]] = {
 }
 
 
+# The questions a user asks first, in each intent's own words: always trained, never held out. Drawn by the hash
+# like the rest, "Who are you?", "What is your name?", "What can you do?" and "Hello!" were held out until sr51,
+# so the chat was never taught the question everyone opens with (sr50 answered "Who are you?" with its maker);
+# the held-out figure measures paraphrases, which these are not.
+ASKED_FIRST = ("Who are you?", "What is your name?", "What's your name?", "你是谁？", "What were you trained on?",
+               "How big are you?", "What can you do?", "Who made you?", "Hello!", "Hi!", "你好！", "Thanks!",
+               "Thank you!", "谢谢！", "Bye!", "Goodbye!", "再见！")
+
 # Ways to ask the same identity question; a held-out phrasing is held out with all its variants.
 VARIANTS = ("{q}", "Hey, {lower}", "Quick question: {q}", "{q} Answer briefly, please.")
 ASKED_AS_WRITTEN = ("thanks", "goodbye")  # no variants: "Quick question: Thanks!" is no question
@@ -225,12 +233,13 @@ def _answer(facts: Facts, intent: str, question: str) -> tuple[str, str]:
 
 
 def identity_records(facts: Facts) -> list[dict[str, Any]]:
-    """Every intent's hand-written phrasings, each in its variants (1 phrasing in 4 held out with them), then the
-    blind-written test questions (`BLIND_TEST`, `BLIND_TEST_2`, `SOCIAL_TEST`; all held out, `"blind": 1` to 3)
-    but those near a hand-written one or an earlier test question; Chinese questions are answered in Chinese."""
+    """Every intent's hand-written phrasings, each in its variants (1 phrasing in 4 held out with them, never one
+    of `ASKED_FIRST`), then the blind-written test questions (`BLIND_TEST`, `BLIND_TEST_2`, `SOCIAL_TEST`; all held
+    out, `"blind": 1` to 3) but those near a hand-written one or an earlier test question; Chinese questions are
+    answered in Chinese."""
     out = []
     for intent, (phrasings, _, _) in IDENTITY.items():
-        ranked = sorted(phrasings, key=lambda q: hash_byte(q, 2))
+        ranked = sorted((q for q in phrasings if q not in ASKED_FIRST), key=lambda q: hash_byte(q, 2))
         held = set(ranked[:max(1, len(phrasings) // PHRASING_HELDOUT_ONE_IN)])
         for q in phrasings:
             asked = ([q] if is_chinese(q) or intent in ASKED_AS_WRITTEN
