@@ -814,7 +814,7 @@ def test_cluster_bootstrap_counts_a_repeated_answer_once():
     for p in prompts:
         by.setdefault(cluster_of(p), []).append(p)
     hand = [g for g in by.values() if g[0]["family"] == "identity" and not g[0].get("blind")]
-    assert len(hand) == 50 and sum(map(len, hand)) == 146 + 12  # 12 thanks and goodbyes, asked as written
+    assert len(hand) == 50 and sum(map(len, hand)) == 149 + 12  # 12 thanks and goodbyes, asked as written
     assert all(len({p["prompt"][-1]["content"] for p in g}) == len(g) for g in hand)  # the variants
     blind = [g for g in by.values() if g[0].get("blind") and g[0]["family"] != "howto"]
     assert len(blind) > 38 and all(len(g) == 1 for g in blind)  # each blind-written question its own cluster

@@ -169,10 +169,10 @@ IDENTITY: dict[str, tuple[tuple[str, ...], str, str]] = {
 }
 
 
-# The questions a user asks first, in each intent's own words: always trained, never held out. Drawn by the hash
-# like the rest, "Who are you?", "What is your name?", "What can you do?" and "Hello!" were held out until sr51,
-# so the chat was never taught the question everyone opens with (sr50 answered "Who are you?" with its maker);
-# the held-out figure measures paraphrases, which these are not.
+# The questions a user asks first, in each intent's own words: always trained, never held out (the held-out figure
+# measures paraphrases, which these are not). Drawn by the hash like the rest, "Who are you?", "What is your name?",
+# "What can you do?" and "Hello!" were held out until sr51. SFT answered them right unseen all the same (43 of
+# their 44 forms at two seeds), and training on them measured neutral on the other held-out prompts (README).
 ASKED_FIRST = ("Who are you?", "What is your name?", "What's your name?", "你是谁？", "What were you trained on?",
                "How big are you?", "What can you do?", "Who made you?", "Hello!", "Hi!", "你好！", "Thanks!",
                "Thank you!", "谢谢！", "Bye!", "Goodbye!", "再见！")
