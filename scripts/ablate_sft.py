@@ -221,7 +221,8 @@ def train_variant(base: str, out: Path, steps: int, change: dict) -> Path:
 
 
 def written_caches_clear() -> None:
-    """Forget the training questions built from the writers' lists (after `WRITTEN_FOR_TRAINING` changed)."""
+    """Forget the training questions built from the writers' lists (after `WRITTEN_FOR_TRAINING` or
+    `identity.ASKED_FIRST` changed: the held-out phrasings decide which generated questions are kept)."""
     from minigpt.text import howto, identity, out_of_world
 
     identity._paraphrase_split.cache_clear()
