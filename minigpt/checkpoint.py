@@ -364,7 +364,7 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu", wit
     """Load and validate a checkpoint. `build(config_dict) -> nn.Module` builds the module (default: the model
     registry; the reward stage passes its own). `with_trainer_state` is --resume's load: a damaged step's
     message then says how to resume without it."""
-    from .models import build_model, config_from_dict
+    from .models import build_model, config_from_dict, shapes_only
     from .text.tokenizer import load_tokenizer
 
     path = resolve_step(path)
@@ -379,7 +379,7 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu", wit
     tokenizer = load_tokenizer(tok_path)
     build = build or (lambda c: build_model(config_from_dict(c, source=str(path / "config.json"))))
     weights = path / "model.safetensors"
-    with torch.device("meta"):  # shapes only: nothing is allocated before they match the file's header
+    with shapes_only():  # nothing is allocated before the shapes match the file's header
         probe = build(config["model"])
     _check_shapes(weights, probe, other)
     vocab = getattr(probe.config, "vocab_size", None)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from minigpt.config import to_dict
-from minigpt.models import build_model, config_from_dict, kinds
+from minigpt.models import build_model, config_from_dict, kinds, shapes_only
 from minigpt.models.base import load_state, state_dict_for_save
 
 V, T = 50, 16
@@ -188,6 +188,32 @@ def test_cache_repeat(kind):
     torch.testing.assert_close(out, full[:, P:], atol=1e-5, rtol=0)
     # the original cache is untouched by decoding its copy
     torch.testing.assert_close(model(prompt[:, P:], cache=cache), model(prompt)[:, P:], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_build_for_shapes_alone_has_the_real_shapes_and_no_memory(kind):
+    with shapes_only():
+        probe = build_model(make_config(kind))
+    real = make(kind)
+    assert {n: t.shape for n, t in probe.state_dict().items()} == {n: t.shape for n, t in real.state_dict().items()}
+    assert all(t.is_meta for t in probe.state_dict().values()) and probe.num_params() == real.num_params()
+    assert not torch.empty(1).is_meta  # the meta device ends with the block
+
+
+def test_loading_a_checkpoint_does_not_import_the_compiler(tmp_path):
+    """load_checkpoint checks the shapes on a model built on the meta device; PyTorch runs `normal_` and `arange` on
+    meta tensors through Python reference ops whose first call imports torch._dynamo (1.0 s of every chat start)."""
+    import subprocess
+    import sys
+
+    from conftest import make_checkpoint
+
+    run = make_checkpoint(tmp_path, "sft")
+    code = ("import sys; from minigpt.checkpoint import load_checkpoint; "
+            f"load_checkpoint({str(run)!r}); print(sorted(m for m in ('torch._dynamo', 'sympy') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize("kind", KINDS)

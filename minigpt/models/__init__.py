@@ -1,11 +1,16 @@
-"""Model registry: `kind` -> (ConfigClass, ModelClass). `build_model(config)` and `config_from_dict(d)`.
+"""Model registry: `kind` -> (ConfigClass, ModelClass). `build_model(config)` and `config_from_dict(d)`;
+`shapes_only()` builds a model's shapes without its memory.
 
 Adding a model family is one line in `_REGISTRY` plus a module implementing `models.base.LanguageModel`.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
-from typing import Any
+from typing import Any, Iterator
+
+import torch
+from torch.overrides import TorchFunctionMode
 
 from ..common import MinigptError
 from ..config import from_dict
@@ -49,4 +54,23 @@ def build_model(config: Any) -> LanguageModel:
     return model_cls(config)
 
 
-__all__ = ["LanguageModel", "lm_loss", "kinds", "classes", "config_from_dict", "build_model"]
+class _SkipInit(TorchFunctionMode):
+    """Returns the tensor a `torch.nn.init` initialiser is given, untouched."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__module__", None) == "torch.nn.init":
+            return args[0] if args else kwargs["tensor"]
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def shapes_only() -> Iterator[None]:
+    """Models built inside have every parameter on the meta device: the shapes, no memory, and no initialiser run
+    (there is nothing to fill). Running them would cost more than the build: PyTorch computes `normal_` on a meta
+    tensor with a Python reference op whose first call imports torch._dynamo, 1.0 s of every checkpoint load."""
+    with torch.device("meta"), _SkipInit():
+        yield
+
+
+__all__ = ["LanguageModel", "lm_loss", "kinds", "classes", "config_from_dict", "build_model", "shapes_only"]

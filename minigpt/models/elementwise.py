@@ -105,7 +105,12 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 def rope_tables(head_dim: int, start: int, end: int, theta: float, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(cos, cos) and (-sin, sin) of positions [start, end), each (T, 1, head_dim) to broadcast over heads."""
+    """(cos, cos) and (-sin, sin) of positions [start, end), each (T, 1, head_dim) to broadcast over heads. On the
+    meta device (a model built for its shapes, `models.shapes_only`) only their shapes: PyTorch computes `arange` on
+    meta tensors with Python reference ops whose first call imports torch._dynamo (1.0 s)."""
+    if torch.device(device or torch.get_default_device()).type == "meta":
+        shape = (end - start, 1, head_dim)
+        return torch.empty(shape, device="meta"), torch.empty(shape, device="meta")
     inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64, device=device) / head_dim)
     angles = torch.outer(torch.arange(start, end, dtype=torch.float64, device=device), inv_freq)  # (T, hd/2)
     cos, sin = angles.cos(), angles.sin()

@@ -12,9 +12,9 @@ reports) is closest to the target:
 
 Any other field can be pinned with keywords, e.g. `sized("gpt", 65, 64, 1e6, n_layer=6)` or
 `sized("mlp", 65, 64, 2e5, context=16)`. Parameters grow monotonically with the width, so a doubling then
-bisection search finds the closest width in ~20 model builds; models are built on the meta device (no memory,
-no init cost). Granularity: one unit of width, except the GPT, whose step of 16 moves the count by about
-2 x 16 / n_embd (e.g. +-25% steps at n_embd 64, +-11% at 144); pin n_layer to land closer there.
+bisection search finds the closest width in ~20 model builds; models are built for their shapes alone
+(`shapes_only`: no memory, no init). Granularity: one unit of width, except the GPT, whose step of 16 moves the
+count by about 2 x 16 / n_embd (e.g. +-25% steps at n_embd 64, +-11% at 144); pin n_layer to land closer there.
 
 A large vocabulary can make a target impossible: the token table and the output layer grow with it whatever the
 width (an RNN's fixed 64-wide embedding of 6,964 Chinese characters is 446K parameters), so `sized` would return
@@ -26,9 +26,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import torch
-
-from . import build_model, classes, config_from_dict
+from . import build_model, classes, config_from_dict, shapes_only
 
 WIDTH_FIELD = {"gpt": "n_embd", "mlp": "n_hidden", "cnn": "n_embd", "rnn": "n_hidden", "lstm": "n_hidden",
                "gru": "n_hidden"}
@@ -40,10 +38,7 @@ _MAX_UNITS = 1 << 20
 
 def count_params(config: Any) -> int:
     """Parameters of the model `config` describes, without allocating its weights."""
-    try:
-        with torch.device("meta"):
-            return build_model(config).num_params()
-    except (RuntimeError, NotImplementedError):  # an init that meta tensors cannot run: build it for real
+    with shapes_only():
         return build_model(config).num_params()
 
 
