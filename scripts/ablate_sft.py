@@ -18,8 +18,8 @@ identity training questions (`no-writer-6`: identity_blind_3.py), the eleventh w
 (`no-writer-11`: social_blind_2.py), the twelfth writer's how-to questions (`no-writer-12`: howto_blind_2.py) or
 the thirteenth writer's Chinese out-of-world requests (`no-writer-13`: out_of_world_zh.py), with the questions a
 user asks first drawn into the held-out phrasings like the rest, as before sr51 (`asked-first-held`: the held-out
-prompts scored stay today's, so compare on the prompts both sets hold) or trained as often as any other hand-written
-turn, as before sr53 (`asked-first-x1`: `chat_tasks.ASKED_FIRST_WEIGHT`), with every conversation
+prompts scored stay today's, so compare on the prompts both sets hold) or trained three times as often as the other
+hand-written turns, as tried in sr53 (`asked-first-x3`: `chat_tasks._times`), with every conversation
 alone instead of chained into chat sessions (`no-sessions`: `chat_tasks.sessions`), with the functions as they were
 before `chat_tasks.as_asked` (`names-before`: source names, markup left in, so those entries are rejected) or with
 it but no full stop added (`no-full-stop`), without the functions written in C (`no-compiled`:
@@ -64,8 +64,8 @@ VARIANTS: dict[str, dict] = {
     "no-writer-13-seed-2": {"unwritten": "OUT_OF_WORLD_TRAIN_ZH", "seed": 2},
     "asked-first-held": {"asked_first": False},
     "asked-first-held-seed-2": {"asked_first": False, "seed": 2},
-    "asked-first-x1": {"asked_first_weight": 1},
-    "asked-first-x1-seed-2": {"asked_first_weight": 1, "seed": 2},
+    "asked-first-x3": {"asked_first_weight": 3},
+    "asked-first-x3-seed-2": {"asked_first_weight": 3, "seed": 2},
     "no-sessions": {"sessions": False},
     "no-sessions-seed-2": {"sessions": False, "seed": 2},
     "names-before": {"names": "before"},
@@ -193,8 +193,10 @@ def train_variant(base: str, out: Path, steps: int, change: dict) -> Path:
     if not change.pop("asked_first", True):  # the questions asked first drawn like the rest, as before sr51
         identity.ASKED_FIRST = ()
         written_caches_clear()
-    weight = chat_tasks.ASKED_FIRST_WEIGHT
-    chat_tasks.ASKED_FIRST_WEIGHT = change.pop("asked_first_weight", weight)
+    times = chat_tasks._times
+    weight = change.pop("asked_first_weight", 1)
+    if weight != 1:  # the questions asked first (in every variant) trained `weight` times as often, tried in sr53
+        chat_tasks._times = lambda r: times(r) * (weight if r.get("phrasing") in identity.ASKED_FIRST else 1)
     writers = {module: module.WRITTEN_FOR_TRAINING for module in (identity, howto, out_of_world)}
     unwritten = change.pop("unwritten", None)
     if unwritten:  # the training questions without one writer's, as before that writer
@@ -220,7 +222,7 @@ def train_variant(base: str, out: Path, steps: int, change: dict) -> Path:
         chat_tasks._sentence_answers.cache_clear()
         for module, written in writers.items():
             module.WRITTEN_FOR_TRAINING = written
-        identity.ASKED_FIRST, chat_tasks.ASKED_FIRST_WEIGHT = asked_first, weight
+        identity.ASKED_FIRST, chat_tasks._times = asked_first, times
         written_caches_clear()
     return out
 

@@ -504,32 +504,21 @@ def test_identity_paraphrases_stay_off_the_heldout_phrasings():
 
 
 def test_the_questions_asked_first_are_trained_in_every_variant_and_never_tested():
-    """"Who are you?", "Hello!" and the rest of `ASKED_FIRST` are SFT's, each in all its variants, answered by its
-    own intent and counted ASKED_FIRST_WEIGHT times over in SFT and in RL's anchors; no held-out question is one of
-    them (the held-out share of each intent stays 1 in 4)."""
-    from collections import Counter
-
+    """"Who are you?", "Hello!" and the rest of `ASKED_FIRST` are SFT's, each in all its variants and answered by
+    its own intent; no held-out question is one of them (the held-out share of each intent stays 1 in 4)."""
     from minigpt.text import chat_tasks, identity
 
     facts = chat_tasks.Facts(params=1_840_000)
     records = identity.identity_records(facts)
-    trained = [r for r in chat_tasks.sft_records(facts) if r["split"] == "train" and r["family"] == "identity"]
-    sft = {r["messages"][0]["content"]: r["messages"][1]["content"] for r in trained}
-    times = Counter(r["messages"][0]["content"] for r in trained)
-    anchored = Counter(r["messages"][0]["content"] for r in chat_tasks.anchor_records(facts))
+    sft = {r["messages"][0]["content"]: r["messages"][1]["content"] for r in chat_tasks.sft_records(facts)
+           if r["split"] == "train" and r["family"] == "identity"}
     for q in identity.ASKED_FIRST:
         mine = [r for r in records if r.get("phrasing") == q]
         intent = next(i for i, (phrasings, _, _) in identity.IDENTITY.items() if q in phrasings)
         assert len(mine) == (1 if identity.is_chinese(q) or intent in identity.ASKED_AS_WRITTEN else 4), q
         for r in mine:
-            asked = r["messages"][0]["content"]
-            reply = sft[asked]  # SFT trains on it, with its intent's answer
+            reply = sft[r["messages"][0]["content"]]  # SFT trains on it, with its intent's answer
             assert r["split"] == "train" and r["intent"] == intent and chat_tasks.correct(r, reply, facts), q
-            assert times[asked] == chat_tasks.SMALL_FAMILY_REPEATS * chat_tasks.ASKED_FIRST_WEIGHT, asked
-            assert anchored[asked] == chat_tasks.ASKED_FIRST_WEIGHT, asked
-    other = next(r["messages"][0]["content"] for r in records
-                 if r["split"] == "train" and r["phrasing"] not in identity.ASKED_FIRST)
-    assert (times[other], anchored[other]) == (chat_tasks.SMALL_FAMILY_REPEATS, 1)
     held = [r for r in records if r["split"] == "val"]
     first = {identity._normal(q) for q in identity.ASKED_FIRST}
     assert not [r["messages"][0]["content"] for r in held if identity._normal(r["messages"][0]["content"]) in first]

@@ -41,8 +41,8 @@ from typing import Any, Callable
 
 from .corpora.pydocs import Entry, all_entries, first_sentence, split_of
 from .howto import howto_records
-from .identity import (ASKED_FIRST, IDENTITY, Facts, assistant_turn, casual, hash_byte, identity_records,
-                       paraphrase_records, user_turn)
+from .identity import (IDENTITY, Facts, assistant_turn, casual, hash_byte, identity_records, paraphrase_records,
+                       user_turn)
 from .out_of_world import unknown_records
 
 QUESTIONS = (
@@ -346,23 +346,15 @@ KEYED_FAMILIES = (*SMALL_FAMILIES, "howto")
 SMALL_FAMILY_REPEATS = 3  # identity and unknown training turns are few and their answers must be exact
 PARAPHRASE_REPEATS = 2  # the generated and blind-written identity questions (README "What changed since")
 RL_SMALL_FAMILY_REPEATS = 12  # RL's identity and unknown prompts (47% of its prompts since sr50; README history)
-# `identity.ASKED_FIRST` ("Who are you?", "Bye!"...), in every variant, count this many times over in SFT and in
-# RL's anchors: with the weight of any hand-written turn "Bye!" got the greeting from 7 of the 8 models of sr50-51
-ASKED_FIRST_WEIGHT = 3
 
 
 def _times(r: dict[str, Any]) -> int:
     """How often SFT trains on a record: hand-written identity and out-of-world training turns
-    SMALL_FAMILY_REPEATS times (the questions asked first ASKED_FIRST_WEIGHT times that), the identity paraphrases
-    and how-to questions PARAPHRASE_REPEATS times, everything else once."""
+    SMALL_FAMILY_REPEATS times, the identity paraphrases and how-to questions PARAPHRASE_REPEATS times, everything
+    else once."""
     if r["family"] not in KEYED_FAMILIES or r["split"] != "train":
         return 1
-    return PARAPHRASE_REPEATS if r.get("paraphrase") else SMALL_FAMILY_REPEATS * _asked_first(r)
-
-
-def _asked_first(r: dict[str, Any]) -> int:
-    """ASKED_FIRST_WEIGHT for a turn asking one of `identity.ASKED_FIRST` (in any variant), else 1."""
-    return ASKED_FIRST_WEIGHT if r.get("phrasing") in ASKED_FIRST else 1
+    return PARAPHRASE_REPEATS if r.get("paraphrase") else SMALL_FAMILY_REPEATS
 
 
 def sft_records(facts: Facts | None = None, phrasings: int = 2) -> list[dict[str, Any]]:
@@ -402,12 +394,9 @@ def sessions(records: list[dict[str, Any]], fits: Callable[[list[dict[str, str]]
 def anchor_records(facts: Facts | None = None, families: tuple[str, ...] = KEYED_FAMILIES) -> list[dict[str, Any]]:
     """RL's anchor conversations: SFT's training turns of `families` (its identity, out-of-world and how-to ones),
     whose exact answers RL keeps likely with an SFT term (`rl.RLConfig.anchor_rows`). Without the how-to turns
-    (through sr46) RL moved the how-to answers to "I don't know that" (README "What changed since"). The questions
-    asked first count ASKED_FIRST_WEIGHT times: sr52's DPO model answered "Bye!" right and RL moved it back to the
-    greeting."""
+    (through sr46) RL moved the how-to answers to "I don't know that" (README "What changed since")."""
     return [{"messages": r["messages"], "split": "train", "family": r["family"]}
-            for r in conversations(facts) if r["family"] in families and r["split"] == "train"
-            for _ in range(_asked_first(r))]
+            for r in conversations(facts) if r["family"] in families and r["split"] == "train"]
 
 
 def _prompt(r: dict[str, Any]) -> dict[str, Any]:
