@@ -106,8 +106,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 def rope_tables(head_dim: int, start: int, end: int, theta: float, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(cos, cos) and (-sin, sin) of positions [start, end), each (T, 1, head_dim) to broadcast over heads. On the
-    meta device (a model built for its shapes, `models.shapes_only`) only their shapes: PyTorch computes `arange` on
-    meta tensors with Python reference ops whose first call imports torch._dynamo (1.0 s)."""
+    meta device (`models.shapes_only`) only their shapes: `arange` there imports torch._dynamo, as `normal_` does."""
     if torch.device(device or torch.get_default_device()).type == "meta":
         shape = (end - start, 1, head_dim)
         return torch.empty(shape, device="meta"), torch.empty(shape, device="meta")
