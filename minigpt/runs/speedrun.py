@@ -29,8 +29,8 @@ from ..train.trainer import Diverged, TrainConfig
 from .report_card import PARENTS, checkpoint_of, read_state, write_report_card
 
 # Shares of the budget left after tokenizer training and data preparation. Pretraining had 49% and SFT 24% until
-# sr56: with pretraining's last 15% given to SFT the base model reads 0.025 bits per byte worse and the chat answers
-# better at every stage (README "What changed since").
+# sr56: with 15% of the budget moved from pretraining to SFT the base model reads 0.045-0.06 bits per byte worse and
+# the chat answers better at every stage (README "What changed since").
 SHARES = {"pretrain": 0.34, "sft": 0.39, "reward": 0.03, "dpo": 0.07, "rl": 0.12, "report": 0.05}
 
 
